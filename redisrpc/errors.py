@@ -1,0 +1,196 @@
+"""The one exception tree of redisrpc.
+
+Everything redisrpc raises derives from :class:`RedisRPCError`, so one
+``except redisrpc.RedisRPCError`` catches it all. Redis client errors never
+escape: the transport boundary translates them into the classes below.
+
+::
+
+    RedisRPCError                       base of everything redisrpc raises
+    ├── RedisConnectionError            Redis unreachable or connection lost (also ConnectionError)
+    ├── TransportError                  Redis answered with an error (auth, ACL, wrong type)
+    ├── ProtocolError                   a message breaks the wire format (also ValueError)
+    │   └── MessageTooLargeError        a message exceeds the configured size limit
+    ├── EncodingError                   a value has no JSON wire encoding (also TypeError)
+    ├── TimeoutException                no reply within the timeout (also TimeoutError)
+    ├── ServerGoneError                 every instance of the service vanished mid-call
+    ├── LockedError                     another client holds the server's advisory lock
+    └── RemoteException                 the remote call raised; ``remote_type``, ``remote_traceback``
+        └── Remote<Builtin>             e.g. RemoteZeroDivisionError, also a ZeroDivisionError
+
+    RemoteTraceback                     not raised: carries the framed remote traceback as
+                                        ``__cause__`` of a RemoteException, so Python and IPython
+                                        print it above the local one.
+
+``RemoteException`` and ``TimeoutException`` keep the classic RedisRPC names.
+"""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+__all__ = [
+    "EncodingError",
+    "LockedError",
+    "MessageTooLargeError",
+    "ProtocolError",
+    "RedisConnectionError",
+    "RedisRPCError",
+    "RemoteException",
+    "RemoteTraceback",
+    "ServerGoneError",
+    "TimeoutException",
+    "TransportError",
+    "remote_exception",
+]
+
+
+class RedisRPCError(Exception):
+    """Base class of every error redisrpc raises."""
+
+
+class RedisConnectionError(RedisRPCError, ConnectionError):
+    """Redis could not be reached, or the connection dropped during an operation."""
+
+
+class TransportError(RedisRPCError):
+    """Redis answered a command with an error (authentication, ACL, wrong key type)."""
+
+
+class ProtocolError(RedisRPCError, ValueError):
+    """A message does not follow the wire format."""
+
+
+class MessageTooLargeError(ProtocolError):
+    """A message is larger than the configured maximum size."""
+
+
+class EncodingError(RedisRPCError, TypeError):
+    """A value has no JSON wire encoding; the message names its type."""
+
+
+class TimeoutException(RedisRPCError, TimeoutError):
+    """No reply arrived within the timeout.
+
+    ``started`` tells whether a server had already taken the request when the
+    caller gave up: ``False`` means the request was withdrawn and will never run.
+    """
+
+    def __init__(self, message: str, *, started: bool | None = None) -> None:
+        super().__init__(message)
+        self.started = started
+
+
+class ServerGoneError(RedisRPCError):
+    """Every registered instance of the service vanished while a call was waiting."""
+
+
+class LockedError(RedisRPCError):
+    """Another client holds the server's advisory lock."""
+
+    def __init__(self, message: str, *, holder: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder or {}
+
+
+class RemoteException(RedisRPCError):
+    """The remote method raised; the remote type, message and traceback are attached.
+
+    When the remote type is a Python builtin exception the raised object is a
+    subclass that is also an instance of that builtin, so ``except KeyError``
+    works across the wire.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        remote_type: str = "",
+        remote_traceback: str = "",
+        server: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+        self.server = server
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            remote_exception,
+            (self.remote_type, self.message, self.remote_traceback, self.server),
+        )
+
+
+class RemoteTraceback(Exception):  # noqa: N818 - a display carrier, never raised
+    """Shows a remote traceback, framed, as the cause of a RemoteException."""
+
+    def __init__(self, text: str, *, server: str = "") -> None:
+        super().__init__(text)
+        self.text = text
+        self.server = server
+
+    def __str__(self) -> str:
+        where = f" from {self.server}" if self.server else ""
+        bar = "─" * 12
+        body = self.text.rstrip("\n")
+        return (
+            f"\n{bar} remote traceback{where} {bar}\n{body}\n{bar} end of remote traceback {bar}"
+        )
+
+
+_REMOTE_CLASSES: dict[str, type[RemoteException]] = {}
+
+# BaseException-only builtins (KeyboardInterrupt, SystemExit) are deliberately
+# absent: a remote Ctrl-C must not stop the local program.
+_BUILTIN_EXCEPTIONS: dict[str, type[Exception]] = {
+    name: obj
+    for name, obj in vars(builtins).items()
+    if isinstance(obj, type) and issubclass(obj, Exception) and not name.startswith("_")
+}
+
+
+def _remote_class(type_name: str) -> type[RemoteException]:
+    """Return the RemoteException subclass for a remote type name, made once per name."""
+    cls = _REMOTE_CLASSES.get(type_name)
+    if cls is not None:
+        return cls
+    # A dictionary lookup among builtins: nothing in the message is evaluated.
+    builtin = _BUILTIN_EXCEPTIONS.get(type_name)
+    cls = RemoteException
+    if builtin is not None:
+        try:
+            cls = type(
+                f"Remote{type_name}",
+                (RemoteException, builtin),
+                {"__doc__": f"A remote {type_name}.", "__module__": __name__},
+            )
+        except TypeError:  # a C layout conflict (e.g. OSError); the base class still serves
+            cls = RemoteException
+    _REMOTE_CLASSES[type_name] = cls
+    return cls
+
+
+def remote_exception(
+    remote_type: str, message: str, remote_traceback: str = "", server: str = ""
+) -> RemoteException:
+    """Build the exception to raise locally for an error reply from a server."""
+    cls = _remote_class(remote_type)
+    exc = cls.__new__(cls)
+    RemoteException.__init__(
+        exc,
+        message,
+        remote_type=remote_type,
+        remote_traceback=remote_traceback,
+        server=server,
+    )
+    # Builtin bases keep their own args (KeyError's str quotes them); set them
+    # so that the builtin view of the exception shows the remote message.
+    exc.args = (message,)
+    if remote_traceback:
+        exc.__cause__ = RemoteTraceback(remote_traceback, server=server)
+    return exc

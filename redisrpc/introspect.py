@@ -1,0 +1,307 @@
+"""What a server exposes, how it describes it, and how a client reads the description.
+
+One rule decides what is callable, for calls and for ``__describe__`` alike
+(:func:`exposed_members`):
+
+* a name is a plain identifier that does not start with ``_``;
+* if the server was given ``expose=[...]``, only those names;
+* else, if the class marks any member with :func:`expose`, only marked members;
+* else every public method, property and plain data attribute.
+
+The description is plain JSON (see PROTOCOL.md). The client half of this
+module turns its structured parameters back into :class:`inspect.Signature`
+objects without evaluating any text.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Any, TypeVar, overload
+
+from .protocol import PROTOCOL_VERSION, is_valid_name
+
+__all__ = [
+    "Member",
+    "describe",
+    "expose",
+    "exposed_members",
+    "signature_from_params",
+]
+
+log = logging.getLogger("redisrpc.introspect")
+
+_MARK = "_redisrpc_expose"
+_DATA_TYPES = (bool, int, float, str, bytes, list, tuple, dict, type(None))
+_KINDS = {
+    "POSITIONAL_ONLY": inspect.Parameter.POSITIONAL_ONLY,
+    "POSITIONAL_OR_KEYWORD": inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    "VAR_POSITIONAL": inspect.Parameter.VAR_POSITIONAL,
+    "KEYWORD_ONLY": inspect.Parameter.KEYWORD_ONLY,
+    "VAR_KEYWORD": inspect.Parameter.VAR_KEYWORD,
+}
+
+F = TypeVar("F")
+
+
+@overload
+def expose(member: F) -> F: ...
+@overload
+def expose(*, readonly: bool = ..., tags: Collection[str] = ...) -> Callable[[F], F]: ...
+
+
+def expose(
+    member: Any = None, *, readonly: bool = False, tags: Collection[str] = ()
+) -> Any:
+    """Mark a method or property as callable remotely.
+
+    Once any member of a class is marked, only marked members are exposed.
+    ``readonly=True`` on a property refuses remote writes; ``tags`` (e.g.
+    ``{"admin"}``) travel in the description for clients and servers to act on.
+    Use it bare (``@expose``) or with options (``@expose(tags={"admin"})``);
+    put it above ``@property``.
+    """
+    mark = {"readonly": readonly, "tags": sorted(tags)}
+
+    def apply(target: Any) -> Any:
+        holder = target.fget if isinstance(target, property) else target
+        holder = getattr(holder, "__func__", holder)  # staticmethod / classmethod
+        setattr(holder, _MARK, mark)
+        return target
+
+    return apply if member is None else apply(member)
+
+
+def _mark_of(raw: Any) -> dict[str, Any] | None:
+    holder = raw.fget if isinstance(raw, property) else raw
+    holder = getattr(holder, "__func__", holder)
+    mark = getattr(holder, _MARK, None)
+    return mark if isinstance(mark, dict) else None
+
+
+@dataclass(slots=True)
+class Member:
+    """One exposed name: a method, a property, or a plain data attribute."""
+
+    name: str
+    kind: str  # "method" | "property" | "attribute"
+    readonly: bool = False
+    tags: list[str] = field(default_factory=list)
+
+
+def _classify(obj: Any, name: str) -> Member | None:
+    try:
+        raw = inspect.getattr_static(obj, name)
+    except AttributeError:
+        return None
+    mark = _mark_of(raw) or {}
+    readonly = bool(mark.get("readonly", False))
+    tags = list(mark.get("tags", []))
+    if isinstance(raw, property):
+        return Member(name, "property", readonly or raw.fset is None, tags)
+    if isinstance(raw, (staticmethod, classmethod)):
+        return Member(name, "method", readonly, tags)
+    if isinstance(raw, type) or inspect.ismodule(raw):
+        return None  # classes and modules are namespaces, not operations
+    if callable(raw):
+        return Member(name, "method", readonly, tags)
+    if hasattr(type(raw), "__get__"):
+        return None  # other descriptors (slots, cached_property) run code on read: not exposed
+    if isinstance(raw, _DATA_TYPES):
+        return Member(name, "attribute", readonly, tags)
+    return None
+
+
+def exposed_members(obj: Any, *, allow: Collection[str] | None = None) -> dict[str, Member]:
+    """Return the members of ``obj`` that remote callers may use, by name.
+
+    Nothing here reads a property: classification is static.
+    """
+    names = sorted(allow) if allow is not None else dir(obj)
+    members: dict[str, Member] = {}
+    for name in names:
+        if not is_valid_name(name) or name.startswith("_"):
+            continue
+        member = _classify(obj, name)
+        if member is not None:
+            members[name] = member
+    if allow is None and any(
+        _mark_of(inspect.getattr_static(obj, name, None)) is not None for name in members
+    ):
+        members = {
+            name: m
+            for name, m in members.items()
+            if _mark_of(inspect.getattr_static(obj, name, None)) is not None
+        }
+    return members
+
+
+# -- describing ---------------------------------------------------------------
+
+
+def _annotation_text(annotation: Any) -> str | None:
+    if annotation is inspect.Parameter.empty:
+        return None
+    if isinstance(annotation, str):
+        return annotation
+    return inspect.formatannotation(annotation)
+
+
+def _json_default(value: Any) -> tuple[bool, Any]:
+    """Return (True, value) when a default can travel as JSON, else (False, None)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return True, value
+    if isinstance(value, float) and math.isfinite(value):
+        return True, value
+    if isinstance(value, (list, tuple)) and all(_json_default(v)[0] for v in value):
+        return True, [_json_default(v)[1] for v in value]
+    return False, None
+
+
+def _describe_params(func: Any) -> tuple[list[dict[str, Any]], str | None, bool]:
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError):
+        # Some builtins have no signature; say so rather than invent one.
+        return (
+            [
+                {"name": "args", "kind": "VAR_POSITIONAL"},
+                {"name": "kwargs", "kind": "VAR_KEYWORD"},
+            ],
+            None,
+            False,
+        )
+    params = []
+    for p in sig.parameters.values():
+        entry: dict[str, Any] = {"name": p.name, "kind": p.kind.name}
+        if p.default is not inspect.Parameter.empty:
+            ok, value = _json_default(p.default)
+            if ok:
+                entry["default"] = value
+            entry["default_repr"] = repr(p.default)[:200]
+        annotation = _annotation_text(p.annotation)
+        if annotation is not None:
+            entry["annotation"] = annotation
+        params.append(entry)
+    return params, _annotation_text(sig.return_annotation), True
+
+
+def _describe_member(obj: Any, member: Member) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": member.name}
+    if member.tags:
+        entry["tags"] = member.tags
+    if member.kind == "method":
+        func = getattr(obj, member.name)
+        params, returns, known = _describe_params(func)
+        entry.update(doc=inspect.getdoc(func) or "", params=params)
+        if returns is not None:
+            entry["returns"] = returns
+        if not known:
+            entry["signature_known"] = False
+        return entry
+    raw = inspect.getattr_static(obj, member.name)
+    entry["readonly"] = member.readonly
+    entry["kind"] = member.kind
+    if member.kind == "property":
+        entry["doc"] = inspect.getdoc(raw) or ""
+        annotation = _annotation_text(
+            inspect.signature(raw.fget).return_annotation if raw.fget else inspect.Parameter.empty
+        )
+        if annotation is not None:
+            entry["annotation"] = annotation
+    else:
+        entry["doc"] = ""
+        entry["annotation"] = type(raw).__name__
+    return entry
+
+
+def describe(
+    obj: Any, members: dict[str, Member], *, name: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Build the ``__describe__`` payload for ``obj``.
+
+    A member that fails to describe is listed with an ``error`` text instead of
+    breaking the whole description.
+    """
+    from . import __version__
+
+    methods: list[dict[str, Any]] = []
+    properties: list[dict[str, Any]] = []
+    for member in members.values():
+        try:
+            entry = _describe_member(obj, member)
+        except Exception as exc:
+            log.warning("cannot describe %s.%s: %r", name, member.name, exc)
+            entry = {"name": member.name, "doc": "", "error": f"{type(exc).__name__}: {exc}"}
+            if member.kind == "method":
+                entry.update(params=[], signature_known=False)
+            else:
+                entry.update(readonly=True, kind=member.kind)
+        (methods if member.kind == "method" else properties).append(entry)
+    cls = type(obj)
+    description: dict[str, Any] = {
+        "protocol": PROTOCOL_VERSION,
+        "library": f"redisrpc {__version__}",
+        "name": name,
+        "class": cls.__qualname__,
+        "module": cls.__module__,
+        "doc": inspect.getdoc(obj) or "",
+        "methods": methods,
+        "properties": properties,
+    }
+    if extra:
+        description.update(extra)
+    return description
+
+
+# -- the client half ------------------------------------------------------------
+
+
+class _Text:
+    """Shows a text as is: the repr of a remote default or annotation, never evaluated."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def signature_from_params(
+    params: Any, returns: Any = None
+) -> inspect.Signature:
+    """Rebuild an :class:`inspect.Signature` from described parameters.
+
+    Text (annotations, non-JSON defaults) is shown verbatim and never evaluated.
+    An invalid description gives ``(*args, **kwargs)``.
+    """
+    fallback = inspect.Signature(
+        [
+            inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+            inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+        ]
+    )
+    if not isinstance(params, list):
+        return fallback
+    built = []
+    try:
+        for p in params:
+            kind = _KINDS[p["kind"]]
+            default: Any = inspect.Parameter.empty
+            if "default" in p:
+                default = p["default"]
+            elif "default_repr" in p:
+                default = _Text(str(p["default_repr"]))
+            annotation: Any = inspect.Parameter.empty
+            if isinstance(p.get("annotation"), str):
+                annotation = _Text(p["annotation"])
+            built.append(inspect.Parameter(str(p["name"]), kind, default=default, annotation=annotation))
+        return_annotation = _Text(returns) if isinstance(returns, str) else inspect.Signature.empty
+        return inspect.Signature(built, return_annotation=return_annotation)
+    except (KeyError, TypeError, ValueError):
+        return fallback
