@@ -12,9 +12,13 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from importlib import import_module as _import_module
+from importlib.util import find_spec as _find_spec
 
+from ._version import __version__
+from .aio import AsyncClient
 from .client import DEFAULT_TIMEOUT, Client, description, refresh, with_timeout
+from .embedded import EmbeddedRedis, ensure_redis
 from .errors import (
     EncodingError,
     LockedError,
@@ -29,7 +33,9 @@ from .errors import (
     TransportError,
 )
 from .introspect import expose
+from .lock import Lock, lock, lock_info
 from .protocol import PROTOCOL_VERSION
+from .registry import InstanceInfo, ServiceInfo, discover
 from .server import Server
 
 RedisRPCClient = Client
@@ -40,8 +46,12 @@ RedisRPCServer = Server
 __all__ = [
     "DEFAULT_TIMEOUT",
     "PROTOCOL_VERSION",
+    "AsyncClient",
     "Client",
+    "EmbeddedRedis",
     "EncodingError",
+    "InstanceInfo",
+    "Lock",
     "LockedError",
     "MessageTooLargeError",
     "ProtocolError",
@@ -53,11 +63,36 @@ __all__ = [
     "RemoteTraceback",
     "Server",
     "ServerGoneError",
+    "ServiceInfo",
     "TimeoutException",
     "TransportError",
     "__version__",
     "description",
+    "discover",
+    "ensure_redis",
     "expose",
+    "lock",
+    "lock_info",
     "refresh",
     "with_timeout",
 ]
+
+# The notebook widget needs ipywidgets, an optional extra: import it on first use,
+# and list it in __all__ only where it can be imported.
+_LAZY = {"Explorer": "explorer", "explore": "explorer"}
+if _find_spec("ipywidgets") is not None:
+    __all__ += ["Explorer", "explore"]
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'redisrpc' has no attribute {name!r}")
+    try:
+        value = getattr(_import_module(f".{module}", __name__), name)
+    except ImportError as exc:
+        raise ImportError(
+            f"redisrpc.{name} needs ipywidgets: pip install 'redisrpc[notebook]' ({exc})"
+        ) from exc
+    globals()[name] = value
+    return value

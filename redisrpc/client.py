@@ -24,17 +24,21 @@ from .errors import (
     ProtocolError,
     RedisConnectionError,
     RemoteException,
+    ServerGoneError,
     TimeoutException,
 )
+from .lock import Lock, held_token, lock
 from .protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DESCRIBE,
+    Reply,
     Request,
     decode_reply,
     encode_request,
     reply_queue_prefix,
 )
 from .proxy import ProxyBase, build_proxy_class, error_from_reply
+from .registry import live_instances
 from .transport import Transport
 
 __all__ = ["DEFAULT_TIMEOUT", "Client", "description", "refresh", "with_timeout"]
@@ -43,6 +47,7 @@ DEFAULT_TIMEOUT = 30.0
 """Seconds a call waits for its reply unless the client or the call says otherwise."""
 
 _WAIT_SLICE = 1.0  # the longest single BLPOP, so a long wait stays interruptible
+_GONE_GRACE = 1.0  # a default heartbeat period: how long a missing service gets to reappear
 
 P = TypeVar("P", bound=ProxyBase)
 
@@ -119,68 +124,157 @@ class Client(ProxyBase):
         """Call ``name`` remotely and return its value, or raise its error."""
         transport: Transport = self._rpc_transport
         timeout: float = self._rpc_timeout
-        call_id = secrets.token_hex(16)
-        reply_queue = self._rpc_reply_prefix + call_id
-        started = time.monotonic()
-        end = started + timeout
+        end = time.monotonic() + timeout
         with transport.translated():
             deadline = transport.now_ms() + int(timeout * 1000)
-        data = encode_request(
-            Request(name, list(args), kwargs, reply_queue, call_id, deadline, self._rpc_lock_token())
-        )
-        if len(data) > self._rpc_max_size:
-            raise MessageTooLargeError(
-                f"request for {name}() is {len(data)} bytes, over the server's limit of"
-                f" {self._rpc_max_size}"
-            )
-        pipe = transport.redis.pipeline(transaction=False)
-        pipe.rpush(self._rpc_name, data)
-        pipe.blpop([reply_queue], timeout=_slice(end))
+        data, reply_queue, _ = encode_call(self, name, args, kwargs, deadline)
         try:
             with transport.translated():
-                _, popped = pipe.execute()
+                # The request and the first wait share one round trip.
+                pushed, popped = transport.execute(
+                    ("RPUSH", self._rpc_name, data), ("BLPOP", reply_queue, wait_slice(end))
+                )
+                if isinstance(pushed, Exception):
+                    raise pushed
                 while popped is None:
                     if time.monotonic() >= end:
                         self._rpc_give_up(name, data, reply_queue, timeout)
                     self._rpc_check_alive(name, data, reply_queue)
-                    popped = transport.redis.blpop([reply_queue], timeout=_slice(end))
+                    (popped,) = transport.execute(("BLPOP", reply_queue, wait_slice(end)))
         except RedisConnectionError as exc:
-            raise RedisConnectionError(
-                f"{exc}; the call {self._rpc_name}.{name}() may or may not have been delivered,"
-                " and will not start after its deadline"
-            ) from exc
-        reply = decode_reply(popped[1])
-        if reply.error is not None:
-            raise error_from_reply(reply.error, self._rpc_name)
-        return reply.value
+            raise undelivered(self, name, exc) from exc
+        return outcome(self, popped)
 
     def _rpc_lock_token(self) -> str | None:
-        return None
+        """The advisory-lock token this proxy's calls carry (see :mod:`redisrpc.lock`)."""
+        return held_token(self)
+
+    def _rpc_lock(self, *, ttl: float = 30.0, note: str = "", wait: float = 0.0) -> Lock:
+        """Same as ``redisrpc.lock(proxy, ...)``: hold the service for a sequence of calls."""
+        return lock(self, ttl=ttl, note=note, wait=wait)
 
     def _rpc_check_alive(self, name: str, data: bytes, reply_queue: str) -> None:
-        """Hook run between waits; the registry makes it fail fast on dead services."""
+        """Between waits: fail fast when every registered instance of the service is gone.
 
-    def _rpc_give_up(self, name: str, data: bytes, reply_queue: str, timeout: float) -> None:
-        """Withdraw the request if no server took it yet, then raise TimeoutException."""
-        redis_ = self._rpc_transport.redis
-        with self._rpc_transport.translated():
-            removed = redis_.lrem(self._rpc_name, 1, data)
-            redis_.delete(reply_queue)
+        Only for services whose description says they register (see
+        :mod:`redisrpc.registry`); others are waited on until the timeout. One
+        round trip while the service is alive.
+        """
+        found = self.__dict__.get("_rpc_description")
+        if not isinstance(found, dict) or found.get("registered") is not True:
+            return
+        prefix = found.get("registry_prefix")
+        if not isinstance(prefix, str) or not prefix:
+            return
+        transport: Transport = self._rpc_transport
+        if live_instances(transport, self._rpc_name, prefix=prefix):
+            return
+        # Look twice, a heartbeat apart: a Redis that just restarted lost the registry
+        # until the servers' next heartbeat, and those servers are not gone.
+        time.sleep(_GONE_GRACE)
+        if live_instances(transport, self._rpc_name, prefix=prefix):
+            return
+        with transport.translated():
+            removed, waiting = transport.execute(
+                ("LREM", self._rpc_name, 1, data), ("LLEN", reply_queue)
+            )
+            if waiting:
+                return  # the last instance answered before it deregistered
+            transport.execute(("DEL", reply_queue))
+        where = f"every registered instance of {self._rpc_name!r} is gone (crashed or stopped)"
         if removed:
-            raise TimeoutException(
-                f"{self._rpc_name}.{name}() timed out after {timeout:g} s: no server took the"
-                " request, which was withdrawn and will never run",
+            raise ServerGoneError(
+                f"{where}: {self._rpc_name}.{name}() was withdrawn before any server took it"
+                " and will never run",
                 started=False,
             )
-        raise TimeoutException(
-            f"{self._rpc_name}.{name}() timed out after {timeout:g} s: a server took the request"
-            " but did not answer in time (it may still be running)",
+        raise ServerGoneError(
+            f"{where} while {self._rpc_name}.{name}() was running: it may have partly run,"
+            " and no reply will come",
             started=True,
         )
 
+    def _rpc_give_up(self, name: str, data: bytes, reply_queue: str, timeout: float) -> None:
+        """Withdraw the request if no server took it yet, then raise TimeoutException."""
+        transport: Transport = self._rpc_transport
+        with transport.translated():
+            removed, _ = transport.execute(("LREM", self._rpc_name, 1, data), ("DEL", reply_queue))
+            if isinstance(removed, Exception):
+                raise removed
+        raise timed_out(self, name, timeout, bool(removed))
 
-def _slice(end: float) -> float:
+
+def wait_slice(end: float) -> float:
+    """Seconds for the next BLPOP: at most one slice, so long waits stay interruptible."""
     return max(0.01, min(_WAIT_SLICE, end - time.monotonic()))
+
+
+# The pieces of a call that the sync and async clients share.
+
+
+def encode_call(
+    proxy: Any,
+    name: str,
+    args: Any,
+    kwargs: dict[str, Any],
+    deadline: int,
+    *,
+    reply_queue: str | None = None,
+) -> tuple[bytes, str, str]:
+    """Encode one call of ``proxy``; return the request bytes, its reply queue and its id.
+
+    Without ``reply_queue`` the call gets a reply list of its own, named after
+    its id; with one, the reply carries the id that tells calls apart.
+    """
+    call_id = secrets.token_hex(16)
+    reply_queue = reply_queue or proxy._rpc_reply_prefix + call_id
+    request = Request(name, list(args), kwargs, reply_queue, call_id, deadline)
+    request.lock = proxy._rpc_lock_token()
+    data = encode_request(request)
+    if len(data) > proxy._rpc_max_size:
+        raise MessageTooLargeError(
+            f"request for {name}() is {len(data)} bytes, over the server's limit of"
+            f" {proxy._rpc_max_size}"
+        )
+    return data, reply_queue, call_id
+
+
+def outcome(proxy: Any, popped: Any) -> Any:
+    """The value in a popped reply (a BLPOP result), or raise the error it carries."""
+    if isinstance(popped, Exception):
+        with proxy._rpc_transport.translated():
+            raise popped
+    return reply_value(proxy, decode_reply(popped[1]))
+
+
+def reply_value(proxy: Any, reply: Reply) -> Any:
+    """The value a decoded reply carries, or raise its error."""
+    if reply.error is not None:
+        raise error_from_reply(reply.error, proxy._rpc_name)
+    return reply.value
+
+
+def undelivered(proxy: Any, name: str, exc: RedisConnectionError) -> RedisConnectionError:
+    """The error for a call whose connection failed: it may or may not have been delivered."""
+    return RedisConnectionError(
+        f"{exc}; the call {proxy._rpc_name}.{name}() may or may not have been delivered,"
+        " and will not start after its deadline"
+    )
+
+
+def timed_out(proxy: Any, name: str, timeout: float, withdrawn: bool) -> TimeoutException:
+    """The timeout error, once the request was withdrawn (never runs) or found taken."""
+    if withdrawn:
+        return TimeoutException(
+            f"{proxy._rpc_name}.{name}() timed out after {timeout:g} s: no server took the"
+            " request, which was withdrawn and will never run",
+            started=False,
+        )
+    return TimeoutException(
+        f"{proxy._rpc_name}.{name}() timed out after {timeout:g} s: a server took the request"
+        " but did not answer in time (it may still be running)",
+        started=True,
+    )
 
 
 def _base_class(cls: type[ProxyBase]) -> type[ProxyBase]:
@@ -190,7 +284,7 @@ def _base_class(cls: type[ProxyBase]) -> type[ProxyBase]:
 
 def refresh(proxy: ProxyBase) -> dict[str, Any] | None:
     """Fetch a proxy's remote description again (after the server changed)."""
-    return proxy._rpc_refresh()  # type: ignore[attr-defined, no-any-return]
+    return proxy._rpc_refresh()  # type: ignore[no-any-return]
 
 
 def description(proxy: ProxyBase) -> dict[str, Any] | None:
@@ -206,4 +300,4 @@ def with_timeout(proxy: P, timeout: float) -> P:
     """
     if not (timeout > 0 and timeout < float("inf")):
         raise ValueError("timeout must be a positive, finite number of seconds")
-    return proxy._rpc_with(timeout=float(timeout))  # type: ignore[attr-defined, no-any-return]
+    return proxy._rpc_with(timeout=float(timeout))  # type: ignore[no-any-return]

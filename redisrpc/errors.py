@@ -15,7 +15,7 @@ escape: the transport boundary translates them into the classes below.
     ├── TimeoutException                no reply within the timeout (also TimeoutError)
     ├── ServerGoneError                 every instance of the service vanished mid-call
     ├── LockedError                     another client holds the server's advisory lock
-    └── RemoteException                 the remote call raised; ``remote_type``, ``remote_traceback``
+    └── RemoteException                 the remote call raised; remote type and traceback
         └── Remote<Builtin>             e.g. RemoteZeroDivisionError, also a ZeroDivisionError
 
     RemoteTraceback                     not raised: carries the framed remote traceback as
@@ -70,7 +70,7 @@ class EncodingError(RedisRPCError, TypeError):
     """A value has no JSON wire encoding; the message names its type."""
 
 
-class TimeoutException(RedisRPCError, TimeoutError):
+class TimeoutException(RedisRPCError, TimeoutError):  # noqa: N818 - the classic name
     """No reply arrived within the timeout.
 
     ``started`` tells whether a server had already taken the request when the
@@ -83,7 +83,15 @@ class TimeoutException(RedisRPCError, TimeoutError):
 
 
 class ServerGoneError(RedisRPCError):
-    """Every registered instance of the service vanished while a call was waiting."""
+    """Every registered instance of the service vanished while a call was waiting.
+
+    ``started`` tells whether a server had taken the request: ``False`` means it
+    was withdrawn and will never run; ``True`` that it may have partly run.
+    """
+
+    def __init__(self, message: str, *, started: bool | None = None) -> None:
+        super().__init__(message)
+        self.started = started
 
 
 class LockedError(RedisRPCError):
@@ -94,7 +102,7 @@ class LockedError(RedisRPCError):
         self.holder = holder or {}
 
 
-class RemoteException(RedisRPCError):
+class RemoteException(RedisRPCError):  # noqa: N818 - the classic name
     """The remote method raised; the remote type, message and traceback are attached.
 
     When the remote type is a Python builtin exception the raised object is a
@@ -110,7 +118,8 @@ class RemoteException(RedisRPCError):
         remote_traceback: str = "",
         server: str = "",
     ) -> None:
-        super().__init__(message)
+        # Not super(): builtin bases such as UnicodeDecodeError need other arguments.
+        Exception.__init__(self, message)
         self.message = message
         self.remote_type = remote_type
         self.remote_traceback = remote_traceback
@@ -138,9 +147,7 @@ class RemoteTraceback(Exception):  # noqa: N818 - a display carrier, never raise
         where = f" from {self.server}" if self.server else ""
         bar = "─" * 12
         body = self.text.rstrip("\n")
-        return (
-            f"\n{bar} remote traceback{where} {bar}\n{body}\n{bar} end of remote traceback {bar}"
-        )
+        return f"\n{bar} remote traceback{where} {bar}\n{body}\n{bar} end of remote traceback {bar}"
 
 
 _REMOTE_CLASSES: dict[str, type[RemoteException]] = {}
@@ -169,7 +176,9 @@ def _remote_class(type_name: str) -> type[RemoteException]:
                 (RemoteException, builtin),
                 {"__doc__": f"A remote {type_name}.", "__module__": __name__},
             )
-        except TypeError:  # a C layout conflict (e.g. OSError); the base class still serves
+            # Some builtins (MemoryError) refuse to be made this way: probe once.
+            RemoteException.__init__(cls.__new__(cls), type_name)
+        except TypeError:  # a C layout conflict or an unsafe __new__; the base class serves
             cls = RemoteException
     _REMOTE_CLASSES[type_name] = cls
     return cls

@@ -6,7 +6,10 @@ One rule decides what is callable, for calls and for ``__describe__`` alike
 * a name is a plain identifier that does not start with ``_``;
 * if the server was given ``expose=[...]``, only those names;
 * else, if the class marks any member with :func:`expose`, only marked members;
-* else every public method, property and plain data attribute.
+* else every public method, property and plain data attribute;
+* then a server's ``deny_tags`` drop members tagged with any of them, and its
+  ``readonly=True`` mode keeps only methods marked ``@expose(readonly=True)``
+  and makes every property and attribute read-only.
 
 The description is plain JSON (see PROTOCOL.md). The client half of this
 module turns its structured parameters back into :class:`inspect.Signature`
@@ -22,6 +25,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
+from ._version import __version__
 from .protocol import PROTOCOL_VERSION, is_valid_name
 
 __all__ = [
@@ -53,9 +57,7 @@ def expose(member: F) -> F: ...
 def expose(*, readonly: bool = ..., tags: Collection[str] = ...) -> Callable[[F], F]: ...
 
 
-def expose(
-    member: Any = None, *, readonly: bool = False, tags: Collection[str] = ()
-) -> Any:
+def expose(member: Any = None, *, readonly: bool = False, tags: Collection[str] = ()) -> Any:
     """Mark a method or property as callable remotely.
 
     Once any member of a class is marked, only marked members are exposed.
@@ -115,10 +117,18 @@ def _classify(obj: Any, name: str) -> Member | None:
     return None
 
 
-def exposed_members(obj: Any, *, allow: Collection[str] | None = None) -> dict[str, Member]:
+def exposed_members(
+    obj: Any,
+    *,
+    allow: Collection[str] | None = None,
+    readonly: bool = False,
+    deny_tags: Collection[str] = (),
+) -> dict[str, Member]:
     """Return the members of ``obj`` that remote callers may use, by name.
 
-    Nothing here reads a property: classification is static.
+    Nothing here reads a property: classification is static. ``readonly`` and
+    ``deny_tags`` are the server options of the same names (see the module
+    docstring).
     """
     names = sorted(allow) if allow is not None else dir(obj)
     members: dict[str, Member] = {}
@@ -135,6 +145,14 @@ def exposed_members(obj: Any, *, allow: Collection[str] | None = None) -> dict[s
             name: m
             for name, m in members.items()
             if _mark_of(inspect.getattr_static(obj, name, None)) is not None
+        }
+    if deny_tags:
+        members = {name: m for name, m in members.items() if not set(m.tags) & set(deny_tags)}
+    if readonly:
+        members = {
+            name: Member(m.name, m.kind, True, m.tags)
+            for name, m in members.items()
+            if m.kind != "method" or m.readonly
         }
     return members
 
@@ -226,8 +244,6 @@ def describe(
     A member that fails to describe is listed with an ``error`` text instead of
     breaking the whole description.
     """
-    from . import __version__
-
     methods: list[dict[str, Any]] = []
     properties: list[dict[str, Any]] = []
     for member in members.values():
@@ -272,9 +288,7 @@ class _Text:
         return self.text
 
 
-def signature_from_params(
-    params: Any, returns: Any = None
-) -> inspect.Signature:
+def signature_from_params(params: Any, returns: Any = None) -> inspect.Signature:
     """Rebuild an :class:`inspect.Signature` from described parameters.
 
     Text (annotations, non-JSON defaults) is shown verbatim and never evaluated.
@@ -300,7 +314,9 @@ def signature_from_params(
             annotation: Any = inspect.Parameter.empty
             if isinstance(p.get("annotation"), str):
                 annotation = _Text(p["annotation"])
-            built.append(inspect.Parameter(str(p["name"]), kind, default=default, annotation=annotation))
+            built.append(
+                inspect.Parameter(str(p["name"]), kind, default=default, annotation=annotation)
+            )
         return_annotation = _Text(returns) if isinstance(returns, str) else inspect.Signature.empty
         return inspect.Signature(built, return_annotation=return_annotation)
     except (KeyError, TypeError, ValueError):

@@ -111,7 +111,7 @@ def _encode_default(obj: Any) -> Any:
                 "base64": base64.b64encode(arr.tobytes()).decode("ascii"),
             }
         if isinstance(obj, numpy.generic):
-            return obj.item()
+            return _tag_non_finite(obj.item())
     if isinstance(obj, (set, frozenset)):
         return list(obj)
     raise EncodingError(f"cannot encode a value of type {type(obj).__qualname__} as JSON")
@@ -134,16 +134,28 @@ def _tag_non_finite(obj: Any) -> Any:
 
 def _dumps(obj: Any) -> bytes:
     try:
-        return json.dumps(obj, default=_encode_default, allow_nan=False, separators=(",", ":")).encode()
+        return _json_bytes(obj)
     except ValueError as exc:
         if "Out of range float" not in str(exc):
             raise EncodingError(str(exc)) from exc
+    # Rare path: the value holds NaN or an infinity somewhere.
+    try:
+        return _json_bytes(_tag_non_finite(obj))
+    except ValueError as exc:
+        raise EncodingError(str(exc)) from exc
+
+
+def _json_bytes(obj: Any) -> bytes:
+    """Strict JSON, with every failure but non-finite floats reported as EncodingError."""
+    try:
+        text = json.dumps(obj, default=_encode_default, allow_nan=False, separators=(",", ":"))
+    except EncodingError:
+        raise
+    except TypeError as exc:  # e.g. a dict key that is a tuple
+        raise EncodingError(f"cannot encode as JSON: {exc}") from exc
     except RecursionError as exc:
         raise EncodingError("value is nested too deeply to encode") from exc
-    # Rare path: the value holds NaN or an infinity somewhere.
-    return json.dumps(
-        _tag_non_finite(obj), default=_encode_default, allow_nan=False, separators=(",", ":")
-    ).encode()
+    return text.encode()
 
 
 def _decode_tag(obj: dict[str, Any]) -> Any:
@@ -157,7 +169,7 @@ def _decode_tag(obj: dict[str, Any]) -> Any:
             return float(obj["value"])
         if tag == "ndarray":
             try:
-                import numpy
+                import numpy  # noqa: PLC0415 - numpy is optional; only arrays need it
             except ImportError as exc:
                 raise EncodingError("a numpy array arrived but numpy is not installed") from exc
             data = base64.b64decode(obj["base64"], validate=True)
@@ -191,6 +203,10 @@ def _loads(raw: bytes | str) -> Any:
         raise ProtocolError(f"message is not valid UTF-8: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"message is not valid JSON: {exc}") from exc
+    except ProtocolError:
+        raise
+    except ValueError as exc:  # e.g. an integer longer than Python's int_max_str_digits
+        raise ProtocolError(f"message cannot be decoded: {exc}") from exc
 
 
 # -- requests ---------------------------------------------------------------
@@ -244,9 +260,7 @@ def salvage_response_queue(raw: bytes, queue: str) -> str | None:
     return candidate if candidate.startswith(reply_queue_prefix(queue)) else None
 
 
-def decode_request(
-    raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAGE_SIZE
-) -> Request:
+def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Request:
     """Decode and validate a request taken from ``queue``.
 
     Raises :class:`ProtocolError` (or :class:`MessageTooLargeError`) with a
@@ -315,6 +329,8 @@ class ErrorInfo:
     message: str
     traceback: str = ""
     server: str = ""
+    details: dict[str, Any] | None = None
+    """Structured facts about a redisrpc refusal (e.g. ``holder`` for LockedError)."""
 
 
 @dataclass(slots=True)
@@ -341,7 +357,9 @@ def encode_reply(reply: Reply) -> bytes:
             return _dumps(message)
         except EncodingError as exc:
             reply = Reply(
-                error=ErrorInfo("EncodingError", f"the return value could not be sent: {exc}"),
+                error=ErrorInfo(
+                    "redisrpc.EncodingError", f"the return value could not be sent: {exc}"
+                ),
                 id=reply.id,
             )
     error = reply.error
@@ -357,6 +375,8 @@ def encode_reply(reply: Reply) -> bytes:
         },
         "protocol": PROTOCOL_VERSION,
     }
+    if error.details:
+        message["error"]["details"] = error.details
     if reply.id is not None:
         message["id"] = reply.id
     return _dumps(message)
@@ -369,7 +389,8 @@ def decode_reply(raw: bytes | str) -> Reply:
         raise ProtocolError(f"a reply must be a JSON object, not {type(message).__name__}")
     reply_id = message.get("id")
     reply_id = reply_id if isinstance(reply_id, str) else None
-    if "exception" in message:
+    # The original Python client tests `exception is not None`: null means success.
+    if message.get("exception") is not None:
         detail = message.get("error")
         if isinstance(detail, dict):
             return Reply(
@@ -378,6 +399,7 @@ def decode_reply(raw: bytes | str) -> Reply:
                     message=str(detail.get("message", "")),
                     traceback=str(detail.get("traceback") or ""),
                     server=str(detail.get("server") or ""),
+                    details=detail["details"] if isinstance(detail.get("details"), dict) else None,
                 ),
                 id=reply_id,
             )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from .display import describe_html, describe_text, summary_line
 from .errors import (
     EncodingError,
     LockedError,
@@ -34,7 +35,6 @@ _OWN_ERRORS: dict[str, type[RedisRPCError]] = {
     "redisrpc.ProtocolError": ProtocolError,
     "redisrpc.MessageTooLargeError": MessageTooLargeError,
     "redisrpc.EncodingError": EncodingError,
-    "redisrpc.LockedError": LockedError,
 }
 
 
@@ -43,9 +43,15 @@ def error_from_reply(error: ErrorInfo, service: str) -> RedisRPCError:
     where = error.server or service
     if error.type == "redisrpc.TimeoutException":
         return TimeoutException(f"{where}: {error.message}", started=False)
+    if error.type == "redisrpc.LockedError":
+        holder = (error.details or {}).get("holder")
+        return LockedError(
+            f"{where} refused the call: {error.message}",
+            holder=holder if isinstance(holder, dict) else None,
+        )
     own = _OWN_ERRORS.get(error.type)
     if own is not None:
-        return own(f"{where} refused the call: {error.message}")
+        return own(f"{where}: {error.message}")
     if not error.type:  # a version 1 server sends only a message
         return RemoteException(error.message, server=where)
     return remote_exception(error.type, error.message, error.traceback, where)
@@ -67,10 +73,8 @@ class ProxyBase:
             raise AttributeError(name)
         description = self.__dict__.get("_rpc_description")
         if description is not None:
-            known = sorted(
-                [m["name"] for m in description.get("methods", [])]
-                + [p["name"] for p in description.get("properties", [])]
-            )
+            # From the built class, not the raw description, which may be malformed.
+            known = sorted(n for n in dir(type(self)) if not n.startswith("_"))
             raise AttributeError(
                 f"remote {description.get('class', 'object')} {self._rpc_name!r} has no"
                 f" method or property {name!r} (known: {', '.join(known) or 'none'})"
@@ -82,8 +86,10 @@ class ProxyBase:
     def __setattr__(self, name: str, value: Any) -> None:
         if name.startswith("_rpc_") or isinstance(getattr(type(self), name, None), property):
             object.__setattr__(self, name, value)
-        elif self.__dict__.get("_rpc_description") is None and is_valid_name(name) and not (
-            name.startswith("_")
+        elif (
+            self.__dict__.get("_rpc_description") is None
+            and is_valid_name(name)
+            and not (name.startswith("_"))
         ):
             self._rpc_call(SET_PROPERTY, [name, value], {})
         else:
@@ -91,15 +97,17 @@ class ProxyBase:
 
     def __repr__(self) -> str:
         description = self.__dict__.get("_rpc_description")
-        if description is None:
-            return f"<redisrpc proxy {self._rpc_name!r} on {self._rpc_location} (not described)>"
-        methods = len(description.get("methods", []))
-        props = len(description.get("properties", []))
-        return (
-            f"<redisrpc proxy {self._rpc_name!r}: {description.get('class', '?')}"
-            f" with {methods} method{'s' * (methods != 1)}"
-            f" and {props} propert{'ies' if props != 1 else 'y'} on {self._rpc_location}>"
-        )
+        return f"<{summary_line(self._rpc_name, description, self._rpc_location)}>"
+
+    def _repr_html_(self) -> str:
+        """The notebook's HTML card, from the cached description (no network)."""
+        description = self.__dict__.get("_rpc_description")
+        return describe_html(self._rpc_name, description, self._rpc_location)
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        """IPython's plain-text form: summary, docs, members (no network)."""
+        description = self.__dict__.get("_rpc_description")
+        printer.text(describe_text(self._rpc_name, description, self._rpc_location))
 
 
 class _DynamicMethod:
@@ -170,12 +178,13 @@ def build_proxy_class(base: type[ProxyBase], description: dict[str, Any]) -> typ
         "__qualname__": class_name,
         "__doc__": description.get("doc") or f"Remote {class_name} (served by redisrpc).",
     }
-    for entry in description.get("methods", []):
+    methods, properties = description.get("methods"), description.get("properties")
+    for entry in methods if isinstance(methods, list) else []:
         name = entry.get("name") if isinstance(entry, dict) else None
-        if is_valid_name(name) and not str(name).startswith("_"):
+        if isinstance(name, str) and is_valid_name(name) and not name.startswith("_"):
             namespace[name] = _method(class_name, entry)
-    for entry in description.get("properties", []):
+    for entry in properties if isinstance(properties, list) else []:
         name = entry.get("name") if isinstance(entry, dict) else None
-        if is_valid_name(name) and not str(name).startswith("_"):
+        if isinstance(name, str) and is_valid_name(name) and not name.startswith("_"):
             namespace[name] = _property(entry)
     return type(class_name.rsplit(".", 1)[-1], (base,), namespace)

@@ -14,6 +14,12 @@ A server never deletes its queue (a client may already be waiting), takes
 one call at a time (wrapped instruments are rarely thread-safe), and never
 runs a request whose deadline has passed. Bad messages are answered with an
 error where a reply queue can be found, logged, and do not stop the server.
+
+Each loop turn is one round trip: the replies so far, the wait for the next
+request (BLPOP), more queued requests when calls are fast (LPOP with a count,
+at most ~5 ms of work, so servers sharing a queue still share the load), and
+the per-call checks' reads. Every request taken is run or answered. For
+thread-safe objects, ``workers=N`` runs up to N calls at once.
 """
 
 from __future__ import annotations
@@ -24,64 +30,43 @@ import signal
 import socket
 import threading
 import time
-import traceback
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import FrameType, TracebackType
 from typing import Any
 
 import redis
 
-from .errors import (
-    MessageTooLargeError,
-    ProtocolError,
-    RedisConnectionError,
-    RedisRPCError,
-    TransportError,
-)
-from .introspect import Member, describe, exposed_members
-from .protocol import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    DESCRIBE,
-    GET_PROPERTY,
-    PING,
-    SET_PROPERTY,
-    ErrorInfo,
-    Reply,
-    decode_request,
-    encode_reply,
-    is_valid_name,
-    salvage_response_queue,
-)
+from .dispatch import OWN_ERROR_PREFIX, Dispatcher
+from .errors import RedisConnectionError, RedisRPCError
+from .lock import lock_key
+from .lock import refusal as lock_refusal
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE, DESCRIBE, PING, ErrorInfo, Request
+from .registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, Registration
 from .transport import Transport
 
 __all__ = ["Server"]
 
 log = logging.getLogger("redisrpc.server")
 
-_OWN = "redisrpc."  # prefix of error types that the server itself reports
+_BATCH_MAX = 32  # the most queued requests one server takes at once
+_BATCH_BUDGET_S = 0.005  # ...and at most about this much work, so others can share the load
+_STOP_RETRIES = 5  # when stopping, attempts to deliver the last replies (about 3 s)
 
 
-class _CallError(Exception):
-    """An error the dispatcher reports as is, without a traceback of its own frames."""
+def _reply_commands(pending: list[tuple[str, bytes]], ttl_ms: int) -> list[tuple[Any, ...]]:
+    """RPUSH the replies and give each list an expiry (an unread reply must not stay forever).
 
-    def __init__(self, type_name: str, message: str) -> None:
-        super().__init__(message)
-        self.type_name = type_name
-        self.message = message
-
-
-def _error_type(exc: BaseException) -> str:
-    cls = type(exc)
-    module = cls.__module__
-    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
-
-
-def _user_traceback(exc: BaseException) -> str:
-    """Format a traceback without the dispatcher's own frame."""
-    tb = exc.__traceback__
-    if tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb))
+    Replies bound for one list (a multiplexing client's) share one RPUSH.
+    """
+    by_queue: dict[str, list[bytes]] = {}
+    for queue, data in pending:
+        by_queue.setdefault(queue, []).append(data)
+    commands: list[tuple[Any, ...]] = []
+    for queue, items in by_queue.items():
+        commands.append(("RPUSH", queue, *items))
+        commands.append(("PEXPIRE", queue, ttl_ms))
+    return commands
 
 
 class Server:
@@ -93,11 +78,22 @@ class Server:
         obj: any object; its public methods and properties become callable.
         expose: an explicit allow-list of names (otherwise see
             :func:`redisrpc.expose` and :mod:`redisrpc.introspect`).
+        readonly: serve only methods marked ``@expose(readonly=True)``, and
+            refuse every property or attribute write.
+        deny_tags: hide members tagged with any of these (e.g. ``{"admin"}``).
         max_message_size: requests larger than this many bytes are refused.
         reply_ttl: seconds an unread reply list lives before Redis drops it.
         poll_interval: how often, in seconds, an idle server checks for stop().
         handle_signals: when run() is in the main thread, SIGINT and SIGTERM
             stop the server after the current call (a second SIGINT interrupts).
+        workers: how many calls may run at once (default 1, one at a time).
+            Only for objects that are safe to use from several threads.
+        register: list this instance in the live-server registry while it runs
+            (see :mod:`redisrpc.registry`), so ``redisrpc list`` shows it and
+            clients fail fast once every instance is gone.
+        registry_prefix: the registry's key prefix.
+        heartbeat: seconds between registry heartbeats; an instance that
+            missed five is no longer listed.
     """
 
     def __init__(
@@ -107,10 +103,16 @@ class Server:
         obj: Any,
         *,
         expose: Collection[str] | None = None,
+        readonly: bool = False,
+        deny_tags: Collection[str] = (),
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         reply_ttl: float = 60.0,
         poll_interval: float = 1.0,
         handle_signals: bool = True,
+        workers: int = 1,
+        register: bool = True,
+        registry_prefix: str = DEFAULT_PREFIX,
+        heartbeat: float = DEFAULT_HEARTBEAT,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError("a server needs a non-empty service name")
@@ -121,143 +123,91 @@ class Server:
         self.reply_ttl_ms = max(1, int(reply_ttl * 1000))
         self.poll_interval = poll_interval
         self.handle_signals = handle_signals
+        if not (isinstance(workers, int) and workers >= 1):
+            raise ValueError("workers must be a positive integer")
+        self.workers = workers
+        self._batch_max = _BATCH_MAX
+        # Recent average seconds per call, for batch sizes; unknown at first, so one at a time.
+        self._call_time = _BATCH_BUDGET_S
         self.ident = f"{name}@{socket.gethostname()}:{os.getpid()}"
-        self.calls = 0
-        self._allow = frozenset(expose) if expose is not None else None
-        self._members: dict[str, Member] = exposed_members(obj, allow=self._allow)
+        self._lock_key = lock_key(name)
+        self.dispatcher = Dispatcher(
+            obj,
+            name,
+            ident=self.ident,
+            expose=expose,
+            readonly=readonly,
+            deny_tags=deny_tags,
+            max_message_size=max_message_size,
+        )
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
         self._thread: threading.Thread | None = None
+        self.registration = (
+            Registration(self.transport, name, obj, prefix=registry_prefix, heartbeat=heartbeat)
+            if register
+            else None
+        )
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped.is_set() else "running"
         return f"<redisrpc.Server {self.name!r} serving {type(self.obj).__qualname__} ({state})>"
 
-    # -- dispatch (no Redis here, besides the clock for deadlines) -----------
+    @property
+    def calls(self) -> int:
+        """How many calls this server has run (refused ones not counted)."""
+        return self.dispatcher.calls
 
-    def _member(self, name: str) -> Member:
-        if not is_valid_name(name):
-            raise _CallError("AttributeError", f"{name[:80]!r} is not a valid method name")
-        if name.startswith("_"):
-            raise _CallError("AttributeError", f"{name!r} is private and cannot be called")
-        member = self._members.get(name)
-        if member is None:
-            # The object may have grown a member since the last scan.
-            self._members = exposed_members(self.obj, allow=self._allow)
-            member = self._members.get(name)
-        if member is None:
-            raise _CallError(
-                "AttributeError",
-                f"{type(self.obj).__qualname__!r} object has no exposed member {name!r}",
-            )
-        return member
-
-    def _property(self, args: list[Any]) -> Member:
-        if not args or not isinstance(args[0], str):
-            raise _CallError("TypeError", "the first argument must be a property name")
-        member = self._member(args[0])
-        if member.kind == "method":
-            raise _CallError("AttributeError", f"{args[0]!r} is a method, not a property")
-        return member
+    def _describe_extra(self) -> dict[str, Any]:
+        return {
+            "server": self.ident,
+            "max_message_size": self.max_message_size,
+            **(self.registration.describe_extra() if self.registration else {}),
+        }
 
     def describe(self) -> dict[str, Any]:
         """Return the ``__describe__`` payload (rescanning the object first)."""
-        self._members = exposed_members(self.obj, allow=self._allow)
-        return describe(
-            self.obj,
-            self._members,
-            name=self.name,
-            extra={"server": self.ident, "max_message_size": self.max_message_size},
-        )
+        return self.dispatcher.describe(self._describe_extra())
 
-    def _invoke(self, name: str, args: list[Any], kwargs: dict[str, Any]) -> Any:
-        if name == PING:
-            return "pong"
-        if name == DESCRIBE:
-            return self.describe()
-        if name == GET_PROPERTY:
-            return getattr(self.obj, self._property(args).name)
-        if name == SET_PROPERTY:
-            member = self._property(args)
-            if len(args) != 2:
-                raise _CallError("TypeError", "__setprop__ takes a name and a value")
-            if member.readonly:
-                raise _CallError("AttributeError", f"property {member.name!r} is read-only")
-            setattr(self.obj, member.name, args[1])
-            return None
-        member = self._member(name)
-        if member.kind != "method":
-            raise _CallError(
-                "TypeError", f"{name!r} is a {member.kind}, not a method; read it as a property"
-            )
-        return getattr(self.obj, name)(*args, **kwargs)
-
-    def handle(self, raw: bytes) -> tuple[str | None, bytes | None]:
+    def handle(self, raw: bytes, prefetched: Sequence[Any] = ()) -> tuple[str | None, bytes | None]:
         """Process one raw request; return (reply queue, reply bytes).
 
-        Never raises: every failure becomes an error reply, or (None, None)
-        when the message names no usable reply queue.
+        ``prefetched`` holds the replies of :meth:`_prefetch_commands` sent
+        with the pop that took ``raw`` (the serving loop passes them). Never
+        raises: see :meth:`redisrpc.dispatch.Dispatcher.handle`.
         """
+        return self.dispatcher.handle(
+            raw,
+            now_ms=self.transport.now_ms,
+            check=lambda request: self._lock_refusal(request, prefetched),
+            describe_extra=self._describe_extra,
+        )
+
+    def _lock_refusal(self, request: Request, prefetched: Sequence[Any] = ()) -> ErrorInfo | None:
+        """Check the advisory lock (one GET; see redisrpc.lock); None means run the call.
+
+        The serving loop fetches the lock in the round trip that took the
+        request (``prefetched``, see _prefetch_commands); otherwise GET it now.
+        """
+        if request.name in (PING, DESCRIBE):
+            return None  # others may still look at a locked server
         try:
-            request = decode_request(raw, queue=self.name, max_size=self.max_message_size)
-        except (ProtocolError, RedisRPCError) as exc:
-            queue = salvage_response_queue(raw, self.name)
-            kind = "MessageTooLargeError" if isinstance(exc, MessageTooLargeError) else type(
-                exc
-            ).__name__
-            log.warning(
-                "%s: bad request (%s), %s: %.200r",
-                self.name,
-                exc,
-                "answered" if queue else "no reply queue, dropped",
-                raw[:200],
-            )
-            if queue is None:
-                return None, None
-            return queue, encode_reply(
-                Reply(error=ErrorInfo(_OWN + kind, str(exc), server=self.ident))
-            )
-        if request.deadline is not None:
-            try:
-                late_ms = self.transport.now_ms() - request.deadline
-            except RedisRPCError:
-                late_ms = 0  # clock unknown: run the call rather than drop it
-            if late_ms > 0:
-                log.warning(
-                    "%s: not running %s(): its caller's deadline passed %d ms ago",
-                    self.name,
-                    request.name[:80],
-                    late_ms,
-                )
-                error = ErrorInfo(
-                    _OWN + "TimeoutException",
-                    f"deadline passed {late_ms} ms before the call could start; not executed",
-                    server=self.ident,
-                )
-                return request.response_queue, encode_reply(Reply(error=error, id=request.id))
-        try:
-            value = self._invoke(request.name, request.args, request.kwargs)
-            self.calls += 1
-        except _CallError as exc:
-            log.info("%s: refused %s(): %s", self.name, request.name[:80], exc.message)
-            error = ErrorInfo(exc.type_name, exc.message, server=self.ident)
-            return request.response_queue, encode_reply(Reply(error=error, id=request.id))
-        except Exception as exc:
-            self.calls += 1
-            log.info("%s: %s() raised %s: %s", self.name, request.name, _error_type(exc), exc)
-            error = ErrorInfo(_error_type(exc), str(exc), _user_traceback(exc), self.ident)
-            return request.response_queue, encode_reply(Reply(error=error, id=request.id))
-        data = encode_reply(Reply(value=value, id=request.id))
-        if len(data) > self.max_message_size:
-            error = ErrorInfo(
-                _OWN + "MessageTooLargeError",
-                f"the return value of {request.name}() is {len(data)} bytes,"
-                f" over the limit of {self.max_message_size}",
+            with self.transport.translated():
+                if prefetched:
+                    stored = prefetched[0]
+                    if isinstance(stored, Exception):
+                        raise stored
+                else:
+                    stored = self.transport.redis.get(self._lock_key)
+        except RedisRPCError as exc:
+            # Unknown lock state: not running the call is the at-most-once choice.
+            return ErrorInfo(
+                OWN_ERROR_PREFIX + "LockedError",
+                f"cannot check the lock ({exc}); not executed",
                 server=self.ident,
             )
-            data = encode_reply(Reply(error=error, id=request.id))
-        return request.response_queue, data
+        return lock_refusal(request.lock, stored, server=self.ident)
 
     # -- the loop -----------------------------------------------------------
 
@@ -266,55 +216,184 @@ class Server:
         self._stop.clear()
         self._stopped.clear()
         restore = self._install_signal_handlers()
-        log.info("%s: serving %s on %s", self.ident, type(self.obj).__qualname__,
-                 self.transport.location)
+        log.info(
+            "%s: serving %s on %s", self.ident, type(self.obj).__qualname__, self.transport.location
+        )
+        if self.registration is not None:
+            self.registration.start()
         try:
             self._loop()
         finally:
-            for sig, handler in restore.items():
-                signal.signal(sig, handler)
-            self._stopped.set()
+            try:
+                if self.registration is not None:
+                    self.registration.stop()
+            finally:
+                for sig, handler in restore.items():
+                    signal.signal(sig, handler)
+                self._stopped.set()
             log.info("%s: stopped after %d calls", self.ident, self.calls)
 
     def _loop(self) -> None:
-        pending: list[tuple[str, bytes]] = []
-        backoff = 0.0
+        if self.workers > 1:
+            self._loop_workers()
+            return
+        pending: list[tuple[str, bytes]] = []  # replies not sent yet
+        popped: list[bytes] = []  # requests taken from the queue: each is run or answered
+        prefetched: list[Any] = []
+        failures = 0
         while True:
+            for raw in popped:
+                queue, data = self._timed_handle(raw, prefetched)
+                if queue is not None and data is not None:
+                    pending.append((queue, data))
+            popped = []
             stopping = self._stop.is_set()
             if stopping and not pending:
                 return
-            pipe = self.transport.redis.pipeline(transaction=False)
-            for queue, data in pending:
-                pipe.rpush(queue, data)
-                pipe.pexpire(queue, self.reply_ttl_ms)
-            if not stopping:
-                # The replies and the wait for the next request share one round trip.
-                pipe.blpop([self.name], timeout=self.poll_interval)
+            # The replies and the wait for the next requests share one round trip.
+            commands = _reply_commands(pending, self.reply_ttl_ms)
+            extra = [] if stopping else self._pop_commands(self._batch_size())
             try:
                 with self.transport.translated():
-                    results = pipe.execute(raise_on_error=False)
+                    results = self.transport.execute(*commands, *extra)
             except RedisConnectionError as exc:
-                backoff = min(5.0, max(0.1, backoff * 2))
-                log.warning("%s: %s; retrying in %.1f s", self.name, exc, backoff)
-                if self._stop.wait(backoff) and not pending:
+                failures += 1
+                if self._wait_after_failure(failures, exc, pending):
                     return
                 continue
-            backoff = 0.0
-            for (queue, _), result in zip(pending, results[0::2]):
-                if isinstance(result, Exception):
-                    log.warning("%s: could not reply on %r: %s", self.name, queue, result)
+            failures = 0
+            self._log_reply_failures(commands, results)
             pending = []
             if stopping:
                 return
-            popped = results[-1]
-            if isinstance(popped, Exception):
-                with self.transport.translated():
-                    raise popped  # e.g. WRONGTYPE: the service key is not a list
-            if popped is None:
-                continue
-            queue, data = self.handle(popped[1])
-            if queue is not None and data is not None:
-                pending.append((queue, data))
+            popped, prefetched = self._took(results[len(commands) :])
+
+    # -- batches and the worker pool ------------------------------------------
+
+    def _batch_size(self) -> int:
+        """How many queued requests to take at once: as many as fit the batch budget.
+
+        Requests held in a batch wait for those before them, and no other
+        server can take them, so slow calls are taken one at a time.
+        """
+        if self._batch_max <= 1:
+            return 1
+        return max(1, min(self._batch_max, int(_BATCH_BUDGET_S / max(self._call_time, 1e-6))))
+
+    def _pop_commands(self, count: int) -> list[tuple[Any, ...]]:
+        """BLPOP (which blocks), LPOP for up to count - 1 more, then the prefetch commands."""
+        commands: list[tuple[Any, ...]] = [("BLPOP", self.name, self.poll_interval)]
+        if count > 1:
+            commands.append(("LPOP", self.name, count - 1))
+        return commands + self._prefetch_commands()
+
+    def _prefetch_commands(self) -> list[tuple[Any, ...]]:
+        """Commands sent right after each pop, in the same round trip.
+
+        Their replies reach :meth:`handle` as ``prefetched`` (e.g. the lock's
+        GET), so a per-call check costs no round trip of its own.
+        """
+        return [("GET", self._lock_key)]
+
+    def _took(self, results: list[Any]) -> tuple[list[bytes], list[Any]]:
+        """Unpack the replies of _pop_commands into (requests, prefetched replies)."""
+        blocked, rest = results[0], results[1:]
+        if isinstance(blocked, Exception):
+            with self.transport.translated():
+                raise blocked  # e.g. WRONGTYPE: the service key is not a list
+        taken = [] if blocked is None else [blocked[1]]
+        prefetched = rest[len(rest) - len(self._prefetch_commands()) :]
+        if len(rest) > len(prefetched):
+            more = rest[0]
+            if isinstance(more, Exception):  # Redis before 6.2 has no LPOP count
+                log.info(
+                    "%s: Redis cannot pop in batches (%s); taking one at a time", self.name, more
+                )
+                self._batch_max = 1
+            elif more:
+                taken.extend(more)
+        return taken, prefetched
+
+    def _timed_handle(self, raw: bytes, prefetched: list[Any]) -> tuple[str | None, bytes | None]:
+        began = time.perf_counter()
+        result = self.handle(raw, prefetched)
+        # An average over recent calls sizes the next batch.
+        self._call_time += (time.perf_counter() - began - self._call_time) * 0.2
+        return result
+
+    def _wait_after_failure(
+        self, failures: int, exc: BaseException, pending: list[tuple[str, bytes]]
+    ) -> bool:
+        """Back off after a Redis failure; True means give up (stopping)."""
+        delay = min(5.0, 0.1 * 2 ** (failures - 1))
+        if self._stop.is_set():
+            if not pending or failures >= _STOP_RETRIES:
+                if pending:
+                    count = len(pending)
+                    log.warning("%s: stopping; %d replies not sent: %s", self.name, count, exc)
+                return True
+            time.sleep(delay)
+            return False
+        log.warning("%s: %s; retrying in %.1f s", self.name, exc, delay)
+        self._stop.wait(delay)
+        return False
+
+    def _log_reply_failures(self, commands: list[tuple[Any, ...]], results: list[Any]) -> None:
+        for command, result in zip(commands, results, strict=False):
+            if isinstance(result, Exception):
+                log.warning("%s: could not reply on %r: %s", self.name, command[1], result)
+
+    def _loop_workers(self) -> None:
+        """Serve up to ``workers`` calls at once; each worker sends its own reply."""
+        free = threading.Semaphore(self.workers)
+        failures = 0
+        with ThreadPoolExecutor(self.workers, thread_name_prefix=f"redisrpc-{self.name}") as pool:
+            while not self._stop.is_set():
+                if not free.acquire(timeout=self.poll_interval):
+                    continue
+                slots = 1
+                while slots < min(self.workers, self._batch_size()) and free.acquire(False):
+                    slots += 1
+                try:
+                    with self.transport.translated():
+                        results = self.transport.execute(*self._pop_commands(slots))
+                    popped, prefetched = self._took(results)
+                except RedisConnectionError as exc:
+                    for _ in range(slots):
+                        free.release()
+                    failures += 1
+                    self._wait_after_failure(failures, exc, [])
+                    continue
+                except BaseException:
+                    for _ in range(slots):
+                        free.release()
+                    raise
+                failures = 0
+                for _ in range(slots - len(popped)):
+                    free.release()
+                for raw in popped:
+                    pool.submit(self._work, raw, prefetched, free)
+
+    def _work(self, raw: bytes, prefetched: list[Any], free: threading.Semaphore) -> None:
+        try:
+            queue, data = self._timed_handle(raw, prefetched)
+            pending = [] if queue is None or data is None else [(queue, data)]
+            failures = 0
+            while pending:
+                try:
+                    commands = _reply_commands(pending, self.reply_ttl_ms)
+                    with self.transport.translated():
+                        results = self.transport.execute(*commands)
+                    self._log_reply_failures(commands, results)
+                    break
+                except RedisConnectionError as exc:
+                    failures += 1
+                    if self._wait_after_failure(failures, exc, pending):
+                        break
+        except Exception:
+            log.exception("%s: a worker failed", self.name)
+        finally:
+            free.release()
 
     def _install_signal_handlers(self) -> dict[int, Any]:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
@@ -323,24 +402,36 @@ class Server:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             if self._stop.is_set() and signum == signal.SIGINT:
                 raise KeyboardInterrupt
-            log.info("%s: %s received, stopping after the current call", self.name,
-                     signal.Signals(signum).name)
+            log.info(
+                "%s: %s received, stopping after the current call",
+                self.name,
+                signal.Signals(signum).name,
+            )
             self._stop.set()
 
-        restore = {}
+        restore: dict[int, Any] = {}
         for sig in (signal.SIGINT, signal.SIGTERM):
             restore[sig] = signal.getsignal(sig)
             signal.signal(sig, on_signal)
         return restore
 
-    def start(self) -> Server:
-        """Serve in a daemon thread and return at once; stop() ends it."""
+    def start(self, *, ready_timeout: float = 5.0) -> Server:
+        """Serve in a daemon thread; stop() ends it.
+
+        Returns once the instance is in the registry (or its first heartbeat
+        failed, or ``ready_timeout`` passed), so ``discover()`` right after
+        sees it.
+        """
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError(f"server {self.name!r} is already running")
         self._stopped.clear()
         self._stop.clear()
+        if self.registration is not None:
+            self.registration.first_beat.clear()
         self._thread = threading.Thread(target=self.run, name=f"redisrpc-{self.name}", daemon=True)
         self._thread.start()
+        if self.registration is not None:
+            self.registration.first_beat.wait(ready_timeout)
         return self
 
     def stop(self, timeout: float | None = None) -> None:
@@ -366,16 +457,3 @@ class Server:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-    def wait_ready(self, timeout: float = 5.0) -> None:
-        """Block until Redis answers, so callers know the server can be reached."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with self.transport.translated():
-                    self.transport.redis.ping()
-                return
-            except (RedisConnectionError, TransportError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)

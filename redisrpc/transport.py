@@ -9,14 +9,18 @@ Redis server's clock for deadlines, and translates redis-py exceptions into
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import threading
 import time
-from collections.abc import Iterator
+import weakref
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import redis
+import redis.asyncio
 import redis.exceptions as rexc
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -25,6 +29,7 @@ from .errors import RedisConnectionError, RedisRPCError, TransportError
 
 __all__ = [
     "DEFAULT_URL",
+    "AsyncTransport",
     "Transport",
     "resolve_url",
     "translated",
@@ -125,6 +130,32 @@ class Transport:
         """Close every pooled connection."""
         self.pool.disconnect()
 
+    def execute(self, *commands: Sequence[Any]) -> list[Any]:
+        """Send ``commands`` in one write and return their raw replies, in order.
+
+        A non-transactional pipeline without redis-py's per-pipeline overhead
+        (the hot path of every call). Error replies are returned as exception
+        instances; connection failures raise redis-py errors, so wrap calls in
+        :meth:`translated`. A connection is never reused half-read.
+        """
+        pool = self.pool
+        conn = pool.get_connection()
+        try:
+            packed = conn.pack_commands(commands)  # type: ignore[no-untyped-call]
+            conn.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except rexc.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            conn.disconnect()  # type: ignore[no-untyped-call]  # never reuse a half-read socket
+            raise
+        finally:
+            pool.release(conn)
+        return replies
+
     # -- the Redis clock ----------------------------------------------------
 
     def now_ms(self) -> int:
@@ -142,16 +173,164 @@ class Transport:
 
     def _measure_offset(self) -> None:
         with self._clock_lock:
-            best: tuple[float, float] | None = None
+            samples = []
             for _ in range(3):
                 before = time.time() * 1000.0
                 with self.translated():
                     seconds, micros = self.redis.time()
-                after = time.time() * 1000.0
-                rtt = after - before
-                offset = seconds * 1000.0 + micros / 1000.0 - (before + after) / 2.0
-                if best is None or rtt < best[0]:
-                    best = (rtt, offset)
-            assert best is not None
-            self._offset_ms = best[1]
+                samples.append((before, time.time() * 1000.0, int(seconds), int(micros)))
+            self._offset_ms = _best_offset(samples)
             self._offset_at = time.monotonic()
+
+
+def _best_offset(samples: list[tuple[float, float, int, int]]) -> float:
+    """Redis clock minus local clock (ms), from (before, after, seconds, micros) TIME samples.
+
+    The sample with the shortest round trip wins; its midpoint is taken as the
+    moment Redis read its clock.
+    """
+    before, after, seconds, micros = min(samples, key=lambda s: s[1] - s[0])
+    return seconds * 1000.0 + micros / 1000.0 - (before + after) / 2.0
+
+
+# Pool settings that are wiring of one redis-py pool, not part of where Redis is.
+_ASYNC_SKIP = frozenset(
+    {"event_dispatcher", "parser_class", "redis_connect_func", "himport_registry", "retry"}
+)
+
+
+def _async_connection_class(sync_class: type) -> type[redis.asyncio.connection.AbstractConnection]:
+    aio = redis.asyncio.connection
+    if issubclass(sync_class, aio.AbstractConnection):
+        return sync_class
+    if issubclass(sync_class, redis.UnixDomainSocketConnection):
+        return aio.UnixDomainSocketConnection
+    if issubclass(sync_class, redis.SSLConnection):
+        return aio.SSLConnection
+    return aio.Connection
+
+
+def _accepted_kwargs(cls: type) -> set[str]:
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None and klass is not object:
+            names.update(inspect.signature(init).parameters)
+    return names
+
+
+class AsyncTransport:
+    """The asyncio counterpart of :class:`Transport`: same pool settings, no retries.
+
+    redis.asyncio connections belong to the event loop that opened them, so
+    this keeps one pool per running loop: a transport made once keeps working
+    across ``asyncio.run`` calls and inside Jupyter's own loop.
+    """
+
+    _source: Any  # the pool whose settings this copies
+
+    def __init__(
+        self, target: Any = None, *, socket_timeout: float = 10.0, connect_timeout: float = 5.0
+    ) -> None:
+        source_pool: Any
+        if isinstance(target, (Transport, AsyncTransport)):
+            source_pool = target.pool if isinstance(target, Transport) else target._source
+        elif isinstance(target, redis.asyncio.Redis):
+            source_pool = target.connection_pool
+        else:
+            source_pool = Transport.of(target).pool
+        self._source = source_pool
+        connection_class = _async_connection_class(source_pool.connection_class)
+        accepted = _accepted_kwargs(connection_class)
+        kwargs = {
+            k: v
+            for k, v in source_pool.connection_kwargs.items()
+            if k in accepted
+            and k not in _POOL_PRIVATE_KWARGS
+            and k not in _ASYNC_SKIP
+            and not k.startswith(("maint", "orig_", "oss_"))
+        }
+        kwargs.update(
+            decode_responses=False,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            retry=redis.asyncio.retry.Retry(NoBackoff(), 0),
+            retry_on_error=[],
+        )
+        self.location = _describe_location(kwargs)
+        self.socket_timeout = socket_timeout
+        self._connection_class = connection_class
+        self._kwargs = kwargs
+        self._pools: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, redis.asyncio.ConnectionPool
+        ] = weakref.WeakKeyDictionary()
+        self._offset_ms: float | None = None
+        self._offset_at = 0.0
+
+    @classmethod
+    def of(cls, target: Any, **options: Any) -> AsyncTransport:
+        """Build one from a redis-py client (sync or asyncio), a URL, None, or a transport."""
+        return target if isinstance(target, AsyncTransport) else cls(target, **options)
+
+    @property
+    def pool(self) -> redis.asyncio.ConnectionPool:
+        """The connection pool of the running event loop."""
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop)
+        if pool is None:
+            pool = redis.asyncio.ConnectionPool(
+                connection_class=self._connection_class, **self._kwargs
+            )
+            self._pools[loop] = pool
+        return pool
+
+    @property
+    def redis(self) -> redis.asyncio.Redis:
+        """A redis.asyncio client on this loop's pool."""
+        return redis.asyncio.Redis(connection_pool=self.pool)
+
+    def translated(self) -> Any:
+        """A context manager that translates redis-py errors, naming this Redis."""
+        return translated(self.location)
+
+    async def close(self) -> None:
+        """Close the running loop's pooled connections."""
+        pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.disconnect()
+
+    async def execute(self, *commands: Sequence[Any]) -> list[Any]:
+        """Like :meth:`Transport.execute`: one write, raw replies, errors as instances."""
+        pool = self.pool
+        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await conn.read_response())
+                except rexc.ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            await conn.disconnect()  # cancelled or failed mid-reply: never reuse it
+            raise
+        finally:
+            await pool.release(conn)
+        return replies
+
+    async def now_ms(self) -> int:
+        """The Redis server clock estimate, as :meth:`Transport.now_ms`."""
+        if self._offset_ms is None or time.monotonic() - self._offset_at > _CLOCK_REFRESH_S:
+            samples = []
+            for _ in range(3):
+                before = time.time() * 1000.0
+                with self.translated():
+                    (reply,) = await self.execute(("TIME",))
+                if isinstance(reply, Exception):
+                    with self.translated():
+                        raise reply
+                seconds, micros = reply
+                samples.append((before, time.time() * 1000.0, int(seconds), int(micros)))
+            self._offset_ms = _best_offset(samples)
+            self._offset_at = time.monotonic()
+        return int(time.time() * 1000.0 + self._offset_ms)

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fakeredis
 import pytest
 import redis
 
@@ -51,12 +52,18 @@ class RedisProcess:
     def start(self) -> RedisProcess:
         args = [
             self.binary,
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            "--appendonly", "no",
-            "--dir", self.dir,
-            "--daemonize", "no",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self.dir,
+            "--daemonize",
+            "no",
             *self.extra,
         ]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -66,9 +73,9 @@ class RedisProcess:
             try:
                 probe.ping()
                 break
-            except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError):
+            except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as exc:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}")
+                    raise RuntimeError(f"redis-server did not start on port {self.port}") from exc
                 time.sleep(0.02)
             except redis.ResponseError:  # e.g. NOAUTH: it is up
                 break
@@ -129,8 +136,6 @@ def own_redis() -> Iterator[RedisProcess]:
 @pytest.fixture
 def fake() -> Any:
     """A fresh in-memory fakeredis client, for fast unit tests."""
-    import fakeredis
-
     return fakeredis.FakeRedis(server=fakeredis.FakeServer())
 
 
@@ -153,8 +158,135 @@ def serve(r: redis.Redis) -> Iterator[Any]:
 def python_env() -> dict[str, str]:
     """Environment for child Python processes that import this checkout."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # tests/ too, so children can serve test-only classes such as ``servable:Thing``.
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT), str(ROOT / "tests"), env.get("PYTHONPATH", "")]
+    ).rstrip(os.pathsep)
     return env
 
 
 PYTHON = sys.executable
+
+
+class ServerProcess:
+    """A ``python -m redisrpc serve`` child process (see the ``spawn_server`` fixture)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], name: str, url: str, log: Any) -> None:
+        self.proc = proc
+        self.name = name
+        self.url = url
+        self._log = log
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def instance(self, prefix: str = "redisrpc") -> redisrpc.InstanceInfo | None:
+        """This process's registry entry, or None while it is not listed."""
+        for service in redisrpc.discover(self.url, prefix=prefix):
+            for instance in service.instances:
+                if service.name == self.name and instance.pid == self.pid:
+                    return instance
+        return None
+
+    def wait_registered(self, timeout: float = 20.0, prefix: str = "redisrpc") -> None:
+        deadline = time.monotonic() + timeout
+        while self.instance(prefix) is None:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server {self.name!r} exited early:\n{self.output()}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server {self.name!r} did not register:\n{self.output()}")
+            time.sleep(0.05)
+
+    def output(self) -> str:
+        """Everything the child printed so far (stdout and stderr)."""
+        self._log.flush()
+        self._log.seek(0)
+        return str(self._log.read().decode("utf-8", "replace"))
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up of any kind."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 15.0) -> int:
+        """SIGTERM and wait; return the exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        return self.proc.wait(timeout)
+
+
+@pytest.fixture
+def spawn_server(redis_url: str) -> Iterator[Any]:
+    """Run servers in child processes: ``spawn_server("servable:Thing", "name", *cli_args)``.
+
+    Runs ``python -m redisrpc serve TARGET --name NAME --url URL [cli_args]``,
+    waits until the instance is in the registry (``wait=False`` skips that,
+    e.g. with ``--no-register``) and returns a :class:`ServerProcess`.
+    Children still alive at teardown get SIGTERM, then SIGKILL.
+    """
+    children: list[ServerProcess] = []
+
+    def spawn(
+        target: str = "servable:Thing",
+        name: str = "svc",
+        *args: str,
+        url: str | None = None,
+        wait: bool = True,
+        prefix: str = "redisrpc",
+    ) -> ServerProcess:
+        url = url or redis_url
+        log = tempfile.TemporaryFile()  # noqa: SIM115 - closed at teardown
+        command = [PYTHON, "-m", "redisrpc", "serve", target, "--name", name, "--url", url]
+        command += ["--prefix", prefix, *args]
+        proc = subprocess.Popen(
+            command, env=python_env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+        child = ServerProcess(proc, name, url, log)
+        children.append(child)
+        if wait:
+            child.wait_registered(prefix=prefix)
+        return child
+
+    yield spawn
+    for child in children:
+        try:
+            child.terminate(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        child._log.close()
+
+
+CLI_SCRIPT = Path(PYTHON).with_name("redisrpc")
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
+    """Run the console script and return the completed process (text output)."""
+    if not CLI_SCRIPT.exists():
+        pytest.fail(f"the console script {CLI_SCRIPT} is not installed (pip install -e .)")
+    return subprocess.run(
+        [str(CLI_SCRIPT), *args],
+        check=False,
+        env=env or python_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+
+
+def read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 30) -> str:
+    """Read a child's output until a line contains ``marker``; return everything read."""
+    assert proc.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line and proc.poll() is not None:
+            break
+        seen.append(line)
+        if marker in line:
+            return "".join(seen)
+    proc.kill()
+    pytest.fail(f"{marker!r} never printed:\n{''.join(seen)}")

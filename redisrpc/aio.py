@@ -1,0 +1,327 @@
+"""The asyncio client: ``await calc.add(5)``, with the same proxy as the sync client.
+
+::
+
+    calc = await redisrpc.AsyncClient("redis://lab:6379", "calc")   # fetches the description
+    await calc.add(5)
+    await calc.value                          # properties are awaited too
+    await redisrpc.aio.set_property(calc, "value", 0.0)
+    results = await asyncio.gather(*(calc.add(i) for i in range(100)))   # many in flight
+
+It works in Jupyter's running event loop (top-level ``await``) and under
+``asyncio.run``. Introspection is the sync client's: the proxy's class is built
+by :func:`redisrpc.proxy.build_proxy_class` from the same description, so
+``dir()``, Tab completion, ``help()``, ``?`` and :func:`inspect.signature` are
+identical and never touch the network. Each method returns a coroutine.
+
+Calls keep the sync client's guarantees: a request id, a deadline on the Redis
+clock, a per-call reply list that expires, and on timeout the request is
+withdrawn if no server took it (``TimeoutException(started=False)``). A
+cancelled call (``asyncio.wait_for``, task cancellation) is withdrawn the same
+way when no server took it yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import weakref
+from collections.abc import Generator
+from typing import Any
+
+import redis
+
+from .client import (
+    DEFAULT_TIMEOUT,
+    Client,
+    encode_call,
+    outcome,
+    reply_value,
+    timed_out,
+    undelivered,
+    wait_slice,
+)
+from .errors import ProtocolError, RedisConnectionError, RedisRPCError, RemoteException
+from .protocol import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DESCRIBE,
+    SET_PROPERTY,
+    decode_reply,
+    reply_queue_prefix,
+)
+from .proxy import ProxyBase
+from .transport import AsyncTransport
+
+__all__ = ["AsyncClient", "set_property"]
+
+log = logging.getLogger("redisrpc.aio")
+
+
+class AsyncClient(ProxyBase):
+    """An asyncio proxy for the remote object served on ``name``.
+
+    ``await AsyncClient(redis, name)`` fetches the description and returns the
+    typed proxy; without the ``await`` the proxy stays undescribed (any public
+    name is a plain remote call, as with ``Client(..., describe=False)``).
+
+    Args:
+        redis: a redis-py client (sync or ``redis.asyncio``), a URL, or None
+            for ``REDIS_URL``; only its connection settings are used.
+        name: the service name (the server's request list).
+        timeout: seconds each call waits for its reply (finite; default 30).
+    """
+
+    def __init__(
+        self,
+        redis: redis.Redis | Any | str | None,
+        name: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if not (timeout > 0 and timeout < float("inf")):
+            raise ValueError("timeout must be a positive, finite number of seconds")
+        transport = AsyncTransport.of(redis)
+        self._rpc_name = name
+        self._rpc_transport = transport
+        self._rpc_location = transport.location
+        self._rpc_timeout = float(timeout)
+        self._rpc_reply_prefix = reply_queue_prefix(name)
+        self._rpc_description = None
+        self._rpc_max_size = DEFAULT_MAX_MESSAGE_SIZE
+
+    def __await__(self) -> Generator[Any, None, AsyncClient]:
+        return self._rpc_described().__await__()
+
+    async def _rpc_described(self) -> AsyncClient:
+        await self._rpc_refresh()
+        return self
+
+    # The sync client's description and option handling, shared as is.
+    _rpc_adopt = Client._rpc_adopt
+    _rpc_with = Client._rpc_with
+    _rpc_lock_token = Client._rpc_lock_token
+
+    async def _rpc_refresh(self) -> dict[str, Any] | None:
+        """Fetch the description again and rebuild this proxy's class from it."""
+        try:
+            found = await self._rpc_call(DESCRIBE, (), {})
+        except RemoteException:
+            found = None  # an original RedisRPC server: stay dynamic
+        if found is not None and not isinstance(found, dict):
+            raise ProtocolError(f"{self._rpc_name!r} answered __describe__ with {type(found)}")
+        self._rpc_adopt(found)  # type: ignore[misc]
+        return found
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name.startswith("_rpc_"):
+            object.__setattr__(self, name, value)
+            return
+        # Assignment cannot be awaited: a silent un-sent write would be worse than an error.
+        raise AttributeError(
+            f"cannot assign {name!r} on an async proxy; use"
+            f" `await redisrpc.aio.set_property(proxy, {name!r}, value)`"
+        )
+
+    async def _rpc_call(self, name: str, args: Any, kwargs: dict[str, Any]) -> Any:
+        """Call ``name`` remotely and return its value, or raise its error."""
+        transport: AsyncTransport = self._rpc_transport
+        timeout: float = self._rpc_timeout
+        end = time.monotonic() + timeout
+        with transport.translated():
+            deadline = await transport.now_ms() + int(timeout * 1000)
+        described = self._rpc_description
+        if described is not None and _echoes_ids(described):
+            # A protocol 2 server echoes call ids: calls can share one reply list.
+            return await self._rpc_mux().call(
+                self, name, args, kwargs, deadline=deadline, timeout=timeout
+            )
+        data, reply_queue, _ = encode_call(self, name, args, kwargs, deadline)
+        try:
+            with transport.translated():
+                pushed, popped = await transport.execute(
+                    ("RPUSH", self._rpc_name, data), ("BLPOP", reply_queue, wait_slice(end))
+                )
+                if isinstance(pushed, Exception):
+                    raise pushed
+                while popped is None:
+                    if time.monotonic() >= end:
+                        withdrawn = await self._rpc_withdraw(data, reply_queue)
+                        raise timed_out(self, name, timeout, withdrawn)
+                    (popped,) = await transport.execute(("BLPOP", reply_queue, wait_slice(end)))
+        except RedisConnectionError as exc:
+            raise undelivered(self, name, exc) from exc
+        except asyncio.CancelledError:
+            await asyncio.shield(self._rpc_withdraw(data, reply_queue, quiet=True))
+            raise
+        return outcome(self, popped)
+
+    def _rpc_mux(self) -> _Multiplexer:
+        muxes = self.__dict__.get("_rpc_muxes")
+        if muxes is None:
+            muxes = weakref.WeakKeyDictionary()
+            self._rpc_muxes = muxes
+        loop = asyncio.get_running_loop()
+        mux = muxes.get(loop)
+        if mux is None:
+            mux = muxes[loop] = _Multiplexer(
+                self._rpc_transport, self._rpc_name, self._rpc_reply_prefix + secrets.token_hex(16)
+            )
+        return mux
+
+    async def _rpc_withdraw(
+        self, data: bytes, reply_queue: str | None = None, *, quiet: bool = False
+    ) -> bool:
+        """Remove the request if still queued; True when it was (it will never run).
+
+        A call's own reply list goes too; a shared one (multiplexed) stays.
+        """
+        transport: AsyncTransport = self._rpc_transport
+        commands: list[tuple[Any, ...]] = [("LREM", self._rpc_name, 1, data)]
+        if reply_queue is not None:
+            commands.append(("DEL", reply_queue))
+        try:
+            with transport.translated():
+                removed, *_ = await transport.execute(*commands)
+                if isinstance(removed, Exception):
+                    raise removed
+        except RedisRPCError:
+            if quiet:
+                return False
+            raise
+        return bool(removed)
+
+
+_EXPIRED = object()
+
+
+class _Multiplexer:
+    """Many calls in flight on one event loop, with one reply list and one reader.
+
+    Requests made in the same loop iteration go out as one RPUSH; one reader
+    task pops replies in batches and hands each to its call by id. Each call
+    keeps its own deadline, timeout and withdrawal.
+    """
+
+    def __init__(self, transport: AsyncTransport, service: str, reply_queue: str) -> None:
+        self.transport = transport
+        self.service = service
+        self.reply_queue = reply_queue
+        self.waiting: dict[str, asyncio.Future[Any]] = {}
+        self.outbox: dict[str, bytes] = {}  # call id -> request, not sent yet
+        self.reader: asyncio.Task[None] | None = None
+
+    async def call(
+        self,
+        proxy: AsyncClient,
+        name: str,
+        args: Any,
+        kwargs: dict[str, Any],
+        *,
+        deadline: int,
+        timeout: float,
+    ) -> Any:
+        """Make one call: queue it, wait for its reply (or a send failure) or its timeout."""
+        data, _, call_id = encode_call(
+            proxy, name, args, kwargs, deadline, reply_queue=self.reply_queue
+        )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.waiting[call_id] = future
+        if not self.outbox:
+            loop.call_soon(self.flush)
+        self.outbox[call_id] = data
+        if self.reader is None:
+            self.reader = loop.create_task(self.read())
+        timer = loop.call_later(timeout, _expire, future)
+        try:
+            try:
+                reply = await future
+            except RedisConnectionError as exc:
+                raise undelivered(proxy, name, exc) from exc
+            except asyncio.CancelledError:
+                if self.outbox.pop(call_id, None) is None:  # already sent: withdraw it
+                    await asyncio.shield(proxy._rpc_withdraw(data, quiet=True))
+                raise
+        finally:
+            timer.cancel()
+            self.waiting.pop(call_id, None)
+        if reply is _EXPIRED:
+            withdrawn = await proxy._rpc_withdraw(data)
+            raise timed_out(proxy, name, timeout, withdrawn)
+        return reply_value(proxy, reply)
+
+    def flush(self) -> None:
+        """Send every queued request in one RPUSH (a task, so the loop goes on)."""
+        batch, self.outbox = self.outbox, {}
+        if batch:
+            task = asyncio.get_running_loop().create_task(self.send(batch))
+            _KEEP.add(task)
+            task.add_done_callback(_KEEP.discard)
+
+    async def send(self, batch: dict[str, bytes]) -> None:
+        """Push a batch; if that fails, every call in it fails with the error."""
+        try:
+            with self.transport.translated():
+                (pushed,) = await self.transport.execute(("RPUSH", self.service, *batch.values()))
+                if isinstance(pushed, Exception):
+                    raise pushed
+        except RedisRPCError as exc:
+            for call_id in batch:
+                future = self.waiting.get(call_id)
+                if future is not None and not future.done():
+                    future.set_exception(exc)
+
+    async def read(self) -> None:
+        """Pop replies while calls wait, and hand each to its call."""
+        try:
+            while self.waiting:
+                with self.transport.translated():
+                    blocked, more = await self.transport.execute(
+                        ("BLPOP", self.reply_queue, _READ_SLICE),
+                        ("LPOP", self.reply_queue, _READ_BATCH),
+                    )
+                for raw in ([blocked[1]] if blocked else []) + (more or []):
+                    self.deliver(raw)
+        except Exception as exc:
+            for future in self.waiting.values():
+                if not future.done():
+                    future.set_exception(exc)
+        finally:
+            self.reader = None
+
+    def deliver(self, raw: bytes) -> None:
+        try:
+            reply = decode_reply(raw)
+        except RedisRPCError as exc:
+            log.warning("dropped an undecodable reply on %s: %s", self.reply_queue, exc)
+            return
+        future = self.waiting.get(reply.id or "")
+        if future is not None and not future.done():
+            future.set_result(reply)  # else: a reply to a call that already gave up
+
+
+_KEEP: set[asyncio.Task[None]] = set()  # running push tasks (the loop keeps only weak refs)
+_READ_SLICE = 1.0
+_READ_BATCH = 256
+
+
+def _echoes_ids(description: dict[str, Any]) -> bool:
+    version = description.get("protocol")
+    return isinstance(version, int) and version >= 2
+
+
+def _expire(future: asyncio.Future[Any]) -> None:
+    if not future.done():
+        future.set_result(_EXPIRED)
+
+
+async def set_property(proxy: AsyncClient, name: str, value: Any) -> None:
+    """Set a remote property through an async proxy (``proxy.name = value`` cannot await)."""
+    prop = getattr(type(proxy), name, None)
+    if proxy._rpc_description is not None and not isinstance(prop, property):
+        raise AttributeError(f"remote {proxy._rpc_name!r} has no property {name!r}")
+    if isinstance(prop, property) and prop.fset is None:
+        raise AttributeError(f"property {name!r} of {proxy._rpc_name!r} is read-only")
+    await proxy._rpc_call(SET_PROPERTY, [name, value], {})

@@ -1,0 +1,257 @@
+"""Dispatch: turn one raw request into one reply for a served object.
+
+The :class:`Dispatcher` decodes a request, refuses what the exposure rule
+does not allow, checks the caller's deadline and any per-call check the
+server passes in (the advisory lock), runs the method, and encodes the reply.
+It does no I/O of its own, so the whole request-to-reply path is testable
+without Redis; :class:`~redisrpc.Server` supplies the Redis clock and the lock.
+
+Every failure becomes an error reply with a type name: the remote exception's
+(``ZeroDivisionError``, ``mymodule.MyError``), or ``redisrpc.<Class>`` for
+what the server itself refuses (``redisrpc.ProtocolError``,
+``redisrpc.TimeoutException`` for a passed deadline, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Collection
+from typing import Any
+
+from .errors import MessageTooLargeError, RedisRPCError
+from .introspect import Member, describe, exposed_members
+from .protocol import (
+    DESCRIBE,
+    GET_PROPERTY,
+    PING,
+    SET_PROPERTY,
+    ErrorInfo,
+    Reply,
+    Request,
+    decode_request,
+    encode_reply,
+    is_valid_name,
+    salvage_response_queue,
+)
+
+__all__ = ["OWN_ERROR_PREFIX", "Dispatcher"]
+
+log = logging.getLogger("redisrpc.server")
+
+OWN_ERROR_PREFIX = "redisrpc."
+"""Prefix of the error types that the server itself reports."""
+
+Check = Callable[[Request], "ErrorInfo | None"]
+"""A per-call check: returns an error to refuse the request, or None to run it."""
+
+
+class _CallError(Exception):
+    """An error the dispatcher reports as is, without a traceback of its own frames."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+        self.message = message
+
+
+def _error_type(exc: BaseException) -> str:
+    cls = type(exc)
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _message(exc: BaseException) -> str:
+    """The exception's message, even when its __str__ is broken."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__qualname__} whose str() failed>"
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """Format a traceback without the dispatcher's own frames."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+class Dispatcher:
+    """Run requests against ``obj`` under the exposure rule; no I/O.
+
+    Args:
+        obj: the served object.
+        name: the service name (requests must name reply queues under it).
+        ident: who answers, e.g. ``calc@host:pid``, put in error replies.
+        expose, readonly, deny_tags: the exposure rule's options (see
+            :func:`redisrpc.introspect.exposed_members`).
+        max_message_size: the largest request, and reply, in bytes.
+    """
+
+    def __init__(
+        self,
+        obj: Any,
+        name: str,
+        *,
+        ident: str,
+        expose: Collection[str] | None = None,
+        readonly: bool = False,
+        deny_tags: Collection[str] = (),
+        max_message_size: int,
+    ) -> None:
+        self.obj = obj
+        self.name = name
+        self.ident = ident
+        self.allow = frozenset(expose) if expose is not None else None
+        self.readonly = readonly
+        self.deny_tags = frozenset(deny_tags)
+        self.max_message_size = max_message_size
+        self.calls = 0
+        self.members: dict[str, Member] = self.scan()
+
+    def scan(self) -> dict[str, Member]:
+        """Apply the one exposure rule (calls and __describe__ share it)."""
+        return exposed_members(
+            self.obj, allow=self.allow, readonly=self.readonly, deny_tags=self.deny_tags
+        )
+
+    def describe(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """Return the ``__describe__`` payload, rescanning the object first."""
+        self.members = self.scan()
+        return describe(self.obj, self.members, name=self.name, extra=extra)
+
+    def _member(self, name: str) -> Member:
+        if not is_valid_name(name):
+            raise _CallError("AttributeError", f"{name[:80]!r} is not a valid method name")
+        if name.startswith("_"):
+            raise _CallError("AttributeError", f"{name!r} is private and cannot be called")
+        member = self.members.get(name)
+        if member is None:
+            # The object may have grown a member since the last scan.
+            self.members = self.scan()
+            member = self.members.get(name)
+        if member is None:
+            raise _CallError(
+                "AttributeError",
+                f"{type(self.obj).__qualname__!r} object has no exposed member {name!r}",
+            )
+        return member
+
+    def _property(self, args: list[Any]) -> Member:
+        if not args or not isinstance(args[0], str):
+            raise _CallError("TypeError", "the first argument must be a property name")
+        member = self._member(args[0])
+        if member.kind == "method":
+            raise _CallError("AttributeError", f"{args[0]!r} is a method, not a property")
+        return member
+
+    def invoke(
+        self,
+        name: str,
+        args: list[Any],
+        kwargs: dict[str, Any],
+        describe_extra: Callable[[], dict[str, Any]],
+    ) -> Any:
+        """Run one call by name: a built-in call, a property access or a method."""
+        if name == PING:
+            return "pong"
+        if name == DESCRIBE:
+            return self.describe(describe_extra())
+        if name == GET_PROPERTY:
+            return getattr(self.obj, self._property(args).name)
+        if name == SET_PROPERTY:
+            member = self._property(args)
+            if len(args) != 2:
+                raise _CallError("TypeError", "__setprop__ takes a name and a value")
+            if member.readonly:
+                raise _CallError("AttributeError", f"property {member.name!r} is read-only")
+            setattr(self.obj, member.name, args[1])
+            return None
+        member = self._member(name)
+        if member.kind != "method":
+            raise _CallError(
+                "TypeError", f"{name!r} is a {member.kind}, not a method; read it as a property"
+            )
+        return getattr(self.obj, name)(*args, **kwargs)
+
+    def _error(self, request: Request, type_name: str, message: str, tb: str = "") -> bytes:
+        return encode_reply(
+            Reply(error=ErrorInfo(type_name, message, tb, self.ident), id=request.id)
+        )
+
+    def handle(
+        self,
+        raw: bytes,
+        *,
+        now_ms: Callable[[], int],
+        check: Check,
+        describe_extra: Callable[[], dict[str, Any]],
+    ) -> tuple[str | None, bytes | None]:
+        """Process one raw request; return (reply queue, reply bytes).
+
+        ``now_ms`` reads the Redis clock (only for requests with a deadline);
+        ``check`` may refuse a request before it runs. Never raises: every
+        failure becomes an error reply, or (None, None) when the message names
+        no usable reply queue.
+        """
+        try:
+            request = decode_request(raw, queue=self.name, max_size=self.max_message_size)
+        except RedisRPCError as exc:
+            queue = salvage_response_queue(raw, self.name)
+            kind = (
+                "MessageTooLargeError"
+                if isinstance(exc, MessageTooLargeError)
+                else type(exc).__name__
+            )
+            log.warning(
+                "%s: bad request (%s), %s: %.200r",
+                self.name,
+                exc,
+                "answered" if queue else "no reply queue, dropped",
+                raw[:200],
+            )
+            if queue is None:
+                return None, None
+            error = ErrorInfo(OWN_ERROR_PREFIX + kind, str(exc), server=self.ident)
+            return queue, encode_reply(Reply(error=error))
+        queue = request.response_queue
+        if request.deadline is not None:
+            try:
+                late_ms = now_ms() - request.deadline
+            except RedisRPCError:
+                late_ms = 0  # clock unknown: run the call rather than drop it
+            if late_ms > 0:
+                log.warning(
+                    "%s: not running %s(): its caller's deadline passed %d ms ago",
+                    self.name,
+                    request.name[:80],
+                    late_ms,
+                )
+                message = f"deadline passed {late_ms} ms before the call could start; not executed"
+                return queue, self._error(request, OWN_ERROR_PREFIX + "TimeoutException", message)
+        refused = check(request)
+        if refused is not None:
+            log.info("%s: refused %s(): %s", self.name, request.name[:80], refused.message)
+            return queue, encode_reply(Reply(error=refused, id=request.id))
+        try:
+            value = self.invoke(request.name, request.args, request.kwargs, describe_extra)
+            self.calls += 1
+        except _CallError as exc:
+            log.info("%s: refused %s(): %s", self.name, request.name[:80], exc.message)
+            return queue, self._error(request, exc.type_name, exc.message)
+        except (Exception, SystemExit) as exc:
+            # SystemExit too: a served method calling sys.exit() must not end the server.
+            self.calls += 1
+            message = _message(exc)
+            kind = _error_type(exc)
+            log.info("%s: %s() raised %s: %s", self.name, request.name, kind, message)
+            return queue, self._error(request, kind, message, _user_traceback(exc))
+        data = encode_reply(Reply(value=value, id=request.id))
+        if len(data) > self.max_message_size:
+            message = (
+                f"the return value of {request.name}() is {len(data)} bytes,"
+                f" over the limit of {self.max_message_size}"
+            )
+            data = self._error(request, OWN_ERROR_PREFIX + "MessageTooLargeError", message)
+        return queue, data

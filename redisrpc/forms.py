@@ -1,0 +1,187 @@
+"""Call forms from described signatures: fields, JSON-literal inputs, and the equivalent code.
+
+The explorer widget builds one text field per parameter of a described
+method. This module holds everything about those fields that is not a
+widget, so it is testable without Jupyter:
+
+* :func:`fields_for` turns a description entry into :class:`Field` objects
+  (default values pre-filled as JSON, annotations as hints);
+* :func:`parse_value` reads what a person typed: a JSON literal (``5``,
+  ``[1, 2]``, ``{"a": 1}``, ``"text"``, ``true``; Python's ``True``,
+  ``False`` and ``None`` too), or else a bare word taken as a string;
+* :func:`build_call` turns the typed texts into ``(args, kwargs)``;
+* :func:`call_code` and :func:`setprop_code` give the equivalent Python line.
+
+Nothing here evaluates text: parsing is :func:`json.loads` only.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = [
+    "Field",
+    "build_call",
+    "call_code",
+    "fields_for",
+    "parse_value",
+    "python_literal",
+    "setprop_code",
+    "variable_name",
+]
+
+_PYTHON_CONSTANTS = {"True": True, "False": False, "None": None}
+_JSONISH = re.compile(r"^\s*[\[{\"'0-9+\-.]")  # text that was clearly meant as a literal
+
+
+@dataclass(frozen=True)
+class Field:
+    """One input of a call form."""
+
+    name: str
+    kind: str  # an inspect.Parameter kind name
+    default_text: str  # the pre-filled text ("" when there is no JSON default)
+    has_default: bool
+    hint: str  # placeholder: annotation and non-JSON default
+
+    @property
+    def required(self) -> bool:
+        """Whether the call fails when this field is left empty."""
+        return not self.has_default and self.kind not in ("VAR_POSITIONAL", "VAR_KEYWORD")
+
+
+def fields_for(entry: dict[str, Any]) -> list[Field]:
+    """Return the form fields for one described method (``params`` of ``__describe__``)."""
+    params = entry.get("params")
+    if not isinstance(params, list):
+        params = [
+            {"name": "args", "kind": "VAR_POSITIONAL"},
+            {"name": "kwargs", "kind": "VAR_KEYWORD"},
+        ]
+    fields = []
+    for p in params:
+        if not isinstance(p, dict) or not isinstance(p.get("name"), str):
+            continue
+        kind = str(p.get("kind", "POSITIONAL_OR_KEYWORD"))
+        hints = []
+        if isinstance(p.get("annotation"), str):
+            hints.append(p["annotation"])
+        default_text = ""
+        if "default" in p:
+            default_text = json.dumps(p["default"])
+        elif "default_repr" in p:
+            hints.append(f"default {p['default_repr']}")
+        if kind == "VAR_POSITIONAL":
+            hints.append("JSON list of extra arguments")
+        elif kind == "VAR_KEYWORD":
+            hints.append("JSON object of extra keyword arguments")
+        has_default = "default" in p or "default_repr" in p
+        fields.append(Field(p["name"], kind, default_text, has_default, "; ".join(hints)))
+    return fields
+
+
+def parse_value(text: str) -> Any:
+    """Read one typed value: a JSON literal, True/False/None, or a bare word as a string.
+
+    Raises ValueError for text that looks like a literal but is not valid
+    JSON (``[1, 2``), so a typo is not silently sent as a string.
+    """
+    stripped = text.strip()
+    if stripped in _PYTHON_CONSTANTS:
+        return _PYTHON_CONSTANTS[stripped]
+    try:
+        return json.loads(stripped)
+    except ValueError as exc:
+        if _JSONISH.match(stripped):
+            raise ValueError(f"{stripped[:60]!r} is not a valid JSON literal: {exc}") from None
+        return text
+
+
+def build_call(fields: list[Field], texts: dict[str, str]) -> tuple[list[Any], dict[str, Any]]:
+    """Turn the typed texts into ``(args, kwargs)``, following the parameter kinds.
+
+    A field left empty, or still holding its default, is omitted so the
+    server applies its own default. Raises ValueError naming the field for
+    a missing required value or unreadable text.
+    """
+    args: list[Any] = []
+    kwargs: dict[str, Any] = {}
+    skipped: str | None = None  # a positional left to its default: later ones go by keyword
+    for field in fields:
+        text = texts.get(field.name, "")
+        empty = not text.strip() or (field.has_default and text.strip() == field.default_text)
+        if empty:
+            if field.required:
+                raise ValueError(f"{field.name} is required")
+            if field.kind in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD"):
+                skipped = skipped or field.name
+            continue
+        try:
+            value = parse_value(text)
+        except ValueError as exc:
+            raise ValueError(f"{field.name}: {exc}") from None
+        if field.kind == "POSITIONAL_ONLY":
+            if skipped:
+                raise ValueError(f"{field.name} is positional: fill in {skipped} too")
+            args.append(value)
+        elif field.kind == "POSITIONAL_OR_KEYWORD":
+            if skipped:
+                kwargs[field.name] = value
+            else:
+                args.append(value)
+        elif field.kind == "VAR_POSITIONAL":
+            if not isinstance(value, list):
+                raise ValueError(f"{field.name}: give a JSON list, e.g. [1, 2]")
+            if skipped and value:
+                raise ValueError(f"{field.name}: fill in {skipped} to pass extra arguments")
+            args.extend(value)
+        elif field.kind == "VAR_KEYWORD":
+            if not isinstance(value, dict):
+                raise ValueError(f'{field.name}: give a JSON object, e.g. {{"key": 1}}')
+            kwargs.update(value)
+        else:
+            kwargs[field.name] = value
+    return args, kwargs
+
+
+def python_literal(value: Any) -> str:
+    """Python source for a JSON-like value (``float("nan")`` for non-finite floats)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f'float("{value}")'
+    if isinstance(value, list):
+        return "[" + ", ".join(python_literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = (f"{python_literal(k)}: {python_literal(v)}" for k, v in value.items())
+        return "{" + ", ".join(items) + "}"
+    return repr(value)
+
+
+def variable_name(service: str) -> str:
+    """A Python variable name for a proxy of ``service`` (``"lab:psu-1"`` -> ``lab_psu_1``)."""
+    name = re.sub(r"\W", "_", service).strip("_") or "proxy"
+    if name[0].isdigit():
+        name = f"proxy_{name}"
+    return f"{name}_" if keyword.iskeyword(name) else name
+
+
+def call_code(service: str, method: str, args: list[Any], kwargs: dict[str, Any]) -> str:
+    """The Python line equivalent to a call, e.g. ``calc.add(5, y=2)``."""
+    parts = [python_literal(a) for a in args]
+    for key, value in kwargs.items():
+        key_text = key if key.isidentifier() and not keyword.iskeyword(key) else None
+        parts.append(f"{key_text}={python_literal(value)}" if key_text else "")
+    odd = {k: v for k, v in kwargs.items() if not (k.isidentifier() and not keyword.iskeyword(k))}
+    parts = [p for p in parts if p]
+    if odd:
+        parts.append(f"**{python_literal(odd)}")
+    return f"{variable_name(service)}.{method}({', '.join(parts)})"
+
+
+def setprop_code(service: str, prop: str, value: Any) -> str:
+    """The Python line equivalent to setting a property, e.g. ``psu.voltage1 = 5.0``."""
+    return f"{variable_name(service)}.{prop} = {python_literal(value)}"

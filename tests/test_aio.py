@@ -1,0 +1,266 @@
+"""The asyncio client: same proxy as the sync client, many calls in flight, same guarantees."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from typing import Any
+
+import pytest
+from conftest import free_port
+
+import redisrpc
+from redisrpc.aio import AsyncClient, set_property
+from redisrpc.protocol import decode_request
+
+
+class Calculator:
+    """A calculator with one register."""
+
+    def __init__(self) -> None:
+        self.acc = 0.0
+        self.label = "calc"
+
+    def add(self, x: float, *, scale: float = 1.0) -> float:
+        """Add x times scale to the register."""
+        self.acc += x * scale
+        return self.acc
+
+    def echo(self, value: Any) -> Any:
+        """Return value unchanged."""
+        return value
+
+    def divide(self, a: float, b: float) -> float:
+        """a / b."""
+        return a / b
+
+    def slow(self, seconds: float) -> float:
+        """Sleep, then return seconds."""
+        time.sleep(seconds)
+        return seconds
+
+    @property
+    def total(self) -> float:
+        """The register."""
+        return self.acc
+
+    @total.setter
+    def total(self, value: float) -> None:
+        self.acc = value
+
+
+def test_awaited_proxy_has_the_sync_proxys_introspection(r, serve):
+    """`await AsyncClient(...)` builds the same class: names, signatures, docs and repr."""
+    serve(Calculator(), "calc")
+    sync = redisrpc.Client(r, "calc", timeout=5)
+
+    async def main() -> AsyncClient:
+        return await AsyncClient(r, "calc", timeout=5)
+
+    proxy = asyncio.run(main())
+    assert type(proxy).__name__ == type(sync).__name__ == "Calculator"
+    assert [n for n in dir(proxy) if not n.startswith("_")] == [
+        n for n in dir(sync) if not n.startswith("_")
+    ]
+    assert str(inspect.signature(proxy.add)) == str(inspect.signature(sync.add))
+    assert proxy.add.__doc__ == sync.add.__doc__ == "Add x times scale to the register."
+    assert type(proxy).total.__doc__ == type(sync).total.__doc__
+    assert repr(proxy).replace("AsyncClient", "") == repr(sync)
+    assert redisrpc.description(proxy) == redisrpc.description(sync)
+    with pytest.raises(AttributeError, match="no method or property 'nope'"):
+        proxy.nope  # noqa: B018
+
+
+def test_calls_properties_and_errors_under_asyncio_run(r, serve):
+    """Methods and properties are awaited; remote errors keep their builtin type."""
+    serve(Calculator(), "calc")
+
+    async def main() -> None:
+        calc = await AsyncClient(r, "calc", timeout=5)
+        assert await calc.add(2, scale=3) == 6
+        assert await calc.total == 6
+        await set_property(calc, "total", 1.5)
+        assert await calc.total == 1.5
+        assert await calc.echo({"a": [1, b"\x00"]}) == {"a": [1, b"\x00"]}
+        with pytest.raises(ZeroDivisionError):
+            await calc.divide(1, 0)
+        with pytest.raises(redisrpc.RemoteException) as info:
+            await calc.divide(1, 0)
+        assert info.value.remote_type == "ZeroDivisionError"
+        with pytest.raises(AttributeError, match="set_property"):
+            calc.total = 3
+        with pytest.raises(AttributeError, match="no property"):
+            await set_property(calc, "nope", 1)
+
+    asyncio.run(main())
+
+
+def test_many_calls_in_flight_each_get_their_own_reply(r, serve):
+    """asyncio.gather of hundreds of calls returns every result in order, through one reply list."""
+    serve(Calculator(), "calc")
+
+    async def main() -> list[Any]:
+        calc = await AsyncClient(r, "calc", timeout=10)
+        return await asyncio.gather(*(calc.echo(i) for i in range(500)))
+
+    assert asyncio.run(main()) == list(range(500))
+    assert r.llen("calc") == 0
+    assert r.keys("calc:rpc:*") == []  # every reply was read
+
+
+def test_one_proxy_works_across_event_loops(r, serve):
+    """A proxy made under one asyncio.run keeps working under the next (pools are per loop)."""
+    serve(Calculator(), "calc")
+    proxy = asyncio.run(AsyncClient(r, "calc", timeout=5)._rpc_described())
+    assert asyncio.run(proxy.echo(1)) == 1
+    assert asyncio.run(proxy.echo(2)) == 2
+
+
+def test_works_inside_an_already_running_loop(r, serve):
+    """Inside a loop that is already running (as in Jupyter), awaiting the proxy just works."""
+    serve(Calculator(), "calc")
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+
+        async def cell() -> list[Any]:  # what a notebook cell with top-level await runs
+            assert asyncio.get_running_loop() is loop
+            calc = await AsyncClient(r, "calc", timeout=5)
+            first = await calc.echo("x")
+            rest = await asyncio.gather(calc.echo(1), calc.echo(2))
+            return [first, *rest]
+
+        assert asyncio.run_coroutine_threadsafe(cell(), loop).result(10) == ["x", 1, 2]
+        assert asyncio.run_coroutine_threadsafe(cell(), loop).result(10) == ["x", 1, 2]
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
+def test_undescribed_proxy_makes_plain_calls(r, serve):
+    """Without the await the proxy is dynamic, like Client(describe=False), and still calls."""
+    serve(Calculator(), "calc")
+    calc: Any = AsyncClient(r, "calc", timeout=5)
+    assert redisrpc.description(calc) is None
+    assert "not described" in repr(calc)
+    assert asyncio.run(calc.echo(7)) == 7
+
+
+@pytest.mark.parametrize("described", [True, False])
+def test_timeout_without_server_withdraws_the_request(r, serve, described):
+    """No server: the call times out with started=False and leaves nothing queued."""
+    server = serve(Calculator(), "calc")
+
+    async def main() -> None:
+        calc = AsyncClient(r, "calc", timeout=0.5)
+        if described:
+            await calc
+        server.stop(10)
+        began = time.monotonic()
+        with pytest.raises(redisrpc.TimeoutException) as info:
+            await calc.echo(1)
+        assert info.value.started is False
+        assert 0.4 < time.monotonic() - began < 5
+        assert "withdrawn" in str(info.value)
+
+    asyncio.run(main())
+    assert r.llen("calc") == 0
+
+
+def test_timeout_while_running_reports_started(r, serve):
+    """A call the server took but did not finish in time raises with started=True."""
+    serve(Calculator(), "calc")
+
+    async def main() -> None:
+        calc = await AsyncClient(r, "calc", timeout=5)
+        with pytest.raises(redisrpc.TimeoutException) as info:
+            await redisrpc.with_timeout(calc, 0.3).slow(1.0)
+        assert info.value.started is True
+        assert await calc.echo("after") == "after"  # the late reply is not mistaken for this one
+
+    asyncio.run(main())
+
+
+def test_cancelled_call_is_withdrawn(r, serve):
+    """asyncio.wait_for cancelling a queued call removes the request, so it never runs."""
+    calc_obj = Calculator()
+    server = serve(calc_obj, "calc")
+
+    async def main() -> None:
+        calc = await AsyncClient(r, "calc", timeout=30)
+        server.stop(10)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(calc.add(100), 0.3)
+
+    asyncio.run(main())
+    assert r.llen("calc") == 0
+    assert calc_obj.acc == 0
+
+
+def test_unreachable_redis_raises_our_connection_error():
+    """With no Redis listening, the error is redisrpc's, never redis-py's."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+
+    async def main() -> None:
+        with pytest.raises(redisrpc.RedisConnectionError):
+            await AsyncClient(url, "calc", timeout=1)
+
+    asyncio.run(main())
+
+
+def test_invalid_timeout_is_refused():
+    """Timeouts must be positive and finite, as for the sync client."""
+    with pytest.raises(ValueError):
+        AsyncClient(None, "calc", timeout=0)
+    with pytest.raises(ValueError):
+        AsyncClient(None, "calc", timeout=float("inf"))
+
+
+def test_many_calls_in_flight_fail_cleanly_when_redis_dies(own_redis):
+    """Calls waiting on a shared reply list all fail with our connection error if Redis goes."""
+    server = redisrpc.Server(
+        own_redis.url, "calc", Calculator(), poll_interval=0.1, handle_signals=False
+    ).start()
+    try:
+
+        async def main() -> list[Any]:
+            calc = await AsyncClient(own_redis.url, "calc", timeout=10)
+            calls = [asyncio.ensure_future(calc.slow(1)) for _ in range(5)]
+            await asyncio.sleep(0.3)
+            own_redis.kill()
+            return await asyncio.gather(*calls, return_exceptions=True)
+
+        began = time.monotonic()
+        results = asyncio.run(main())
+        assert time.monotonic() - began < 5  # not the 10 s timeout
+        assert all(isinstance(x, redisrpc.RedisConnectionError) for x in results), results
+        assert "may or may not have been delivered" in str(results[0])
+    finally:
+        server.stop(10)
+
+
+def test_calls_in_flight_share_one_reply_list_and_one_push(r, serve):
+    """Concurrent calls of a described proxy carry distinct ids and one shared reply queue."""
+    server = serve(Calculator(), "calc")
+
+    async def main() -> list[bytes]:
+        calc = await AsyncClient(r, "calc", timeout=5)
+        server.stop(10)
+        calls = [asyncio.ensure_future(calc.echo(i)) for i in range(3)]
+        await asyncio.sleep(0.3)
+        queued = r.lrange("calc", 0, -1)
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+        return queued
+
+    queued = [decode_request(raw, queue="calc") for raw in asyncio.run(main())]
+    assert [q.args for q in queued] == [[0], [1], [2]]
+    assert len({q.id for q in queued}) == 3
+    assert len({q.response_queue for q in queued}) == 1
+    assert queued[0].response_queue.startswith("calc:rpc:")
+    assert r.llen("calc") == 0  # the cancelled calls were withdrawn

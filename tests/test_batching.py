@@ -1,0 +1,146 @@
+"""The serving loop's batches and worker pool: every request taken is run or answered once."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+import redisrpc
+from redisrpc.protocol import Request, decode_reply, encode_request
+
+
+class Recorder:
+    """Records calls and the most calls it ever saw at once."""
+
+    def __init__(self, seconds: float = 0.0) -> None:
+        self.seconds = seconds
+        self.seen: list[int] = []
+        self.active = 0
+        self.peak = 0
+        self.guard = threading.Lock()
+
+    def work(self, n: int) -> int:
+        """Note n, sleep a little, return n."""
+        with self.guard:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        time.sleep(self.seconds)
+        with self.guard:
+            self.active -= 1
+            self.seen.append(n)
+        return n
+
+
+def _queue_requests(r: Any, name: str, count: int, deadline: int | None = None) -> list[str]:
+    queues = []
+    for i in range(count):
+        queue = f"{name}:rpc:{i}"
+        r.rpush(name, encode_request(Request("work", [i], {}, queue, str(i), deadline)))
+        queues.append(queue)
+    return queues
+
+
+def _reply(r: Any, queue: str) -> Any:
+    popped = r.blpop([queue], timeout=10)
+    assert popped is not None, f"no reply on {queue}"
+    return decode_reply(popped[1])
+
+
+def test_a_backlog_is_served_once_each_in_order(r, serve):
+    """Requests queued before the server starts are taken in batches, each run exactly once."""
+    queues = _queue_requests(r, "rec", 100)
+    rec = Recorder()
+    server = serve(rec, "rec")
+    replies = [_reply(r, q) for q in queues]
+    assert [reply.value for reply in replies] == list(range(100))
+    assert [reply.id for reply in replies] == [str(i) for i in range(100)]
+    assert rec.seen == list(range(100))
+    assert server.calls == 100
+    assert r.llen("rec") == 0
+    assert all(r.pttl(q) == -2 for q in queues)  # read, so gone
+
+
+def test_deadlines_are_checked_per_request_within_a_batch(r, serve):
+    """In one batch, requests past their deadline are answered without running; others run."""
+    transport = redisrpc.transport.Transport.of(r)
+    late = transport.now_ms() - 1000
+    fine = transport.now_ms() + 60_000
+    for i, deadline in enumerate([fine, late, fine, late, fine]):
+        r.rpush("rec", encode_request(Request("work", [i], {}, f"rec:rpc:{i}", str(i), deadline)))
+    rec = Recorder()
+    serve(rec, "rec")
+    replies = [_reply(r, f"rec:rpc:{i}") for i in range(5)]
+    assert [reply.value for reply in replies] == [0, None, 2, None, 4]
+    assert [reply.error.type if reply.error else None for reply in replies] == [
+        None,
+        "redisrpc.TimeoutException",
+        None,
+        "redisrpc.TimeoutException",
+        None,
+    ]
+    assert rec.seen == [0, 2, 4]
+
+
+def test_slow_calls_are_not_hoarded_by_one_server(r, serve):
+    """Calls slower than the batch budget are taken one at a time, so two servers share them."""
+    a, b = Recorder(0.05), Recorder(0.05)
+    _queue_requests(r, "rec", 12)
+    server_a = serve(a, "rec")
+    server_b = serve(b, "rec")
+    for i in range(12):
+        _reply(r, f"rec:rpc:{i}")
+    assert sorted(a.seen + b.seen) == list(range(12))
+    assert server_a.calls > 1 and server_b.calls > 1
+
+
+def test_default_is_one_call_at_a_time_and_workers_run_several(r, serve):
+    """workers=1 (the default) never overlaps calls; workers=4 runs up to four at once."""
+    for name, workers, expected_peak in [("one", 1, 1), ("four", 4, 4)]:
+        rec = Recorder(0.2)
+        server = serve(rec, name, workers=workers)
+        assert server.workers == workers
+        for queue in _queue_requests(r, name, 8):
+            assert _reply(r, queue).error is None
+        assert sorted(rec.seen) == list(range(8))
+        assert rec.peak == expected_peak
+
+
+def test_worker_pool_answers_calls_from_threads(r, serve):
+    """A proxy shared by 16 threads gets every answer right from a pooled server."""
+    serve(Recorder(0.01), "rec", workers=4)
+    proxy: Any = redisrpc.Client(r, "rec", timeout=10)
+    results: dict[int, int] = {}
+
+    def caller(base: int) -> None:
+        for i in range(base, base + 10):
+            results[i] = proxy.work(i)
+
+    threads = [threading.Thread(target=caller, args=(k * 10,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == {i: i for i in range(160)}
+
+
+def test_stopping_a_worker_pool_finishes_calls_in_flight(r, serve):
+    """stop() lets running calls finish and reply; nothing taken is lost."""
+    rec = Recorder(0.3)
+    server = serve(rec, "rec", workers=3)
+    queues = _queue_requests(r, "rec", 3)
+    deadline = time.monotonic() + 10
+    while rec.active < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    server.stop(10)
+    assert not server.running
+    assert [_reply(r, q).value for q in queues] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5])
+def test_workers_must_be_a_positive_integer(r, workers):
+    """A worker count that is not a positive integer is refused at construction."""
+    with pytest.raises(ValueError, match="workers"):
+        redisrpc.Server(r, "rec", Recorder(), workers=workers, register=False)

@@ -1,0 +1,38 @@
+"""The benchmark suite runs end to end (a tiny run; figures are printed, never asserted)."""
+
+from __future__ import annotations
+
+import subprocess
+
+from conftest import PYTHON, ROOT, python_env
+
+
+def test_quick_benchmark_prints_every_row(redis_url):
+    """`python -m benchmarks --quick` starts its servers and prints the full table."""
+    done = subprocess.run(
+        [PYTHON, "-m", "benchmarks", "--quick"],
+        check=False,
+        cwd=ROOT,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "redisrpc benchmarks: " in out and "Redis " in out
+    for row in [
+        "| redis-py PING (same pool) |",
+        "| redisrpc call, sync client |",
+        "| redisrpc, 2 threads, one proxy |",
+        "| redisrpc, async client, 4 in flight |",
+        "| naive RPUSH then BLPOP (no pipelining) |",
+        "| scale-out: 1 server(s), 2 threads, add() |",
+        "| scale-out: 2 server(s), 2 threads, work(1 ms) |",
+        "| scale-out: 2 server(s), async, 4 in flight, add() |",
+        "| Pyro5",
+        "| RPyC",
+    ]:
+        assert row in out, f"missing row {row!r} in:\n{out}"
+    ping = next(line for line in out.splitlines() if line.startswith("| redis-py PING"))
+    assert ping.rstrip().endswith("| 1.00 | 1.00 |")

@@ -1,0 +1,220 @@
+"""The explorer in a real JupyterLab page, rendered by headless Chromium (``-m browser``).
+
+Needs Debian's chromium, JupyterLab and the playwright package (``.[browser]``);
+Playwright drives /usr/bin/chromium and never downloads a browser. Skipped
+when any is missing, except under CI=true, where it must run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from redisrpc.demo import Calculator
+from redisrpc.instruments import bench
+from tests.conftest import ROOT, free_port
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+KERNEL = "redisrpc-browser"
+
+
+def _chromium() -> str:
+    """The path of Debian's chromium, or skip (fail under CI)."""
+    binary = shutil.which("chromium") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+    )
+    missing = [
+        what
+        for what, ok in [
+            ("chromium", binary is not None),
+            ("jupyterlab", importlib.util.find_spec("jupyterlab") is not None),
+            ("playwright", importlib.util.find_spec("playwright") is not None),
+        ]
+        if not ok
+    ]
+    if missing:
+        message = (
+            f"browser test needs {', '.join(missing)} (pip install '.[browser]'; apt chromium)"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    assert binary is not None
+    return binary
+
+
+def _write_lab_home(home: Path) -> dict[str, str]:
+    """A private Jupyter home: our kernelspec, quiet lab settings; returns the environment."""
+    spec = home / "data" / "kernels" / KERNEL
+    spec.mkdir(parents=True)
+    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    (spec / "kernel.json").write_text(
+        json.dumps({"argv": argv, "display_name": "redisrpc", "language": "python"})
+    )
+    settings = home / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
+    env = dict(os.environ)
+    env.update(
+        JUPYTER_PATH=str(home / "data"),
+        JUPYTER_CONFIG_DIR=str(home / "config"),
+        JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+        JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
+        JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"),
+        PYTHONPATH=os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    )
+    return env
+
+
+@pytest.fixture
+def lab(tmp_path: Path, redis_url: str) -> Iterator[tuple[str, str]]:
+    """A JupyterLab server on a free port serving a notebook that shows the Explorer."""
+    _chromium()
+    root = tmp_path / "root"
+    root.mkdir()
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell(
+                "import redisrpc\nredisrpc.explore(refresh_interval=1.0)",
+            )
+        ]
+    )
+    notebook.metadata["kernelspec"] = {
+        "name": KERNEL,
+        "display_name": "redisrpc",
+        "language": "python",
+    }
+    nbformat.write(notebook, root / "explore.ipynb")
+    env = _write_lab_home(tmp_path / "home")
+    port, token = free_port(), secrets.token_hex(16)
+    log = (tmp_path / "lab.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--LabApp.extension_manager=readonly",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.expose_app_in_browser=True",
+            "--LabApp.news_url=",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"JupyterLab did not start:\n{(tmp_path / 'lab.log').read_text()}")
+                time.sleep(0.25)
+        yield base, token
+    finally:
+        proc.terminate()  # the server shuts its kernels down on SIGTERM
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+
+def test_explorer_renders_live_servers_in_jupyterlab(lab, serve):
+    """The explorer widget in a JupyterLab page lists the live servers and shows a selection."""
+    sync_playwright = importlib.import_module("playwright.sync_api").sync_playwright
+    names = ["calc", "fgen", "psu", "scope", "stage"]
+    serve(Calculator(), "calc")
+    for name, obj in bench().items():
+        serve(obj, name)
+    base, token = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "explorer-jupyterlab.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.goto(f"{base}/lab/tree/explore.ipynb?token={token}")
+            page.wait_for_function(
+                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+                " && window.jupyterapp.shell.currentWidget.sessionContext"
+                " && window.jupyterapp.shell.currentWidget.sessionContext.session",
+                timeout=90_000,
+            )
+            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+            options = page.locator(".redisrpc-explorer select option")
+            try:
+                page.wait_for_function(
+                    "names => { const shown = Array.from(document.querySelectorAll("
+                    "'.redisrpc-explorer select option'))"
+                    ".map(o => o.textContent.replace(/\\u00a0/g, ' '));"
+                    " return names.every(n => shown.some(s => s.startsWith(n + ' · live'))); }",
+                    arg=names,
+                    timeout=90_000,
+                )
+            finally:
+                page.screenshot(path=str(shot), full_page=True)
+            # ipywidgets shows labels with non-breaking spaces
+            labels = options.all_text_contents()
+            assert [label.replace("\xa0", " ").split(" · ")[0] for label in labels] == names
+            page.locator(".redisrpc-explorer select").select_option(label=labels[2])
+            page.wait_for_function(
+                "() => document.querySelector('.redisrpc-explorer').textContent"
+                ".includes('PowerSupply')",
+                timeout=60_000,
+            )
+            # Call psu.measure(1) from its form, as a person would.
+            page.get_by_text("measure(channel: int)").first.click()
+            page.get_by_label("channel", exact=True).filter(visible=True).first.fill("1")
+            page.get_by_role("button", name="Call").filter(visible=True).first.click()
+            page.wait_for_function(
+                "() => document.querySelector('.redisrpc-explorer').textContent"
+                ".includes(\"{'voltage': 0.0, 'current': 0.0}\")",
+                timeout=60_000,
+            )
+            assert "psu.measure(1)" in page.locator(".redisrpc-explorer input").evaluate_all(
+                "inputs => inputs.map(i => i.value).join('\\n')"
+            )
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000

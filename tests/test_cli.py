@@ -1,0 +1,294 @@
+"""The ``redisrpc`` command line, end to end through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import time
+from typing import Any
+
+import pytest
+from conftest import (
+    CLI_SCRIPT,
+    PYTHON,
+    ROOT,
+    RedisProcess,
+    free_port,
+    python_env,
+    read_until,
+    run_cli,
+)
+
+import redisrpc
+
+
+def one_error_line(proc: Any) -> str:
+    """The single stderr line of a failed command (no traceback)."""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("redisrpc: error: ")
+    assert "Traceback" not in proc.stderr
+    return str(lines[0])
+
+
+def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start the console script in the background, output on a text pipe."""
+    return subprocess.Popen(
+        [str(CLI_SCRIPT), *args],
+        env=env or python_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+
+
+def test_list_without_servers(redis_url):
+    """list on an empty registry says so and succeeds."""
+    proc = run_cli("list")
+    assert proc.returncode == 0, proc.stderr
+    assert "no live servers" in proc.stdout
+
+
+def test_list_shows_live_servers(spawn_server, redis_url):
+    """list prints one aligned row per service with class, instances, host:pid and queue."""
+    a = spawn_server("servable:Thing", "alpha")
+    spawn_server("servable:Thing", "beta")
+    spawn_server("servable:Thing", "beta")
+    proc = run_cli("list")
+    assert proc.returncode == 0, proc.stderr
+    header, *rows = proc.stdout.strip().splitlines()
+    assert header.split() == [
+        "NAME",
+        "CLASS",
+        "INSTANCES",
+        "HOST:PID",
+        "UPTIME",
+        "QUEUE",
+        "LAST",
+        "SEEN",
+    ]
+    assert [row.split()[:3] for row in rows] == [["alpha", "Thing", "1"], ["beta", "Thing", "2"]]
+    assert f":{a.pid}" in rows[0]
+    assert "+1 more" in rows[1]
+    assert len({row.index("Thing") for row in rows}) == 1  # aligned columns
+    listed = json.loads(run_cli("list", "--json").stdout)
+    assert [(s["name"], len(s["instances"])) for s in listed] == [("alpha", 1), ("beta", 2)]
+
+
+def test_describe_shows_doc_signatures_and_properties(spawn_server):
+    """describe prints the class doc, full method signatures with docstrings, and properties."""
+    spawn_server("servable:Thing", "thing")
+    proc = run_cli("describe", "thing")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Thing" in out and "A small object for child-process tests." in out
+    assert "incr(by: int = 1) -> int" in out
+    assert "Add ``by`` to the total and return it." in out
+    assert "echo(value: object, *, twice: bool = False) -> object" in out
+    assert "total: int  (read-only)" in out
+    assert "Instances (1" in out
+    raw = json.loads(run_cli("describe", "thing", "--json").stdout)
+    assert raw["class"] == "Thing" and raw["registered"] is True
+
+
+def test_call_prints_json_results(spawn_server):
+    """call parses JSON literals (plain words are strings), --kw, and prints JSON."""
+    spawn_server("servable:Thing", "thing")
+    assert json.loads(run_cli("call", "thing", "incr", "5").stdout) == 5
+    assert json.loads(run_cli("call", "thing", "incr", "--kw", "by=2").stdout) == 7
+    assert json.loads(run_cli("call", "thing", "total").stdout) == 7
+    echoed = run_cli("call", "thing", "echo", '{"a": [1, 2.5, null]}', "--kw", "twice=true")
+    assert json.loads(echoed.stdout) == [{"a": [1, 2.5, None]}] * 2
+    assert json.loads(run_cli("call", "thing", "echo", "hello").stdout) == "hello"
+    assert json.loads(run_cli("call", "thing", "echo", "-3").stdout) == -3
+
+
+def test_call_remote_error_prints_type_message_and_traceback(spawn_server):
+    """A remote exception exits 1 and shows the remote type, message and traceback."""
+    spawn_server("servable:Thing", "thing")
+    proc = run_cli("call", "thing", "fail", "kaput")
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert "Traceback" in proc.stderr and "servable.py" in proc.stderr
+    assert (
+        proc.stderr.strip().splitlines()[-1].startswith("redisrpc: error: remote ValueError: kaput")
+    )
+
+
+def test_bad_arguments_exit_2_with_one_line(spawn_server):
+    """Unknown methods, wrong arity, bad --kw and private names: one line, exit 2."""
+    spawn_server("servable:Thing", "thing")
+    for args, text in [
+        (("call", "thing", "nope"), "no method 'nope'"),
+        (("call", "thing", "incr", "1", "2"), "bad arguments for thing.incr"),
+        (("call", "thing", "incr", "--kw", "nokey"), "--kw expects key=value"),
+        (("call", "thing", "_secret"), "private"),
+        (("call", "thing", "total", "1"), "property"),
+    ]:
+        proc = run_cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert text in one_error_line(proc)
+    usage = run_cli("call")
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    assert run_cli().returncode == 2
+
+
+def test_unknown_service_exits_3(redis_url):
+    """A service nobody serves is reported in one line with exit 3."""
+    proc = run_cli("call", "ghost", "anything")
+    assert proc.returncode == 3
+    assert "unknown service 'ghost'" in one_error_line(proc)
+
+
+def test_unreachable_redis_exits_3(redis_url):
+    """A Redis that does not answer, from --url or REDIS_URL: one line, exit 3."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    for command in (("list",), ("describe", "x"), ("call", "x", "y"), ("serve", "servable:Thing")):
+        proc = run_cli("--url", dead, *command)
+        assert proc.returncode == 3, (command, proc.stderr)
+        assert "cannot talk to Redis" in one_error_line(proc)
+    env = {**python_env(), "REDIS_URL": dead}
+    assert run_cli("list", env=env).returncode == 3
+
+
+def test_url_option_beats_redis_url(spawn_server, redis_url):
+    """--url (before or after the command) wins over REDIS_URL."""
+    spawn_server("servable:Thing", "thing")
+    env = {**python_env(), "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    assert "thing" in run_cli("--url", redis_url, "list", env=env).stdout
+    assert "thing" in run_cli("list", "--url", redis_url, env=env).stdout
+
+
+def test_password_in_url(spawn_server):
+    """A username/password URL reaches a Redis that requires auth; a wrong one exits 3."""
+    secured = RedisProcess().start()
+    try:
+        with secured.client() as admin:
+            admin.config_set("requirepass", "s3cret")
+        url = f"redis://default:s3cret@127.0.0.1:{secured.port}/0"
+        spawn_server("servable:Thing", "thing", url=url)
+        assert json.loads(run_cli("--url", url, "call", "thing", "incr", "3").stdout) == 3
+        wrong = run_cli("--url", f"redis://default:nope@127.0.0.1:{secured.port}/0", "list")
+        assert wrong.returncode == 3
+        line = one_error_line(wrong)
+        assert "nope" not in line and "s3cret" not in line
+    finally:
+        secured.kill()
+
+
+def test_serve_a_class_and_stop_it_with_sigterm(redis_url):
+    """serve module:Class registers, answers calls, and deregisters on SIGTERM (exit 0)."""
+    proc = start("serve", "servable:Thing", "--name", "served")
+    try:
+        read_until(proc, "serving Thing as 'served'")
+        deadline = time.monotonic() + 20
+        while "served" not in {s.name for s in redisrpc.discover(redis_url)}:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert json.loads(run_cli("call", "served", "pid").stdout) == proc.pid
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        assert redisrpc.discover(redis_url) == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_serve_a_factory_with_the_default_name(spawn_server, redis_url):
+    """serve module:factory calls it; without --name the service takes the attribute's name."""
+    proc = start("serve", "servable:make_thing", "--no-register")
+    try:
+        read_until(proc, "as 'make_thing'")
+        assert json.loads(run_cli("call", "make_thing", "incr", "2").stdout) == 2
+        assert redisrpc.discover(redis_url) == []  # --no-register
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_serve_bad_target_exits_2(redis_url):
+    """An unimportable module or missing attribute is one line with exit 2."""
+    for target, text in [
+        ("no_such_module_xyz:Thing", "cannot import"),
+        ("servable:Nope", "no attribute"),
+        ("servable", "module:attr"),
+    ]:
+        proc = run_cli("serve", target)
+        assert proc.returncode == 2, proc.stderr
+        assert text in one_error_line(proc)
+
+
+def test_demo_serves_the_examples(redis_url):
+    """demo serves calc (and the bench) on the reachable Redis, prints how to connect, stops."""
+    proc = start("demo")
+    try:
+        out = read_until(proc, "Ctrl-C stops.")
+        assert f"Redis: {redis_url}" in out
+        assert "embedded" not in out
+        assert "redisrpc.Client(" in out and "calc" in out
+        listed = {s.name for s in redisrpc.discover(redis_url)}
+        assert "calc" in listed
+        assert run_cli("call", "calc", "clr").returncode == 0
+        assert json.loads(run_cli("call", "calc", "add", "2.5").stdout) == 2.5
+        assert json.loads(run_cli("call", "calc", "history").stdout) == ["add 2.5"]
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+        assert redisrpc.discover(redis_url) == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_python_dash_m(redis_url):
+    """``python -m redisrpc`` is the same command."""
+    proc = subprocess.run(
+        [PYTHON, "-m", "redisrpc", "--version"],
+        check=False,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"redisrpc {redisrpc.__version__}"
+
+
+def test_tls_url(spawn_server, tmp_path):
+    """A rediss:// URL serves and calls through a TLS-only redis-server; plain redis:// fails."""
+    openssl, server_binary = shutil.which("openssl"), shutil.which("redis-server")
+    if openssl is None or server_binary is None:
+        pytest.skip("needs openssl and redis-server")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    port = free_port()
+    tls = subprocess.Popen(
+        [server_binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key),
+         "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
+         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+        deadline = time.monotonic() + 10
+        while run_cli("--url", url, "list").returncode != 0:
+            assert time.monotonic() < deadline, "the TLS redis-server did not start"
+            time.sleep(0.1)
+        spawn_server("servable:Thing", "thing", url=url)
+        assert json.loads(run_cli("--url", url, "call", "thing", "incr", "4").stdout) == 4
+        plain = run_cli("--url", f"redis://127.0.0.1:{port}/0", "list")
+        assert plain.returncode == 3
+        one_error_line(plain)
+    finally:
+        tls.kill()
+        tls.wait()

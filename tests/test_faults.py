@@ -1,0 +1,261 @@
+"""Faults: Redis restarts, dropped connections, timed-out callers, and long runs.
+
+Every test counts executions on the server side: a fault may fail a call, but
+it must never run a call twice, run one its caller gave up on, or leave keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import redisrpc
+from redisrpc.protocol import Request, decode_reply, encode_request
+
+REPLY_TTL = 1.0  # seconds; short, so that expiry is observable in a test
+
+
+class Recorder:
+    """Counts every execution by key."""
+
+    def __init__(self) -> None:
+        self.runs: Counter[str] = Counter()
+        self.guard = threading.Lock()
+        self.started = threading.Event()
+
+    def work(self, key: str, seconds: float = 0.0) -> str:
+        with self.guard:
+            self.runs[key] += 1
+        self.started.set()
+        time.sleep(seconds)
+        return key
+
+
+def named(url: str, name: str) -> str:
+    """The URL with a client name, so a test can find (and kill) those connections."""
+    return f"{url}?client_name={name}"
+
+
+def kill_connections(proc: Any, name: str) -> int:
+    """CLIENT KILL every connection called ``name``; return how many."""
+    killed = 0
+    with proc.client() as admin:
+        for entry in admin.client_list():
+            if entry.get("name") == name:
+                killed += admin.client_kill_filter(_id=entry["id"])
+    return killed
+
+
+def call_until_it_works(proxy: Any, key: str, within: float) -> float:
+    """Retry a call while Redis or the server comes back; return the seconds it took."""
+    started = time.monotonic()
+    while True:
+        try:
+            assert proxy.work(key) == key
+            return time.monotonic() - started
+        except (redisrpc.RedisConnectionError, redisrpc.ServerGoneError):
+            assert time.monotonic() - started < within, "the service never came back"
+            time.sleep(0.1)
+
+
+def test_redis_restart_server_reconnects_with_backoff(own_redis, caplog):
+    """Redis down: calls fail fast and clearly; back up: the same server and client work again."""
+    recorder = Recorder()
+    with (
+        caplog.at_level(logging.WARNING, logger="redisrpc.server"),
+        redisrpc.Server(own_redis.url, "svc", recorder, poll_interval=0.1) as server,
+    ):
+        proxy = redisrpc.Client(own_redis.url, "svc", timeout=10)
+        assert proxy.work("before") == "before"
+        own_redis.kill()
+        started = time.monotonic()
+        with pytest.raises(redisrpc.RedisConnectionError):
+            proxy.work("while-down")
+        assert time.monotonic() - started < 5  # refused at once, not after the 10 s timeout
+        time.sleep(1.5)  # let the server fail a few times
+        assert server.running
+        own_redis.start()
+        call_until_it_works(proxy, "after", within=20)
+        assert server.running
+        deadline = time.monotonic() + 10  # the next heartbeats re-register the server
+        while [s.name for s in redisrpc.discover(own_redis.url)] != ["svc"]:
+            assert time.monotonic() < deadline, "the server never re-registered"
+            time.sleep(0.1)
+    assert recorder.runs == Counter({"before": 1, "after": 1})
+    delays = [
+        float(m.group(1))
+        for rec in caplog.records
+        if (m := re.search(r"retrying in ([0-9.]+) s", rec.getMessage()))
+    ]
+    assert len(delays) >= 3 and delays[:3] == sorted(delays[:3]) and delays[0] < delays[2]
+
+
+def test_in_flight_call_fails_clearly_when_redis_dies(own_redis):
+    """Redis dies during a call: the caller gets RedisConnectionError at once; no re-run later."""
+    recorder = Recorder()
+    with redisrpc.Server(own_redis.url, "svc", recorder, poll_interval=0.1, reply_ttl=REPLY_TTL):
+        proxy = redisrpc.Client(own_redis.url, "svc", timeout=30)
+        outcome: dict[str, Any] = {}
+
+        def call() -> None:
+            started = time.monotonic()
+            try:
+                proxy.work("in-flight", 1.0)
+            except BaseException as exc:
+                outcome["error"] = exc
+            outcome["seconds"] = time.monotonic() - started
+
+        caller = threading.Thread(target=call)
+        caller.start()
+        assert recorder.started.wait(10)
+        own_redis.kill()
+        caller.join(15)
+        assert not caller.is_alive(), "the call hung after Redis died"
+        assert isinstance(outcome.get("error"), redisrpc.RedisConnectionError)
+        assert "may or may not" in str(outcome["error"])
+        assert outcome["seconds"] < 10
+        own_redis.start()
+        call_until_it_works(proxy, "after", within=20)
+        time.sleep(REPLY_TTL + 0.5)  # any late reply for the dead call expires meanwhile
+        with own_redis.client() as r:
+            assert r.keys("svc:rpc:*") == []
+    assert recorder.runs == Counter({"in-flight": 1, "after": 1})
+
+
+def test_connection_dropped_after_push_never_runs_twice(own_redis):
+    """CLIENT KILL on a caller waiting for its reply: a clear error, and one execution only.
+
+    redis-py retries a failed command by default; a retried RPUSH would run the
+    call twice. redisrpc's connections never retry.
+    """
+    recorder = Recorder()
+    with redisrpc.Server(own_redis.url, "svc", recorder, poll_interval=0.1, reply_ttl=REPLY_TTL):
+        proxy = redisrpc.Client(named(own_redis.url, "caller"), "svc", timeout=30)
+        assert proxy.work("warm-up") == "warm-up"
+        threading.Timer(0.3, kill_connections, (own_redis, "caller")).start()
+        with pytest.raises(redisrpc.RedisConnectionError):
+            proxy.work("dropped", 0.8)  # the kill lands during the first wait for the reply
+        time.sleep(1.5)  # the server finishes; a resent request would run by now
+        assert proxy.work("again") == "again"  # the same proxy reconnects
+    assert recorder.runs == Counter({"warm-up": 1, "dropped": 1, "again": 1})
+
+
+def test_server_connection_dropped_mid_call_still_answers(own_redis):
+    """CLIENT KILL on the server's connections during a call: the reply still arrives, once."""
+    recorder = Recorder()
+    url = named(own_redis.url, "server")
+    with redisrpc.Server(url, "svc", recorder, poll_interval=0.1):
+        proxy = redisrpc.Client(own_redis.url, "svc", timeout=30)
+        result: dict[str, Any] = {}
+        caller = threading.Thread(target=lambda: result.update(value=proxy.work("mid", 0.5)))
+        caller.start()
+        assert recorder.started.wait(10)
+        assert kill_connections(own_redis, "server") >= 1
+        caller.join(20)
+        assert result.get("value") == "mid"
+        assert proxy.work("next") == "next"
+    assert recorder.runs == Counter({"mid": 1, "next": 1})
+
+
+def test_killed_server_with_a_live_sibling_gives_a_timeout(spawn_server, redis_url):
+    """A call whose server dies while another instance lives ends in TimeoutException(started)."""
+    children = [spawn_server("servable:Thing", "pair") for _ in range(2)]
+    caller = redisrpc.Client(redis_url, "pair", timeout=4)
+    other = redisrpc.Client(redis_url, "pair", timeout=10)
+    outcome: dict[str, Any] = {}
+
+    def call() -> None:
+        try:
+            caller.sleep(30)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    waiting = threading.Thread(target=call)
+    waiting.start()
+    time.sleep(0.5)
+    idle = other.pid()  # answered by the instance that is not sleeping
+    busy = next(c for c in children if c.pid != idle)
+    busy.kill()
+    waiting.join(20)
+    error = outcome.get("error")
+    assert isinstance(error, redisrpc.TimeoutException) and error.started is True
+    assert other.pid() == idle  # the sibling keeps serving
+
+
+def test_timed_out_calls_never_run_and_leave_no_keys(r, serve):
+    """Thousands of calls time out: none withdrawn runs, none runs twice, every key expires."""
+    recorder = Recorder()
+    serve(recorder, "busy", reply_ttl=REPLY_TTL)
+    threads, per_thread = 40, 50
+    outcomes: dict[str, str] = {}
+    guard = threading.Lock()
+
+    def caller(t: int) -> None:
+        proxy = redisrpc.Client(r, "busy", timeout=0.08, describe=False)
+        for i in range(per_thread):
+            key = f"{t}-{i}"
+            try:
+                proxy.work(key, 0.01)
+                result = "answered"
+            except redisrpc.TimeoutException as exc:
+                result = "started" if exc.started else "withdrawn"
+            with guard:
+                outcomes[key] = result
+
+    workers = [threading.Thread(target=caller, args=(t,)) for t in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(120)
+    assert len(outcomes) == threads * per_thread
+    tally = Counter(outcomes.values())
+    assert tally["withdrawn"] + tally["started"] >= 1000  # thousands of calls, most timed out
+    time.sleep(REPLY_TTL + 0.5)  # the server drains the queue and late replies expire
+    runs = dict(recorder.runs)
+    assert max(runs.values()) == 1  # nothing ran twice
+    assert all(outcomes[k] != "withdrawn" for k in runs)  # nothing withdrawn ran
+    assert all(k in runs for k, v in outcomes.items() if v == "answered")
+    assert r.llen("busy") == 0
+    assert [k for k in r.keys("*") if not k.startswith(b"redisrpc:")] == []
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process, from /proc."""
+    status = Path(f"/proc/{pid}/status")
+    for line in status.read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS line")
+
+
+def flood(r: Any, service: str, count: int) -> None:
+    """Send ``count`` echo calls in pipelined batches and check every reply."""
+    queue = f"{service}:rpc:flood"
+    for start in range(0, count, 500):
+        batch = range(start, min(count, start + 500))
+        pipe = r.pipeline(transaction=False)
+        for i in batch:
+            pipe.rpush(service, encode_request(Request("echo", [i], {}, queue, str(i))))
+        pipe.execute()
+        for i in batch:
+            popped = r.blpop([queue], timeout=10)
+            assert popped is not None
+            assert decode_reply(popped[1]).value == i
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read RSS")
+def test_server_memory_stays_flat(spawn_server, r):
+    """A server process's resident memory does not grow over 20,000 calls."""
+    child = spawn_server("servable:Thing", "mem")
+    flood(r, "mem", 2_000)  # warm up: imports, caches, buffers
+    before = rss_kib(child.pid)
+    flood(r, "mem", 20_000)
+    after = rss_kib(child.pid)
+    assert after - before < 8 * 1024, f"RSS grew from {before} KiB to {after} KiB"

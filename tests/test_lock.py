@@ -1,0 +1,201 @@
+"""Sharing an instrument: the advisory lock (redisrpc.lock)."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+
+import redisrpc
+from redisrpc.lock import Lock, lock_key, refusal
+from tests.conftest import PYTHON, python_env
+
+
+class Stage:
+    """A motorized stage that counts its moves."""
+
+    def __init__(self) -> None:
+        self.position = 0.0
+        self.moves = 0
+
+    def move(self, x: float) -> float:
+        self.position = x
+        self.moves += 1
+        return x
+
+    def lock(self) -> str:
+        """A remote method that happens to be called lock."""
+        return "remote lock"
+
+
+def test_holder_runs_others_are_refused_with_holder_and_note(r, serve):
+    """While A holds the lock, A's calls run and B's fail with LockedError naming A and the note."""
+    stage = Stage()
+    serve(stage, "stage")
+    a = redisrpc.Client(r, "stage", timeout=5)
+    b = redisrpc.Client(r, "stage", timeout=5)
+    with redisrpc.lock(a, note="aligning the beam") as held:
+        assert held.held
+        assert a.move(3) == 3
+        with pytest.raises(redisrpc.LockedError) as caught:
+            b.move(4)
+        assert "aligning the beam" in str(caught.value)
+        assert caught.value.holder["note"] == "aligning the beam"
+        assert caught.value.holder["pid"] > 0
+        assert "token" not in caught.value.holder
+        assert a.move(5) == 5
+    assert stage.moves == 2 and stage.position == 5
+    assert b.move(6) == 6  # released: B may call again
+    assert r.exists(lock_key("stage")) == 0
+
+
+def test_lock_info_shows_the_holder(r, serve):
+    """lock_info() tells who holds the lock, their note and when it expires; None when free."""
+    serve(Stage(), "stage")
+    a = redisrpc.Client(r, "stage", timeout=5)
+    b = redisrpc.Client(r, "stage", timeout=5)
+    assert redisrpc.lock_info(b) is None
+    with redisrpc.lock(a, ttl=20, note="scan 42"):
+        info = redisrpc.lock_info(b)
+        assert info is not None
+        assert info["note"] == "scan 42"
+        assert 0 < info["expires_in"] <= 20
+        assert "token" not in info
+    assert redisrpc.lock_info(b) is None
+
+
+def test_locked_server_can_still_be_described_and_pinged(r, serve):
+    """A locked service still answers __describe__ and __ping__, so others can connect and look."""
+    serve(Stage(), "stage")
+    a = redisrpc.Client(r, "stage", timeout=5)
+    with redisrpc.lock(a):
+        c = redisrpc.Client(r, "stage", timeout=5)  # describes the service
+        assert "move" in dir(c)
+        assert c._rpc_call("__ping__", (), {}) == "pong"
+        with pytest.raises(redisrpc.LockedError):
+            c.move(1)
+
+
+def test_lock_expires_when_its_holder_dies(r, redis_url, serve):
+    """A holder process that dies without releasing frees the service after the ttl."""
+    serve(Stage(), "stage")
+    b = redisrpc.Client(r, "stage", timeout=5)
+    code = (
+        "import os, redisrpc\n"
+        f"a = redisrpc.Client({redis_url!r}, 'stage', timeout=5)\n"
+        "redisrpc.lock(a, ttl=1.0, note='crashing').acquire()\n"
+        "a.move(1)\n"
+        "os._exit(0)  # dies holding the lock\n"
+    )
+    subprocess.run([PYTHON, "-c", code], env=python_env(), check=True, timeout=30)
+    with pytest.raises(redisrpc.LockedError) as caught:
+        b.move(2)
+    assert caught.value.holder["note"] == "crashing"
+    deadline = time.monotonic() + 10
+    while redisrpc.lock_info(b) is not None:
+        assert time.monotonic() < deadline, "the dead holder's lock never expired"
+        time.sleep(0.1)
+    assert b.move(3) == 3
+
+
+def test_a_live_holder_keeps_the_lock_beyond_its_ttl(r, serve):
+    """The holder renews the lock, so a sequence longer than the ttl stays exclusive."""
+    serve(Stage(), "stage")
+    a = redisrpc.Client(r, "stage", timeout=5)
+    b = redisrpc.Client(r, "stage", timeout=5)
+    with redisrpc.lock(a, ttl=0.6):
+        time.sleep(1.5)
+        assert a.move(1) == 1
+        with pytest.raises(redisrpc.LockedError):
+            b.move(2)
+
+
+def test_wait_takes_the_lock_once_it_is_released(r, serve):
+    """lock(wait=...) waits for the holder to finish, then takes the lock."""
+    serve(Stage(), "stage")
+    a = redisrpc.Client(r, "stage", timeout=5)
+    b = redisrpc.Client(r, "stage", timeout=5)
+    held = redisrpc.lock(a).acquire()
+    threading.Timer(0.5, held.release).start()
+    started = time.monotonic()
+    with redisrpc.lock(b, wait=10, note="next"):
+        assert time.monotonic() - started >= 0.4
+        assert b.move(2) == 2
+        with pytest.raises(redisrpc.LockedError):
+            a.move(3)
+
+
+def test_wait_gives_up_with_the_holder_named(r, serve):
+    """A wait that runs out raises LockedError carrying the holder's note."""
+    serve(Stage(), "stage")
+    a = redisrpc.Client(r, "stage", timeout=5)
+    b = redisrpc.Client(r, "stage", timeout=5)
+    with redisrpc.lock(a, note="long scan"):
+        started = time.monotonic()
+        with pytest.raises(redisrpc.LockedError) as caught:
+            redisrpc.lock(b, wait=0.3).acquire()
+        assert time.monotonic() - started >= 0.3
+        assert caught.value.holder["note"] == "long scan"
+
+
+def test_calls_under_an_expired_lock_are_refused(r, serve):
+    """A caller whose lock expired is told so instead of running outside its sequence."""
+    stage = Stage()
+    serve(stage, "stage")
+    a = redisrpc.Client(r, "stage", timeout=5)
+    held = Lock(a, ttl=0.2, renew=False).acquire()
+    time.sleep(0.5)
+    with pytest.raises(redisrpc.LockedError, match="expired"):
+        a.move(1)
+    assert stage.moves == 0
+    held.release()
+    assert a.move(2) == 2
+
+
+def test_a_late_release_never_frees_someone_elses_lock(r, serve):
+    """Releasing an expired lock that another client took since leaves their lock alone."""
+    serve(Stage(), "stage")
+    a = redisrpc.Client(r, "stage", timeout=5)
+    b = redisrpc.Client(r, "stage", timeout=5)
+    stale = Lock(a, ttl=0.2, renew=False).acquire()
+    time.sleep(0.4)
+    with redisrpc.lock(b, note="mine now"):
+        assert stale.release() is False
+        assert redisrpc.lock_info(a)["note"] == "mine now"
+        assert b.move(1) == 1
+
+
+def test_lock_is_not_reentrant_on_one_proxy(r, serve):
+    """Taking the lock twice through one proxy is a programming error, reported at once."""
+    serve(Stage(), "stage")
+    a = redisrpc.Client(r, "stage", timeout=5)
+    with redisrpc.lock(a), pytest.raises(RuntimeError, match="already holds"):
+        redisrpc.lock(a).acquire()
+
+
+def test_sibling_proxies_and_rpc_lock_share_the_token(r, serve):
+    """proxy._rpc_lock() is the lock too, and with_timeout siblings made inside carry it."""
+    stage = Stage()
+    serve(stage, "stage")
+    a = redisrpc.Client(r, "stage", timeout=5)
+    b = redisrpc.Client(r, "stage", timeout=5)
+    with a._rpc_lock(note="via method"):
+        assert redisrpc.with_timeout(a, 2).move(7) == 7
+        with pytest.raises(redisrpc.LockedError):
+            b.move(8)
+    assert a.lock() == "remote lock"  # the remote method named lock is untouched
+
+
+def test_refusal_rules():
+    """The server's verdict: free runs, holder runs, others and garbage lock values refuse."""
+    assert refusal(None, None, server="s") is None
+    held = b'{"token": "t1", "note": "n", "pid": 1}'
+    assert refusal("t1", held, server="s") is None
+    other = refusal(None, held, server="s")
+    assert other is not None and other.type == "redisrpc.LockedError"
+    assert other.details == {"holder": {"note": "n", "pid": 1}}
+    assert refusal("t2", held, server="s") is not None
+    assert refusal("t1", None, server="s") is not None  # expired
+    assert refusal(None, b"\xff garbage", server="s") is not None

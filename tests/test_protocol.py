@@ -1,0 +1,311 @@
+"""The wire format as pure functions: no Redis, no I/O."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from redisrpc.errors import EncodingError, MessageTooLargeError, ProtocolError
+from redisrpc.protocol import (
+    BUILTIN_CALLS,
+    PROTOCOL_VERSION,
+    TAG,
+    ErrorInfo,
+    Reply,
+    Request,
+    decode_reply,
+    decode_request,
+    decode_value,
+    encode_reply,
+    encode_request,
+    encode_value,
+    is_valid_name,
+    reply_queue_prefix,
+    salvage_response_queue,
+)
+
+
+def _raw(message: object) -> bytes:
+    return json.dumps(message).encode()
+
+
+def test_request_round_trip_keeps_every_field():
+    """encode_request then decode_request gives back the same request."""
+    req = Request("add", [5, "x"], {"k": [1, 2]}, "calc:rpc:abc", "abc", 1234, "tok")
+    back = decode_request(encode_request(req), queue="calc")
+    assert back == Request("add", [5, "x"], {"k": [1, 2]}, "calc:rpc:abc", "abc", 1234, "tok", 2)
+
+
+def test_encoded_request_has_the_v1_keys_and_omits_unset_extensions():
+    """A request is a v1 object plus only the optional keys that are set."""
+    message = json.loads(encode_request(Request("val", [], {}, "calc:rpc:1")))
+    assert message == {
+        "function_call": {"name": "val", "args": [], "kwargs": {}},
+        "response_queue": "calc:rpc:1",
+        "protocol": PROTOCOL_VERSION,
+    }
+
+
+@pytest.mark.parametrize("call", [{"name": "val"}, {"name": "val", "args": None, "kwargs": None}])
+def test_absent_or_null_args_mean_empty(call):
+    """The original Python client sends null args/kwargs; absent or null means empty."""
+    req = decode_request(_raw({"function_call": call, "response_queue": "c:rpc:1"}), queue="c")
+    assert (req.args, req.kwargs, req.protocol, req.id, req.deadline) == ([], {}, 1, None, None)
+
+
+@pytest.mark.parametrize(
+    ("message", "fragment"),
+    [
+        ([1, 2], "JSON object"),
+        ({"function_call": {"name": "a"}}, "response_queue"),
+        ({"function_call": {"name": "a"}, "response_queue": ""}, "response_queue"),
+        ({"function_call": {"name": "a"}, "response_queue": "other:rpc:1"}, "c:rpc:"),
+        ({"function_call": {"name": "a"}, "response_queue": "c:rpc:" + "x" * 500}, "400"),
+        ({"function_call": "add", "response_queue": "c:rpc:1"}, "function_call"),
+        ({"function_call": {"name": 3}, "response_queue": "c:rpc:1"}, "name"),
+        ({"function_call": {"name": "a", "args": {}}, "response_queue": "c:rpc:1"}, "args"),
+        ({"function_call": {"name": "a", "kwargs": []}, "response_queue": "c:rpc:1"}, "kwargs"),
+        ({"function_call": {"name": "a"}, "response_queue": "c:rpc:1", "id": 5}, "'id'"),
+        (
+            {"function_call": {"name": "a"}, "response_queue": "c:rpc:1", "deadline": "1"},
+            "deadline",
+        ),
+        (
+            {"function_call": {"name": "a"}, "response_queue": "c:rpc:1", "deadline": True},
+            "deadline",
+        ),
+        ({"function_call": {"name": "a"}, "response_queue": "c:rpc:1", "lock": 1}, "lock"),
+    ],
+)
+def test_malformed_requests_raise_protocol_error_saying_what_is_wrong(message, fragment):
+    """Each shape violation is a ProtocolError whose message names the problem."""
+    with pytest.raises(ProtocolError, match=None) as info:
+        decode_request(_raw(message), queue="c")
+    assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b"not json", "not valid JSON"),
+        (b'{"function_call": \xff\xfe}', "UTF-8"),
+        (b"[" * 200_000 + b"]" * 200_000, "nested too deeply"),
+    ],
+)
+def test_undecodable_requests_raise_protocol_error(raw, fragment):
+    """Non-JSON, bad UTF-8 and absurd nesting are ProtocolErrors, never crashes."""
+    with pytest.raises(ProtocolError) as info:
+        decode_request(raw, queue="c")
+    assert fragment in str(info.value)
+
+
+def test_oversized_request_is_refused_before_parsing():
+    """A request over max_size raises MessageTooLargeError (a ProtocolError)."""
+    raw = encode_request(Request("add", ["x" * 1000], {}, "c:rpc:1"))
+    with pytest.raises(MessageTooLargeError, match="exceeds the limit of 100"):
+        decode_request(raw, queue="c", max_size=100)
+    assert issubclass(MessageTooLargeError, ProtocolError)
+
+
+def test_salvage_finds_only_a_prefixed_reply_queue():
+    """A broken message still yields its reply queue, but only one the service may write to."""
+    assert salvage_response_queue(b'{"response_queue": "c:rpc:9", oops', "c") == "c:rpc:9"
+    assert salvage_response_queue(b'{"response_queue": "victim", oops', "c") is None
+    assert salvage_response_queue(b"garbage", "c") is None
+    assert salvage_response_queue(b'{"response_queue": "c:rpc:\xff"', "c") is None
+
+
+def test_reply_queue_prefix_and_names():
+    """Reply queues start with '<service>:rpc:'; names are plain identifiers only."""
+    assert reply_queue_prefix("calc") == "calc:rpc:"
+    assert is_valid_name("add") and is_valid_name("_private") and is_valid_name("a1_b")
+    for bad in [
+        "",
+        "os.system",
+        "add; import os",
+        "__import__('os')",
+        "a b",
+        "1a",
+        3,
+        None,
+        "x" * 201,
+        "add\n",
+    ]:
+        assert not is_valid_name(bad), bad
+    assert {"__describe__", "__getprop__", "__setprop__", "__ping__"} == BUILTIN_CALLS
+
+
+def test_success_reply_has_no_exception_key():
+    """v1 clients test for 'exception': a success reply must not carry it at all."""
+    message = json.loads(encode_reply(Reply(value=[1, 2], id="i")))
+    assert message == {"return_value": [1, 2], "protocol": PROTOCOL_VERSION, "id": "i"}
+    assert decode_reply(json.dumps(message)).value == [1, 2]
+
+
+def test_error_reply_reads_like_a_repr_for_v1_and_structured_for_v2():
+    """An error reply has a v1 'exception' string and a v2 'error' object."""
+    info = ErrorInfo("KeyError", "'x'", "Traceback ...", "calc@h:1")
+    message = json.loads(encode_reply(Reply(error=info)))
+    assert message["exception"] == "KeyError(\"'x'\")"
+    assert message["error"] == {
+        "type": "KeyError",
+        "message": "'x'",
+        "traceback": "Traceback ...",
+        "server": "calc@h:1",
+    }
+    assert "return_value" not in message
+    assert decode_reply(json.dumps(message)).error == info
+
+
+def test_v1_replies_decode():
+    """Replies of the original servers: bare exception string, or return_value."""
+    assert decode_reply(b'{"exception": "ZeroDivisionError()"}').error == ErrorInfo(
+        "", "ZeroDivisionError()"
+    )
+    assert decode_reply(b'{"return_value": null}').value is None
+    # A v1 peer may write "exception": null next to a value; its own client reads success.
+    assert decode_reply(b'{"return_value": 3, "exception": null}') == Reply(value=3)
+
+
+@pytest.mark.parametrize("raw", [b"[]", b"{}", b'{"id": "x"}', b"nope"])
+def test_malformed_replies_raise_protocol_error(raw):
+    """A reply that is not an object with return_value/exception is a ProtocolError."""
+    with pytest.raises(ProtocolError):
+        decode_reply(raw)
+
+
+def test_unencodable_return_value_becomes_an_error_naming_its_type():
+    """encode_reply turns an unencodable value into a redisrpc.EncodingError reply."""
+    reply = decode_reply(encode_reply(Reply(value={"f": object()}, id="i")))
+    assert reply.error is not None and reply.id == "i"
+    assert reply.error.type == "redisrpc.EncodingError"
+    assert "object" in reply.error.message
+
+
+@pytest.mark.parametrize(
+    ("value", "type_name"),
+    [(object(), "object"), ({(1, 2): 3}, "tuple"), (np.array([object()]), "object")],
+)
+def test_unencodable_values_raise_encoding_error_naming_the_type(value, type_name):
+    """A value with no encoding raises EncodingError (a TypeError) that names its type."""
+    with pytest.raises(EncodingError) as info:
+        encode_value(value)
+    assert type_name in str(info.value)
+    assert isinstance(info.value, TypeError)
+
+
+def test_circular_and_deep_values_raise_encoding_error():
+    """Self-referencing and absurdly nested values are EncodingErrors, not crashes."""
+    loop: list[object] = []
+    loop.append(loop)
+    with pytest.raises(EncodingError):
+        encode_value(loop)
+    deep: list[object] = []
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(EncodingError):
+        encode_value(deep)
+
+
+def test_tuples_and_sets_travel_as_lists():
+    """Tuples become lists; sets become lists."""
+    assert decode_value(encode_value((1, (2, 3)))) == [1, [2, 3]]
+    assert sorted(decode_value(encode_value({3, 1}))) == [1, 3]
+
+
+def test_bytes_are_tagged_base64():
+    """Bytes travel as {"__redisrpc__": "bytes", "base64": ...} and come back as bytes."""
+    raw = encode_value(b"\x00\x01\xff")
+    assert json.loads(raw) == {TAG: "bytes", "base64": "AAH/"}
+    assert decode_value(raw) == b"\x00\x01\xff"
+    assert decode_value(encode_value(bytearray(b"ab"))) == b"ab"
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_non_finite_floats_are_tagged_and_strict_json(value):
+    """NaN and infinities travel as tagged strings, so strict JSON parsers accept them."""
+    raw = encode_value({"x": [value, np.float32(value)]})
+    assert b"NaN" not in raw and b"Infinity" not in raw
+    back = decode_value(raw)["x"]
+    for item in back:
+        assert (math.isnan(item) and math.isnan(value)) or item == value
+
+
+@pytest.mark.parametrize("dtype", ["<f8", "<i4", "|u1", "<c16", ">i2", "|b1"])
+def test_ndarrays_round_trip_with_dtype_and_shape(dtype):
+    """Arrays travel as dtype, shape and base64 C-order bytes; they come back equal."""
+    arr = (np.arange(12).reshape(3, 4) % 5).astype(dtype)[:, ::2]  # not contiguous
+    message = json.loads(encode_value(arr))
+    assert (message[TAG], message["dtype"], message["shape"]) == ("ndarray", arr.dtype.str, [3, 2])
+    back = decode_value(json.dumps(message))
+    assert back.dtype == arr.dtype and back.shape == arr.shape
+    np.testing.assert_array_equal(back, arr)
+    back[0, 0] = 1  # a writable copy, not a view of the message
+
+
+def test_numpy_scalars_travel_as_numbers():
+    """NumPy scalars become plain JSON numbers."""
+    assert json.loads(encode_value([np.int64(3), np.float64(0.5), np.bool_(True)])) == [
+        3,
+        0.5,
+        True,
+    ]
+
+
+@pytest.mark.parametrize(
+    "tagged",
+    [
+        {TAG: "bytes", "base64": "!!!"},
+        {TAG: "bytes"},
+        {TAG: "float", "value": "lots"},
+        {TAG: "ndarray", "dtype": "<f8", "shape": [3], "base64": "AAAA"},
+        {TAG: "ndarray", "dtype": "O", "shape": [1], "base64": "AAAAAAAAAAA="},
+        {TAG: "ndarray", "dtype": "nonsense", "shape": [1], "base64": ""},
+    ],
+)
+def test_malformed_tagged_values_raise_protocol_error(tagged):
+    """Broken or dangerous tagged values (object arrays) are refused with ProtocolError."""
+    with pytest.raises(ProtocolError):
+        decode_value(json.dumps({"v": tagged}))
+
+
+def test_unknown_tags_stay_plain_dicts():
+    """A dict with an unknown tag is user data and comes back unchanged."""
+    value = {TAG: "future-type", "x": 1}
+    assert decode_value(encode_value(value)) == value
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+def _same(a: object, b: object) -> bool:
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    if isinstance(a, list):
+        return isinstance(b, list) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b and type(a) is type(b)
+
+
+@given(json_values)
+def test_any_json_value_with_bytes_and_floats_round_trips(value):
+    """Every value built from JSON types, bytes and any float survives encode/decode."""
+    assert _same(decode_value(encode_value(value)), value)
+
+
+@given(st.binary(max_size=300))
+def test_decode_request_never_raises_anything_but_protocol_error(raw):
+    """Random bytes give a Request or a ProtocolError, nothing else."""
+    with contextlib.suppress(ProtocolError):
+        decode_request(raw, queue="c")
