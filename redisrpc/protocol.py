@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DESCRIBE",
     "GET_PROPERTY",
+    "MAX_NESTING",
     "PING",
     "PROTOCOL_VERSION",
     "SET_PROPERTY",
@@ -71,6 +72,13 @@ TAG = "__redisrpc__"
 """The key that marks a tagged value (bytes, arrays, non-finite floats) in JSON."""
 
 DEFAULT_MAX_MESSAGE_SIZE = 32 * 1024 * 1024
+
+MAX_NESTING = 100
+"""The deepest nesting of arrays and objects a message may have.
+
+A fixed limit, so that whether a message decodes never depends on how deep
+the decoding thread's stack happens to be.
+"""
 
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}\Z")
 _QUEUE_RE = re.compile(rb'"response_queue"\s*:\s*"([^"\\]{1,400})"')
@@ -194,9 +202,31 @@ def decode_value(raw: bytes | str) -> Any:
     return _loads(raw)
 
 
+def _too_deep(obj: Any, limit: int) -> bool:
+    """Tell whether ``obj`` nests arrays and objects more than ``limit`` levels deep."""
+    level: list[Any] = [obj]
+    for _ in range(limit):
+        level = [
+            child
+            for item in level
+            for child in (item.values() if isinstance(item, dict) else item)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return False
+    return True
+
+
 def _loads(raw: bytes | str) -> Any:
     try:
-        return json.loads(raw, object_hook=_decode_tag)
+        value = json.loads(raw, object_hook=_decode_tag)
+        # Few brackets cannot nest deeply: the walk runs only for messages that might.
+        brackets = raw.count(b"[" if isinstance(raw, bytes) else "[") + raw.count(
+            b"{" if isinstance(raw, bytes) else "{"
+        )
+        if brackets > MAX_NESTING and _too_deep(value, MAX_NESTING):
+            raise ProtocolError(f"message is nested too deeply (more than {MAX_NESTING} levels)")
+        return value
     except RecursionError as exc:
         raise ProtocolError("message is nested too deeply") from exc
     except UnicodeDecodeError as exc:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from redisrpc.errors import EncodingError, MessageTooLargeError, ProtocolError
 from redisrpc.protocol import (
     BUILTIN_CALLS,
+    MAX_NESTING,
     PROTOCOL_VERSION,
     TAG,
     ErrorInfo,
@@ -103,6 +104,23 @@ def test_undecodable_requests_raise_protocol_error(raw, fragment):
     with pytest.raises(ProtocolError) as info:
         decode_request(raw, queue="c")
     assert fragment in str(info.value)
+
+
+def test_nesting_limit_is_fixed():
+    """Up to MAX_NESTING levels decode; one more is a ProtocolError, for requests and replies."""
+    deepest = "[" * MAX_NESTING + "1" + "]" * MAX_NESTING
+    too_deep = "[" * (MAX_NESTING + 1) + "1" + "]" * (MAX_NESTING + 1)
+    args = "[" * (MAX_NESTING - 2) + "1" + "]" * (MAX_NESTING - 2)  # the request's two levels
+    ok = f'{{"function_call": {{"name": "f", "args": {args}}}, "response_queue": "c:rpc:1"}}'
+    assert decode_request(ok.encode(), queue="c").name == "f"
+    assert decode_value(deepest.encode()) is not None
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        decode_value(too_deep.encode())
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        decode_reply(f'{{"return_value": {too_deep}}}'.encode())
+    objects = '{"a":' * (MAX_NESTING + 1) + "1" + "}" * (MAX_NESTING + 1)
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        decode_value(objects.encode())
 
 
 def test_oversized_request_is_refused_before_parsing():
