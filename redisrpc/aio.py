@@ -18,7 +18,10 @@ Calls keep the sync client's guarantees: a request id, a deadline on the Redis
 clock, a per-call reply list that expires, and on timeout the request is
 withdrawn if no server took it (``TimeoutException(started=False)``). A
 cancelled call (``asyncio.wait_for``, task cancellation) is withdrawn the same
-way when no server took it yet.
+way when no server took it yet. A call to a registered service whose instances
+are all gone fails fast with :class:`~redisrpc.ServerGoneError`, as in the
+sync client, and ``async with redisrpc.lock(calc): ...`` holds the advisory
+lock (:mod:`redisrpc.lock`).
 """
 
 from __future__ import annotations
@@ -34,9 +37,12 @@ from typing import Any
 import redis
 
 from .client import (
+    _GONE_GRACE,
     DEFAULT_TIMEOUT,
     Client,
+    checking_gone,
     encode_call,
+    gone,
     outcome,
     reply_value,
     timed_out,
@@ -52,6 +58,7 @@ from .protocol import (
     reply_queue_prefix,
 )
 from .proxy import ProxyBase
+from .registry import counting_live, liveness_prefix
 from .transport import AsyncTransport
 
 __all__ = ["AsyncClient", "set_property"]
@@ -102,6 +109,7 @@ class AsyncClient(ProxyBase):
     _rpc_adopt = Client._rpc_adopt
     _rpc_with = Client._rpc_with
     _rpc_lock_token = Client._rpc_lock_token
+    _rpc_lock = Client._rpc_lock
 
     async def _rpc_refresh(self) -> dict[str, Any] | None:
         """Fetch the description again and rebuild this proxy's class from it."""
@@ -149,6 +157,7 @@ class AsyncClient(ProxyBase):
                     if time.monotonic() >= end:
                         withdrawn = await self._rpc_withdraw(data, reply_queue)
                         raise timed_out(self, name, timeout, withdrawn)
+                    await transport.run(checking_gone(self, name, data, reply_queue))
                     (popped,) = await transport.execute(("BLPOP", reply_queue, wait_slice(end)))
         except RedisConnectionError as exc:
             raise undelivered(self, name, exc) from exc
@@ -193,7 +202,11 @@ class AsyncClient(ProxyBase):
         return bool(removed)
 
 
+# What a call's future holds when no reply will come: its timeout passed, or its
+# service is gone and the request was withdrawn (never runs) or had been taken.
 _EXPIRED = object()
+_GONE_WITHDRAWN = object()
+_GONE_TAKEN = object()
 
 
 class _Multiplexer:
@@ -201,7 +214,9 @@ class _Multiplexer:
 
     Requests made in the same loop iteration go out as one RPUSH; one reader
     task pops replies in batches and hands each to its call by id. Each call
-    keeps its own deadline, timeout and withdrawal.
+    keeps its own deadline, timeout and withdrawal. While calls wait longer
+    than a read slice, the reader checks about once a second that a registered
+    service still has a live instance (see :func:`redisrpc.client.checking_gone`).
     """
 
     def __init__(self, transport: AsyncTransport, service: str, reply_queue: str) -> None:
@@ -210,7 +225,11 @@ class _Multiplexer:
         self.reply_queue = reply_queue
         self.waiting: dict[str, asyncio.Future[Any]] = {}
         self.outbox: dict[str, bytes] = {}  # call id -> request, not sent yet
+        self.pushed: dict[str, tuple[bytes, float]] = {}  # call id -> request, when pushed
         self.reader: asyncio.Task[None] | None = None
+        self.prefix: str | None = None  # the registry prefix, if the service registers
+        self.next_check = 0.0
+        self.none_live_at: float | None = None  # when the last check found no live instance
 
     async def call(
         self,
@@ -226,6 +245,7 @@ class _Multiplexer:
         data, _, call_id = encode_call(
             proxy, name, args, kwargs, deadline, reply_queue=self.reply_queue
         )
+        self.prefix = liveness_prefix(proxy._rpc_description)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self.waiting[call_id] = future
@@ -247,9 +267,12 @@ class _Multiplexer:
         finally:
             timer.cancel()
             self.waiting.pop(call_id, None)
+            self.pushed.pop(call_id, None)
         if reply is _EXPIRED:
             withdrawn = await proxy._rpc_withdraw(data)
             raise timed_out(proxy, name, timeout, withdrawn)
+        if reply is _GONE_WITHDRAWN or reply is _GONE_TAKEN:
+            raise gone(proxy, name, reply is _GONE_WITHDRAWN)
         return reply_value(proxy, reply)
 
     def flush(self) -> None:
@@ -272,6 +295,9 @@ class _Multiplexer:
                 future = self.waiting.get(call_id)
                 if future is not None and not future.done():
                     future.set_exception(exc)
+            return
+        now = time.monotonic()
+        self.pushed.update((i, (data, now)) for i, data in batch.items() if i in self.waiting)
 
     async def read(self) -> None:
         """Pop replies while calls wait, and hand each to its call."""
@@ -284,12 +310,44 @@ class _Multiplexer:
                     )
                 for raw in ([blocked[1]] if blocked else []) + (more or []):
                     self.deliver(raw)
+                if self.prefix is not None and time.monotonic() >= self.next_check:
+                    await self.check_alive(self.prefix)
         except Exception as exc:
             for future in self.waiting.values():
                 if not future.done():
                     future.set_exception(exc)
         finally:
             self.reader = None
+
+    async def check_alive(self, prefix: str) -> None:
+        """Fail the long-waiting calls fast once no instance of the service is live.
+
+        As the per-call check, it looks twice a heartbeat apart (a restarted
+        Redis lacks the registry until the next heartbeat), withdraws each
+        request so it never runs, and lets a reply already waiting win. Calls
+        pushed less than a slice ago are left to the next check.
+        """
+        now = time.monotonic()
+        oldest = next(iter(self.pushed.values()), None)  # pushed in time order
+        if oldest is None or now - oldest[1] < _READ_SLICE:
+            return
+        stale = [(i, data) for i, (data, at) in self.pushed.items() if now - at >= _READ_SLICE]
+        self.next_check = now + _GONE_GRACE
+        live = await self.transport.run(counting_live(self.service, prefix=prefix))
+        previous, self.none_live_at = self.none_live_at, None if live else now
+        if live or previous is None or now - previous > 3 * _GONE_GRACE:
+            return  # alive, or the first of two looks in a row
+        with self.transport.translated():
+            *removed, more = await self.transport.execute(
+                *(("LREM", self.service, 1, data) for _, data in stale),
+                ("LPOP", self.reply_queue, _READ_BATCH),
+            )
+        for raw in more or []:
+            self.deliver(raw)  # answered before the last instance went
+        for (call_id, _), count in zip(stale, removed, strict=True):
+            future = self.waiting.get(call_id)
+            if future is not None and not future.done():
+                future.set_result(_GONE_WITHDRAWN if count == 1 else _GONE_TAKEN)
 
     def deliver(self, raw: bytes) -> None:
         try:

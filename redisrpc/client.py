@@ -38,8 +38,8 @@ from .protocol import (
     reply_queue_prefix,
 )
 from .proxy import ProxyBase, build_proxy_class, error_from_reply
-from .registry import live_instances
-from .transport import Transport
+from .registry import counting_live, liveness_prefix
+from .transport import Plan, Transport
 
 __all__ = ["DEFAULT_TIMEOUT", "Client", "description", "refresh", "with_timeout"]
 
@@ -156,43 +156,9 @@ class Client(ProxyBase):
     def _rpc_check_alive(self, name: str, data: bytes, reply_queue: str) -> None:
         """Between waits: fail fast when every registered instance of the service is gone.
 
-        Only for services whose description says they register (see
-        :mod:`redisrpc.registry`); others are waited on until the timeout. One
-        round trip while the service is alive.
+        See :func:`checking_gone`; one round trip while the service is alive.
         """
-        found = self.__dict__.get("_rpc_description")
-        if not isinstance(found, dict) or found.get("registered") is not True:
-            return
-        prefix = found.get("registry_prefix")
-        if not isinstance(prefix, str) or not prefix:
-            return
-        transport: Transport = self._rpc_transport
-        if live_instances(transport, self._rpc_name, prefix=prefix):
-            return
-        # Look twice, a heartbeat apart: a Redis that just restarted lost the registry
-        # until the servers' next heartbeat, and those servers are not gone.
-        time.sleep(_GONE_GRACE)
-        if live_instances(transport, self._rpc_name, prefix=prefix):
-            return
-        with transport.translated():
-            removed, waiting = transport.execute(
-                ("LREM", self._rpc_name, 1, data), ("LLEN", reply_queue)
-            )
-            if waiting:
-                return  # the last instance answered before it deregistered
-            transport.execute(("DEL", reply_queue))
-        where = f"every registered instance of {self._rpc_name!r} is gone (crashed or stopped)"
-        if removed:
-            raise ServerGoneError(
-                f"{where}: {self._rpc_name}.{name}() was withdrawn before any server took it"
-                " and will never run",
-                started=False,
-            )
-        raise ServerGoneError(
-            f"{where} while {self._rpc_name}.{name}() was running: it may have partly run,"
-            " and no reply will come",
-            started=True,
-        )
+        self._rpc_transport.run(checking_gone(self, name, data, reply_queue))
 
     def _rpc_give_up(self, name: str, data: bytes, reply_queue: str, timeout: float) -> None:
         """Withdraw the request if no server took it yet, then raise TimeoutException."""
@@ -275,6 +241,46 @@ def timed_out(proxy: Any, name: str, timeout: float, withdrawn: bool) -> Timeout
         " but did not answer in time (it may still be running)",
         started=True,
     )
+
+
+def gone(proxy: Any, name: str, withdrawn: bool) -> ServerGoneError:
+    """The error for a call whose service vanished: its request was withdrawn, or found taken."""
+    where = f"every registered instance of {proxy._rpc_name!r} is gone (crashed or stopped)"
+    if withdrawn:
+        return ServerGoneError(
+            f"{where}: {proxy._rpc_name}.{name}() was withdrawn before any server took it"
+            " and will never run",
+            started=False,
+        )
+    return ServerGoneError(
+        f"{where} while {proxy._rpc_name}.{name}() was running: it may have partly run,"
+        " and no reply will come",
+        started=True,
+    )
+
+
+def checking_gone(proxy: Any, name: str, data: bytes, reply_queue: str) -> Plan[None]:
+    """The liveness check of a call waiting on its own reply list; raises ServerGoneError.
+
+    Only for services whose description says they register (see
+    :mod:`redisrpc.registry`); others are waited on until the timeout. On a
+    gone service the request is withdrawn (it never runs) and the reply list
+    deleted, unless a reply is already waiting: that reply wins.
+    """
+    service: str = proxy._rpc_name
+    prefix = liveness_prefix(proxy.__dict__.get("_rpc_description"))
+    if prefix is None or (yield from counting_live(service, prefix=prefix)):
+        return
+    # Look twice, a heartbeat apart: a Redis that just restarted lost the registry
+    # until the servers' next heartbeat, and those servers are not gone.
+    yield _GONE_GRACE
+    if (yield from counting_live(service, prefix=prefix)):
+        return
+    removed, waiting = yield (("LREM", service, 1, data), ("LLEN", reply_queue))
+    if waiting:
+        return  # the last instance answered before it deregistered
+    yield (("DEL", reply_queue),)
+    raise gone(proxy, name, bool(removed))
 
 
 def _base_class(cls: type[ProxyBase]) -> type[ProxyBase]:

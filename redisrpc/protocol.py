@@ -221,9 +221,8 @@ def _loads(raw: bytes | str) -> Any:
     try:
         value = json.loads(raw, object_hook=_decode_tag)
         # Few brackets cannot nest deeply: the walk runs only for messages that might.
-        brackets = raw.count(b"[" if isinstance(raw, bytes) else "[") + raw.count(
-            b"{" if isinstance(raw, bytes) else "{"
-        )
+        data = raw.encode() if isinstance(raw, str) else raw
+        brackets = data.count(b"[") + data.count(b"{")
         if brackets > MAX_NESTING and _too_deep(value, MAX_NESTING):
             raise ProtocolError(f"message is nested too deeply (more than {MAX_NESTING} levels)")
         return value

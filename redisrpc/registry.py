@@ -41,7 +41,7 @@ from redis.typing import EncodableT
 from ._version import __version__
 from .errors import RedisRPCError
 from .protocol import PROTOCOL_VERSION
-from .transport import Transport
+from .transport import NOW, Plan, Transport
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -50,8 +50,10 @@ __all__ = [
     "InstanceInfo",
     "Registration",
     "ServiceInfo",
+    "counting_live",
     "discover",
     "live_instances",
+    "liveness_prefix",
 ]
 
 log = logging.getLogger("redisrpc.registry")
@@ -271,11 +273,32 @@ class Registration:
             )
 
 
+def counting_live(name: str, *, prefix: str = DEFAULT_PREFIX) -> Plan[int]:
+    """The :data:`~redisrpc.transport.Plan` that counts ``name``'s live instances: one ZCOUNT.
+
+    ``await async_transport.run(counting_live(name))`` is the asyncio form of
+    :func:`live_instances`.
+    """
+    now = yield NOW
+    (count,) = yield (("ZCOUNT", _service_key(prefix, name), f"({now}", "+inf"),)
+    return int(count)
+
+
 def live_instances(transport: Transport, name: str, *, prefix: str = DEFAULT_PREFIX) -> int:
     """Return how many live instances the registry lists for ``name`` (one round trip)."""
-    now = transport.now_ms()
-    with transport.translated():
-        return int(transport.redis.zcount(_service_key(prefix, name), f"({now}", "+inf"))
+    return transport.run(counting_live(name, prefix=prefix))
+
+
+def liveness_prefix(description: dict[str, Any] | None) -> str | None:
+    """The registry prefix a described service registers under, or None if it does not.
+
+    Reads what :meth:`Registration.describe_extra` puts in the description;
+    only such services can be declared gone.
+    """
+    if not isinstance(description, dict) or description.get("registered") is not True:
+        return None
+    prefix = description.get("registry_prefix")
+    return prefix if isinstance(prefix, str) and prefix else None
 
 
 def _text(raw: dict[bytes, bytes], key: str, default: str = "") -> str:

@@ -5,6 +5,11 @@ a connection pool configured for RPC (no automatic retries, so a request is
 never pushed twice; bounded socket timeouts, so nothing hangs), estimates the
 Redis server's clock for deadlines, and translates redis-py exceptions into
 :mod:`redisrpc.errors` so users never catch ``redis.exceptions``.
+
+Logic that both the sync and the asyncio clients need (the liveness check, the
+advisory lock) is written once as a :data:`Plan`, a generator of steps that
+:meth:`Transport.run` and :meth:`AsyncTransport.run` carry out: only the I/O
+differs.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 import redis.asyncio
@@ -29,7 +34,9 @@ from .errors import RedisConnectionError, RedisRPCError, TransportError
 
 __all__ = [
     "DEFAULT_URL",
+    "NOW",
     "AsyncTransport",
+    "Plan",
     "Transport",
     "resolve_url",
     "translated",
@@ -41,6 +48,36 @@ DEFAULT_URL = "redis://localhost:6379/0"
 _POOL_PRIVATE_KWARGS = frozenset({"maint_notifications_pool_handler", "retry", "retry_on_error"})
 
 _CLOCK_REFRESH_S = 60.0
+
+T = TypeVar("T")
+
+Plan = Generator[Any, Any, T]
+"""Redis logic for either transport: a generator that yields steps and returns a result.
+
+A step is a tuple of commands (sent in one round trip; the plan gets their
+replies, and an error reply raises :class:`~redisrpc.TransportError`), a
+number of seconds to pause, or :data:`NOW` (the plan gets the Redis clock
+estimate in epoch ms). Run one with ``transport.run(plan)``.
+"""
+
+NOW = "now"
+"""The plan step that asks for the Redis clock estimate (see :data:`Plan`)."""
+
+
+def _replies(replies: list[Any]) -> list[Any]:
+    """The replies to a plan's step, raising the first error reply (inside translated())."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+def _advance(plan: Plan[T], reply: Any) -> tuple[bool, Any]:
+    """Send ``reply`` into ``plan``: (False, next step), or (True, its result) once done."""
+    try:
+        return False, plan.send(reply)
+    except StopIteration as done:
+        return True, done.value
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -155,6 +192,22 @@ class Transport:
         finally:
             pool.release(conn)
         return replies
+
+    def run(self, plan: Plan[T]) -> T:
+        """Carry out a :data:`Plan` (blocking) and return its result."""
+        reply: Any = None
+        with self.translated():
+            while True:
+                done, step = _advance(plan, reply)
+                if done:
+                    return step  # type: ignore[no-any-return]
+                if step is NOW:
+                    reply = self.now_ms()
+                elif isinstance(step, tuple):
+                    reply = _replies(self.execute(*step))
+                else:
+                    time.sleep(step)
+                    reply = None
 
     # -- the Redis clock ----------------------------------------------------
 
@@ -317,6 +370,22 @@ class AsyncTransport:
         finally:
             await pool.release(conn)
         return replies
+
+    async def run(self, plan: Plan[T]) -> T:
+        """Carry out a :data:`Plan` in the running loop and return its result."""
+        reply: Any = None
+        with self.translated():
+            while True:
+                done, step = _advance(plan, reply)
+                if done:
+                    return step  # type: ignore[no-any-return]
+                if step is NOW:
+                    reply = await self.now_ms()
+                elif isinstance(step, tuple):
+                    reply = _replies(await self.execute(*step))
+                else:
+                    await asyncio.sleep(step)
+                    reply = None
 
     async def now_ms(self) -> int:
         """The Redis server clock estimate, as :meth:`Transport.now_ms`."""
