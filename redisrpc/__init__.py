@@ -33,7 +33,7 @@ from .errors import (
     TransportError,
 )
 from .introspect import expose
-from .lock import Lock, lock, lock_info
+from .lock import Lock, lock, lock_info, lock_info_async
 from .protocol import PROTOCOL_VERSION
 from .registry import InstanceInfo, ServiceInfo, discover
 from .server import Server
@@ -73,6 +73,7 @@ __all__ = [
     "expose",
     "lock",
     "lock_info",
+    "lock_info_async",
     "refresh",
     "with_timeout",
 ]

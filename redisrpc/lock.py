@@ -18,6 +18,13 @@ the service is free again. The lock belongs to the proxy object: calls
 through it (from any thread, and through proxies derived from it with
 :func:`~redisrpc.with_timeout` while it is held) carry the token.
 
+With an asyncio proxy (:class:`~redisrpc.AsyncClient`) the same lock is
+taken with ``async with``, renewed by an asyncio task, and read with
+``await lock_info_async(proxy)``::
+
+    async with redisrpc.lock(stage, note="scan"):
+        await stage.move(5)
+
 This is a module function, not a proxy method, because a remote object may
 well have a method called ``lock`` of its own; ``proxy._rpc_lock(...)`` is the
 same thing.
@@ -25,6 +32,7 @@ same thing.
 
 from __future__ import annotations
 
+import asyncio
 import getpass
 import json
 import logging
@@ -35,13 +43,13 @@ import socket
 import threading
 import time
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import LockedError, RedisRPCError
 from .protocol import ErrorInfo
-from .transport import Transport
+from .transport import NOW, AsyncTransport, Plan, Transport
 
-__all__ = ["Lock", "held_token", "lock", "lock_info", "lock_key", "refusal"]
+__all__ = ["Lock", "held_token", "lock", "lock_info", "lock_info_async", "lock_key", "refusal"]
 
 log = logging.getLogger("redisrpc.lock")
 
@@ -73,11 +81,22 @@ class _Cell:
         self.token: str | None = None
 
 
-def _target(proxy: Any) -> tuple[Transport, str]:
+def _target(proxy: Any) -> tuple[Transport | AsyncTransport, str]:
     transport = proxy.__dict__.get("_rpc_transport") if hasattr(proxy, "__dict__") else None
-    if not isinstance(transport, Transport):
+    if not isinstance(transport, (Transport, AsyncTransport)):
         raise TypeError(f"expected a redisrpc proxy, got {type(proxy).__qualname__}")
     return transport, str(proxy.__dict__["_rpc_name"])
+
+
+_Kind = TypeVar("_Kind", Transport, AsyncTransport)
+
+
+def _io(transport: Transport | AsyncTransport, kind: type[_Kind], instead: str) -> _Kind:
+    """The proxy's transport, if it is of ``kind`` (sync or asyncio); else say what to use."""
+    if not isinstance(transport, kind):
+        sort = "an asyncio" if kind is Transport else "a sync"
+        raise TypeError(f"this is {sort} proxy: use {instead}")
+    return transport
 
 
 def held_token(proxy: Any) -> str | None:
@@ -117,24 +136,34 @@ def _describe(holder: dict[str, Any]) -> str:
     return f"{who}: {note!r}" if note else who
 
 
-def lock_info(proxy: Any) -> dict[str, Any] | None:
-    """Who holds the lock of ``proxy``'s service: host, pid, user, note, since, expires_in.
-
-    Returns None when the service is not locked. ``since`` is in epoch
-    milliseconds (Redis clock); ``expires_in`` in seconds.
-    """
-    transport, service = _target(proxy)
-    pipe = transport.redis.pipeline(transaction=False)
-    pipe.get(lock_key(service))
-    pipe.pttl(lock_key(service))
-    with transport.translated():
-        stored, pttl = pipe.execute()
+def _reading(service: str) -> Plan[dict[str, Any] | None]:
+    """The plan behind :func:`lock_info` (see :data:`redisrpc.transport.Plan`)."""
+    stored, pttl = yield (("GET", lock_key(service)), ("PTTL", lock_key(service)))
     holder = _parse(stored)
     if holder is None:
         return None
     info = _public(holder)
     info["expires_in"] = pttl / 1000 if isinstance(pttl, int) and pttl >= 0 else None
     return info
+
+
+def lock_info(proxy: Any) -> dict[str, Any] | None:
+    """Who holds the lock of ``proxy``'s service: host, pid, user, note, since, expires_in.
+
+    Returns None when the service is not locked. ``since`` is in epoch
+    milliseconds (Redis clock); ``expires_in`` in seconds. For an asyncio
+    proxy use :func:`lock_info_async`.
+    """
+    transport, service = _target(proxy)
+    sync = _io(transport, Transport, "`await redisrpc.lock_info_async(proxy)`")
+    return sync.run(_reading(service))
+
+
+async def lock_info_async(proxy: Any) -> dict[str, Any] | None:
+    """:func:`lock_info` for an asyncio proxy: ``await redisrpc.lock_info_async(proxy)``."""
+    transport, service = _target(proxy)
+    aio = _io(transport, AsyncTransport, "redisrpc.lock_info(proxy)")
+    return await aio.run(_reading(service))
 
 
 def refusal(
@@ -171,7 +200,8 @@ class Lock:
     """The advisory lock of one proxy's service; use it as a context manager.
 
     Made by :func:`lock`; ``acquire()`` and ``release()`` also work across
-    notebook cells.
+    notebook cells. For an asyncio proxy: ``async with``, or
+    ``await acquire_async()`` and ``await release_async()``.
     """
 
     def __init__(
@@ -198,6 +228,7 @@ class Lock:
         self._token: str | None = None
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._renewal: asyncio.Task[None] | None = None  # the asyncio renewer
 
     def __repr__(self) -> str:
         state = "held" if self.held else "not held"
@@ -215,75 +246,125 @@ class Lock:
             object.__setattr__(self._proxy, "_rpc_lock_cell", cell)
         return cell
 
-    def acquire(self) -> Lock:
+    def _acquiring(self) -> Plan[None]:
         """Take the lock, waiting up to ``wait`` seconds; raise LockedError if still held."""
         cell = self._cell()
         if cell.token is not None:
             raise RuntimeError(f"this proxy already holds the lock of {self.service!r}")
-        redis_ = self._transport.redis
         token = secrets.token_hex(16)
         ttl_ms = max(1, int(self.ttl * 1000))
         end = time.monotonic() + self.wait
         while True:
-            with self._transport.translated():
-                holder = {
-                    "token": token,
-                    "host": socket.gethostname(),
-                    "pid": os.getpid(),
-                    "user": _user(),
-                    "note": self.note,
-                    "since": self._transport.now_ms(),
-                    "ttl": self.ttl,
-                }
-                value = json.dumps(holder).encode()
-                if redis_.set(self.key, value, nx=True, px=ttl_ms):
-                    break
+            holder = {
+                "token": token,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "user": _user(),
+                "note": self.note,
+                "since": (yield NOW),
+                "ttl": self.ttl,
+            }
+            value = json.dumps(holder).encode()
+            (taken,) = yield (("SET", self.key, value, "NX", "PX", ttl_ms),)
+            if taken:
+                break
             left = end - time.monotonic()
             if left <= 0:
-                info = lock_info(self._proxy)
+                info = yield from _reading(self.service)
                 if info is None:
                     continue  # released in the meantime: try once more
                 raise LockedError(f"{self.service!r} is locked by {_describe(info)}", holder=info)
-            time.sleep(min(_POLL_S, left))
+            yield min(_POLL_S, left)
         self._value, self._token = value, token
         cell.token = token
+
+    def _renewing(self, value: bytes) -> Plan[bool]:
+        """Extend the lock by its ttl if it is still ours."""
+        (kept,) = yield (("EVAL", _RENEW, 1, self.key, value, max(1, int(self.ttl * 1000))),)
+        return bool(kept)
+
+    def _still_held(self, renewed: bool | RedisRPCError) -> bool:
+        """Log a failed renewal; False once the lock is lost (renewing stops)."""
+        if isinstance(renewed, RedisRPCError):
+            log.warning("could not renew the lock of %r: %s", self.service, renewed)
+        elif not renewed:
+            log.warning("the lock of %r expired before it could be renewed", self.service)
+        return renewed is not False
+
+    def _releasing(self) -> Plan[bool]:
+        """Forget the token, then delete the lock if it is still ours."""
+        cell = self._cell()
+        if cell.token == self._token:
+            cell.token = None
+        value, self._value, self._token = self._value or b"", None, None
+        (released,) = yield (("EVAL", _RELEASE, 1, self.key, value),)
+        return bool(released)
+
+    def acquire(self) -> Lock:
+        """Take the lock, waiting up to ``wait`` seconds; raise LockedError if still held."""
+        transport = _io(self._transport, Transport, "`async with` or `await acquire_async()`")
+        transport.run(self._acquiring())
         if self.renew:
             self._stop.clear()
             self._renewer = threading.Thread(
-                target=self._keep, name=f"redisrpc-lock-{self.service}", daemon=True
+                target=self._keep,
+                args=(transport, self._value or b""),
+                name=f"redisrpc-lock-{self.service}",
+                daemon=True,
             )
             self._renewer.start()
         return self
 
-    def _keep(self) -> None:
-        """Extend the lock every third of its ttl while it is held."""
-        value = self._value or b""
-        ttl_ms = max(1, int(self.ttl * 1000))
+    def _keep(self, transport: Transport, value: bytes) -> None:
+        """Extend the lock every third of its ttl while it is held (the renewer thread)."""
         while not self._stop.wait(self.ttl / 3):
             try:
-                with self._transport.translated():
-                    kept = self._transport.redis.eval(_RENEW, 1, self.key, value, ttl_ms)
+                renewed: bool | RedisRPCError = transport.run(self._renewing(value))
             except RedisRPCError as exc:
-                log.warning("could not renew the lock of %r: %s", self.service, exc)
-                continue
-            if not kept:
-                log.warning("the lock of %r expired before it could be renewed", self.service)
+                renewed = exc
+            if not self._still_held(renewed):
                 return
 
     def release(self) -> bool:
         """Give the lock back; return whether it was still ours to release."""
         if self._token is None:
             return False
+        transport = _io(self._transport, Transport, "`await release_async()`")
         self._stop.set()
         if self._renewer is not None and self._renewer is not threading.current_thread():
             self._renewer.join()
         self._renewer = None
-        cell = self._cell()
-        if cell.token == self._token:
-            cell.token = None
-        value, self._value, self._token = self._value or b"", None, None
-        with self._transport.translated():
-            return bool(self._transport.redis.eval(_RELEASE, 1, self.key, value))
+        return transport.run(self._releasing())
+
+    async def acquire_async(self) -> Lock:
+        """:meth:`acquire` for an asyncio proxy; an asyncio task renews the lock."""
+        transport = _io(self._transport, AsyncTransport, "`with` or `acquire()`")
+        await transport.run(self._acquiring())
+        if self.renew:
+            loop = asyncio.get_running_loop()
+            self._renewal = loop.create_task(self._keep_async(transport, self._value or b""))
+        return self
+
+    async def _keep_async(self, transport: AsyncTransport, value: bytes) -> None:
+        """Extend the lock every third of its ttl while it is held (the renewer task)."""
+        while True:
+            await asyncio.sleep(self.ttl / 3)
+            try:
+                renewed: bool | RedisRPCError = await transport.run(self._renewing(value))
+            except RedisRPCError as exc:
+                renewed = exc
+            if not self._still_held(renewed):
+                return
+
+    async def release_async(self) -> bool:
+        """:meth:`release` for an asyncio proxy."""
+        if self._token is None:
+            return False
+        transport = _io(self._transport, AsyncTransport, "`release()`")
+        if self._renewal is not None:
+            self._renewal.cancel()  # a renewal in flight cannot extend the released lock
+        self._renewal = None
+        return await transport.run(self._releasing())
 
     def __enter__(self) -> Lock:
         return self if self.held else self.acquire()
@@ -296,12 +377,25 @@ class Lock:
     ) -> None:
         self.release()
 
+    async def __aenter__(self) -> Lock:
+        return self if self.held else await self.acquire_async()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.release_async()
+
 
 def lock(proxy: Any, *, ttl: float = 30.0, note: str = "", wait: float = 0.0) -> Lock:
     """Hold ``proxy``'s service for a sequence of calls: ``with redisrpc.lock(stage): ...``.
 
+    With an asyncio proxy: ``async with redisrpc.lock(stage): ...``.
+
     Args:
-        proxy: a redisrpc client proxy.
+        proxy: a redisrpc client proxy, sync or asyncio.
         ttl: seconds the lock outlives its holder if the holder dies; a live
             holder renews it.
         note: why you hold it, shown to others (in LockedError and lock_info).

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from conftest import free_port
+from servable import Thing
 
 import redisrpc
 from redisrpc.aio import AsyncClient, set_property
@@ -264,3 +265,89 @@ def test_calls_in_flight_share_one_reply_list_and_one_push(r, serve):
     assert len({q.response_queue for q in queued}) == 1
     assert queued[0].response_queue.startswith("calc:rpc:")
     assert r.llen("calc") == 0  # the cancelled calls were withdrawn
+
+
+GONE_TIMEOUT = 60.0  # far above the stale window, so failing fast is clearly not the timeout
+
+
+async def _thing_proxy(url: str, name: str, path: str) -> AsyncClient:
+    """A described async proxy that calls through the multiplexer or on per-call reply lists."""
+    proxy = await AsyncClient(url, name, timeout=GONE_TIMEOUT)
+    if path == "per-call":  # a protocol 1 server does not echo call ids
+        proxy._rpc_adopt({**redisrpc.description(proxy), "protocol": 1})
+    return proxy
+
+
+def _assert_path(proxy: AsyncClient, path: str) -> None:
+    """The calls went the way the test means them to (the multiplexer exists only if used)."""
+    assert ("_rpc_muxes" in proxy.__dict__) == (path == "multiplexed")
+
+
+@pytest.mark.parametrize("path", ["multiplexed", "per-call"])
+def test_killed_server_fails_awaiting_calls_fast(spawn_server, redis_url, r, path):
+    """SIGKILL: the running call fails started=True, the queued one is withdrawn, both fast."""
+    child = spawn_server("servable:Thing", "victim")
+
+    async def main() -> list[Any]:
+        thing: Any = await _thing_proxy(redis_url, "victim", path)
+        running = asyncio.ensure_future(thing.sleep(GONE_TIMEOUT / 2))
+        await asyncio.sleep(0.3)
+        queued = asyncio.ensure_future(thing.incr(100))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(child.kill)
+        results = await asyncio.gather(running, queued, return_exceptions=True)
+        _assert_path(thing, path)
+        return results
+
+    began = time.monotonic()
+    running, queued = asyncio.run(main())
+    assert time.monotonic() - began < 20  # 5 missed heartbeats and two looks, far below 60 s
+    assert isinstance(running, redisrpc.ServerGoneError), running
+    assert running.started is True
+    assert "may have partly run" in str(running)
+    assert isinstance(queued, redisrpc.ServerGoneError), queued
+    assert queued.started is False
+    assert r.llen("victim") == 0
+
+
+@pytest.mark.parametrize("path", ["multiplexed", "per-call"])
+def test_request_withdrawn_when_the_service_is_gone_never_runs(r, redis_url, serve, path):
+    """A call queued after the last instance stopped is withdrawn fast and never runs later."""
+    thing = Thing()
+    server = serve(thing, "svc")
+
+    async def main() -> None:
+        proxy: Any = await _thing_proxy(redis_url, "svc", path)
+        assert await proxy.incr() == 1
+        server.stop(10)
+        began = time.monotonic()
+        with pytest.raises(redisrpc.ServerGoneError, match="withdrawn") as info:
+            await proxy.incr(100)
+        assert info.value.started is False
+        assert time.monotonic() - began < 10
+        _assert_path(proxy, path)
+
+    asyncio.run(main())
+    assert r.llen("svc") == 0
+    assert r.keys("svc:rpc:*") == []
+    serve(thing, "svc")
+    assert redisrpc.Client(r, "svc", timeout=5).incr(0) == 1  # incr(100) never ran
+
+
+@pytest.mark.parametrize("path", ["multiplexed", "per-call"])
+def test_non_registering_service_is_never_declared_gone(r, redis_url, serve, path):
+    """A service that does not register is waited for: a server that comes late still answers."""
+    server = serve(Thing(), "svc", register=False)
+
+    async def main() -> Any:
+        proxy: Any = await _thing_proxy(redis_url, "svc", path)
+        server.stop(10)
+        late = threading.Timer(2.5, serve, args=(Thing(), "svc"), kwargs={"register": False})
+        late.start()
+        try:
+            return await proxy.incr(7)
+        finally:
+            await asyncio.to_thread(late.join)
+            _assert_path(proxy, path)
+
+    assert asyncio.run(main()) == 7

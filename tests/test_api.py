@@ -40,6 +40,7 @@ PUBLIC = {
     "expose",
     "lock",
     "lock_info",
+    "lock_info_async",
     "refresh",
     "with_timeout",
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
 import time
@@ -9,7 +10,8 @@ import time
 import pytest
 
 import redisrpc
-from redisrpc.lock import Lock, lock_key, refusal
+from redisrpc.aio import AsyncClient
+from redisrpc.lock import Lock, lock_info_async, lock_key, refusal
 from tests.conftest import PYTHON, python_env
 
 
@@ -78,6 +80,18 @@ def test_locked_server_can_still_be_described_and_pinged(r, serve):
             c.move(1)
 
 
+def _assert_abandoned_lock_expires(b: redisrpc.Client, note: str) -> None:
+    """b is refused while the abandoned lock lasts, then the lock expires and b may call."""
+    with pytest.raises(redisrpc.LockedError) as caught:
+        b.move(2)
+    assert caught.value.holder["note"] == note
+    deadline = time.monotonic() + 10
+    while redisrpc.lock_info(b) is not None:
+        assert time.monotonic() < deadline, f"the abandoned lock {note!r} never expired"
+        time.sleep(0.1)
+    assert b.move(3) == 3
+
+
 def test_lock_expires_when_its_holder_dies(r, redis_url, serve):
     """A holder process that dies without releasing frees the service after the ttl."""
     serve(Stage(), "stage")
@@ -90,14 +104,7 @@ def test_lock_expires_when_its_holder_dies(r, redis_url, serve):
         "os._exit(0)  # dies holding the lock\n"
     )
     subprocess.run([PYTHON, "-c", code], env=python_env(), check=True, timeout=30)
-    with pytest.raises(redisrpc.LockedError) as caught:
-        b.move(2)
-    assert caught.value.holder["note"] == "crashing"
-    deadline = time.monotonic() + 10
-    while redisrpc.lock_info(b) is not None:
-        assert time.monotonic() < deadline, "the dead holder's lock never expired"
-        time.sleep(0.1)
-    assert b.move(3) == 3
+    _assert_abandoned_lock_expires(b, "crashing")
 
 
 def test_a_live_holder_keeps_the_lock_beyond_its_ttl(r, serve):
@@ -199,3 +206,83 @@ def test_refusal_rules():
     assert refusal("t2", held, server="s") is not None
     assert refusal("t1", None, server="s") is not None  # expired
     assert refusal(None, b"\xff garbage", server="s") is not None
+
+
+def test_async_holder_runs_others_are_refused_until_release(r, serve):
+    """`async with lock(proxy)`: its calls carry the token, others get LockedError, exit frees."""
+    stage = Stage()
+    serve(stage, "stage")
+
+    async def main() -> None:
+        a = await AsyncClient(r, "stage", timeout=5)
+        b = await AsyncClient(r, "stage", timeout=5)
+        assert await lock_info_async(b) is None
+        async with redisrpc.lock(a, ttl=20, note="async scan") as held:
+            assert held.held
+            assert a._rpc_lock_token() is not None
+            assert await a.move(3) == 3
+            assert await redisrpc.with_timeout(a, 2).move(4) == 4
+            with pytest.raises(redisrpc.LockedError) as caught:
+                await b.move(5)
+            assert caught.value.holder["note"] == "async scan"
+            info = await lock_info_async(b)
+            assert info is not None and info["note"] == "async scan"
+            assert 0 < info["expires_in"] <= 20
+        assert not held.held
+        assert a._rpc_lock_token() is None
+        assert await b.move(6) == 6
+
+    asyncio.run(main())
+    assert stage.moves == 3 and stage.position == 6
+    assert r.exists(lock_key("stage")) == 0
+
+
+def test_async_holder_keeps_the_lock_beyond_its_ttl(r, serve):
+    """An asyncio task renews the lock, so a sequence longer than the ttl stays exclusive."""
+    serve(Stage(), "stage")
+    b = redisrpc.Client(r, "stage", timeout=5)
+
+    async def main() -> None:
+        a = await AsyncClient(r, "stage", timeout=5)
+        async with redisrpc.lock(a, ttl=0.6):
+            await asyncio.sleep(1.5)
+            assert await a.move(1) == 1
+            with pytest.raises(redisrpc.LockedError):
+                await asyncio.to_thread(b.move, 2)
+
+    asyncio.run(main())
+    assert b.move(3) == 3
+
+
+def test_async_lock_expires_when_the_holders_loop_stops(r, serve):
+    """A lock taken in an event loop that ends without releasing it expires after its ttl."""
+    serve(Stage(), "stage")
+    b = redisrpc.Client(r, "stage", timeout=5)
+
+    async def hold() -> None:
+        a = await AsyncClient(r, "stage", timeout=5)
+        await redisrpc.lock(a, ttl=3.0, note="abandoned").acquire_async()
+        assert await a.move(1) == 1  # the loop ends here, and its renewal task with it
+
+    asyncio.run(hold())
+    _assert_abandoned_lock_expires(b, "abandoned")
+
+
+def test_sync_and_async_forms_are_not_mixed_up(r):
+    """Using the sync form on an async proxy, or the other way round, says what to use."""
+    a = AsyncClient(r, "stage", timeout=5)
+    s = redisrpc.Client(r, "stage", timeout=5, describe=False)
+    with pytest.raises(TypeError, match="async with"), redisrpc.lock(a):
+        pass
+    with pytest.raises(TypeError, match="lock_info_async"):
+        redisrpc.lock_info(a)
+
+    async def main() -> None:
+        with pytest.raises(TypeError, match="with"):
+            async with redisrpc.lock(s):
+                pass
+        with pytest.raises(TypeError, match="lock_info"):
+            await lock_info_async(s)
+
+    asyncio.run(main())
+    assert r.exists(lock_key("stage")) == 0
