@@ -51,11 +51,9 @@ from .client import (
 )
 from .errors import ProtocolError, RedisConnectionError, RedisRPCError, RemoteException
 from .protocol import (
-    DEFAULT_MAX_MESSAGE_SIZE,
     DESCRIBE,
     SET_PROPERTY,
     decode_reply,
-    reply_queue_prefix,
 )
 from .proxy import ProxyBase
 from .registry import counting_live, liveness_prefix
@@ -87,16 +85,7 @@ class AsyncClient(ProxyBase):
         *,
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
-        if not (timeout > 0 and timeout < float("inf")):
-            raise ValueError("timeout must be a positive, finite number of seconds")
-        transport = AsyncTransport.of(redis)
-        self._rpc_name = name
-        self._rpc_transport = transport
-        self._rpc_location = transport.location
-        self._rpc_timeout = float(timeout)
-        self._rpc_reply_prefix = reply_queue_prefix(name)
-        self._rpc_description = None
-        self._rpc_max_size = DEFAULT_MAX_MESSAGE_SIZE
+        self._rpc_setup(AsyncTransport.of(redis), name, timeout)
 
     def __await__(self) -> Generator[Any, None, AsyncClient]:
         return self._rpc_described().__await__()

@@ -29,15 +29,13 @@ from .errors import (
 )
 from .lock import Lock, held_token, lock
 from .protocol import (
-    DEFAULT_MAX_MESSAGE_SIZE,
     DESCRIBE,
     Reply,
     Request,
     decode_reply,
     encode_request,
-    reply_queue_prefix,
 )
-from .proxy import ProxyBase, build_proxy_class, error_from_reply
+from .proxy import ProxyBase, build_proxy_class, checked_timeout, error_from_reply
 from .registry import counting_live, liveness_prefix
 from .transport import Plan, Transport
 
@@ -72,16 +70,7 @@ class Client(ProxyBase):
         timeout: float = DEFAULT_TIMEOUT,
         describe: bool = True,
     ) -> None:
-        if not (timeout > 0 and timeout < float("inf")):
-            raise ValueError("timeout must be a positive, finite number of seconds")
-        transport = Transport.of(redis)
-        self._rpc_name = name
-        self._rpc_transport = transport
-        self._rpc_location = transport.location
-        self._rpc_timeout = float(timeout)
-        self._rpc_reply_prefix = reply_queue_prefix(name)
-        self._rpc_description = None
-        self._rpc_max_size = DEFAULT_MAX_MESSAGE_SIZE
+        self._rpc_setup(Transport.of(redis), name, timeout)
         if describe:
             self._rpc_refresh()
 
@@ -304,6 +293,4 @@ def with_timeout(proxy: P, timeout: float) -> P:
     ``redisrpc.with_timeout(stage, 120).home()`` gives one slow call more time
     without changing the shared proxy.
     """
-    if not (timeout > 0 and timeout < float("inf")):
-        raise ValueError("timeout must be a positive, finite number of seconds")
-    return proxy._rpc_with(timeout=float(timeout))  # type: ignore[no-any-return]
+    return proxy._rpc_with(timeout=checked_timeout(timeout))  # type: ignore[no-any-return]

@@ -27,9 +27,16 @@ from .errors import (
     remote_exception,
 )
 from .introspect import signature_from_params
-from .protocol import GET_PROPERTY, SET_PROPERTY, ErrorInfo, is_valid_name
+from .protocol import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    GET_PROPERTY,
+    SET_PROPERTY,
+    ErrorInfo,
+    is_valid_name,
+    reply_queue_prefix,
+)
 
-__all__ = ["ProxyBase", "build_proxy_class", "error_from_reply"]
+__all__ = ["ProxyBase", "build_proxy_class", "checked_timeout", "error_from_reply"]
 
 _OWN_ERRORS: dict[str, type[RedisRPCError]] = {
     "redisrpc.ProtocolError": ProtocolError,
@@ -57,12 +64,29 @@ def error_from_reply(error: ErrorInfo, service: str) -> RedisRPCError:
     return remote_exception(error.type, error.message, error.traceback, where)
 
 
+def checked_timeout(timeout: float) -> float:
+    """Return ``timeout`` as a float, or raise ValueError unless it is positive and finite."""
+    if not (timeout > 0 and timeout < float("inf")):
+        raise ValueError("timeout must be a positive, finite number of seconds")
+    return float(timeout)
+
+
 class ProxyBase:
     """Behaviour shared by every proxy; subclasses provide ``_rpc_call``."""
 
     _rpc_name: str
     _rpc_description: dict[str, Any] | None
     _rpc_location: str
+
+    def _rpc_setup(self, transport: Any, name: str, timeout: float) -> None:
+        """Set the state every proxy starts with: undescribed, on ``transport``."""
+        self._rpc_name = name
+        self._rpc_transport = transport
+        self._rpc_location = transport.location
+        self._rpc_timeout = checked_timeout(timeout)
+        self._rpc_reply_prefix = reply_queue_prefix(name)
+        self._rpc_description = None
+        self._rpc_max_size = DEFAULT_MAX_MESSAGE_SIZE
 
     def _rpc_call(self, name: str, args: Any, kwargs: dict[str, Any]) -> Any:
         raise NotImplementedError
