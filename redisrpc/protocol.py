@@ -153,10 +153,14 @@ def _dumps(obj: Any) -> bytes:
         raise EncodingError(str(exc)) from exc
 
 
+# Built once: json.dumps/loads with options would build a new codec for every message.
+_ENCODER = json.JSONEncoder(default=_encode_default, allow_nan=False, separators=(",", ":"))
+
+
 def _json_bytes(obj: Any) -> bytes:
     """Strict JSON, with every failure but non-finite floats reported as EncodingError."""
     try:
-        text = json.dumps(obj, default=_encode_default, allow_nan=False, separators=(",", ":"))
+        text = _ENCODER.encode(obj)
     except EncodingError:
         raise
     except TypeError as exc:  # e.g. a dict key that is a tuple
@@ -202,6 +206,9 @@ def decode_value(raw: bytes | str) -> Any:
     return _loads(raw)
 
 
+_DECODER = json.JSONDecoder(object_hook=_decode_tag)
+
+
 def _too_deep(obj: Any, limit: int) -> bool:
     """Tell whether ``obj`` nests arrays and objects more than ``limit`` levels deep."""
     level: list[Any] = [obj]
@@ -219,7 +226,7 @@ def _too_deep(obj: Any, limit: int) -> bool:
 
 def _loads(raw: bytes | str) -> Any:
     try:
-        value = json.loads(raw, object_hook=_decode_tag)
+        value = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
         # Few brackets cannot nest deeply: the walk runs only for messages that might.
         data = raw.encode() if isinstance(raw, str) else raw
         brackets = data.count(b"[") + data.count(b"{")
