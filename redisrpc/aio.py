@@ -123,6 +123,7 @@ class AsyncClient(ProxyBase):
 
     async def _rpc_call(self, name: str, args: Any, kwargs: dict[str, Any]) -> Any:
         """Call ``name`` remotely and return its value, or raise its error."""
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         transport: AsyncTransport = self._rpc_transport
         timeout: float = self._rpc_timeout
         end = time.monotonic() + timeout

@@ -111,6 +111,7 @@ class Client(ProxyBase):
 
     def _rpc_call(self, name: str, args: Any, kwargs: dict[str, Any]) -> Any:
         """Call ``name`` remotely and return its value, or raise its error."""
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         transport: Transport = self._rpc_transport
         timeout: float = self._rpc_timeout
         end = time.monotonic() + timeout
@@ -196,6 +197,7 @@ def encode_call(
 
 def outcome(proxy: Any, popped: Any) -> Any:
     """The value in a popped reply (a BLPOP result), or raise the error it carries."""
+    __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
     if isinstance(popped, Exception):
         with proxy._rpc_transport.translated():
             raise popped
@@ -204,6 +206,7 @@ def outcome(proxy: Any, popped: Any) -> Any:
 
 def reply_value(proxy: Any, reply: Reply) -> Any:
     """The value a decoded reply carries, or raise its error."""
+    __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
     if reply.error is not None:
         raise error_from_reply(reply.error, proxy._rpc_name)
     return reply.value

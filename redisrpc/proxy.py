@@ -144,6 +144,7 @@ class _DynamicMethod:
         self._rpc_name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         return self._rpc_proxy._rpc_call(self._rpc_name, args, kwargs)
 
     def __repr__(self) -> str:
@@ -154,6 +155,7 @@ def _method(class_name: str, entry: dict[str, Any]) -> Any:
     name = entry["name"]
 
     def method(self: ProxyBase, /, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         return self._rpc_call(name, args, kwargs)
 
     method.__name__ = name
@@ -176,9 +178,11 @@ def _property(entry: dict[str, Any]) -> property:
     name = entry["name"]
 
     def fget(self: ProxyBase) -> Any:
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         return self._rpc_call(GET_PROPERTY, [name], {})
 
     def fset(self: ProxyBase, value: Any) -> None:
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         self._rpc_call(SET_PROPERTY, [name, value], {})
 
     doc = entry.get("doc") or ""
