@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -153,6 +153,23 @@ def serve(r: redis.Redis) -> Iterator[Any]:
     yield start
     for server in servers:
         server.stop(10)
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    step: float = 0.05,
+    message: str = "condition not met",
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{message} within {timeout} s")
+        time.sleep(step)
 
 
 def python_env() -> dict[str, str]:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import ROOT, free_port
 
 from redisrpc.demo import Calculator
 from redisrpc.instruments import bench
-from tests.conftest import ROOT, free_port
 
 pytestmark = pytest.mark.browser
 

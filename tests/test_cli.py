@@ -19,6 +19,7 @@ from conftest import (
     python_env,
     read_until,
     run_cli,
+    wait_for,
 )
 
 import redisrpc
@@ -184,10 +185,7 @@ def test_serve_a_class_and_stop_it_with_sigterm(redis_url):
     proc = start("serve", "servable:Thing", "--name", "served")
     try:
         read_until(proc, "serving Thing as 'served'")
-        deadline = time.monotonic() + 20
-        while "served" not in {s.name for s in redisrpc.discover(redis_url)}:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_for(lambda: "served" in {s.name for s in redisrpc.discover(redis_url)}, timeout=20)
         assert json.loads(run_cli("call", "served", "pid").stdout) == proc.pid
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
+from conftest import PYTHON, free_port, python_env, wait_for
 
 import redisrpc
 from redisrpc.explorer import Explorer
 from redisrpc.instruments import bench
-from tests.conftest import PYTHON, free_port, python_env
 
 
 class Calculator:
@@ -39,21 +37,9 @@ class Calculator:
         return "released"
 
 
-def until(predicate: Any, timeout: float = 10.0) -> Any:
-    """Poll ``predicate`` until it returns something truthy, or fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(0.05)
-
-
 def listed(explorer: Explorer, names: list[str]) -> None:
     """Refresh until the list shows ``names`` (servers register from their own thread)."""
-    until(lambda: explorer.refresh() is not None and explorer.server_names == names)
+    wait_for(lambda: explorer.refresh() is not None and explorer.server_names == names)
 
 
 @pytest.fixture
@@ -86,10 +72,10 @@ def test_killed_server_drops_out(r, redis_url):
     proc = subprocess.Popen([PYTHON, "-c", code, redis_url], env=python_env())
     widget = Explorer(r, refresh_interval=0.2)
     try:
-        until(lambda: widget.server_names == ["doomed"])
+        wait_for(lambda: widget.server_names == ["doomed"])
         proc.kill()
         proc.wait(10)
-        until(lambda: widget.server_names == [], timeout=10)
+        wait_for(lambda: widget.server_names == [], timeout=10)
     finally:
         widget.close()
         if proc.poll() is None:
@@ -234,7 +220,7 @@ def test_restarted_server_is_described_again(explorer, serve, r):
     assert "add" in explorer.forms
     first.stop(10)
     serve(bench()["stage"], "svc")
-    until(lambda: explorer.refresh() and explorer.wait(10) and "move_to" in explorer.forms)
+    wait_for(lambda: explorer.refresh() and explorer.wait(10) and "move_to" in explorer.forms)
     assert "add" not in explorer.forms
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import wait_for
 
 import redisrpc
 from redisrpc.protocol import Request, decode_reply, encode_request
@@ -84,10 +85,11 @@ def test_redis_restart_server_reconnects_with_backoff(own_redis, caplog):
         own_redis.start()
         call_until_it_works(proxy, "after", within=20)
         assert server.running
-        deadline = time.monotonic() + 10  # the next heartbeats re-register the server
-        while [s.name for s in redisrpc.discover(own_redis.url)] != ["svc"]:
-            assert time.monotonic() < deadline, "the server never re-registered"
-            time.sleep(0.1)
+        wait_for(  # the next heartbeats re-register the server
+            lambda: [s.name for s in redisrpc.discover(own_redis.url)] == ["svc"],
+            step=0.1,
+            message="the server did not re-register",
+        )
     assert recorder.runs == Counter({"before": 1, "after": 1})
     delays = [
         float(m.group(1))

@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import PYTHON, python_env
 
 import redisrpc
 from redisrpc.instruments import (
@@ -18,7 +19,6 @@ from redisrpc.instruments import (
     PowerSupply,
     bench,
 )
-from tests.conftest import PYTHON, python_env
 
 
 def test_bench_is_fresh_and_linked():

@@ -8,11 +8,11 @@ import threading
 import time
 
 import pytest
+from conftest import PYTHON, python_env, wait_for
 
 import redisrpc
 from redisrpc.aio import AsyncClient
 from redisrpc.lock import Lock, lock_info_async, lock_key, refusal
-from tests.conftest import PYTHON, python_env
 
 
 class Stage:
@@ -85,10 +85,11 @@ def _assert_abandoned_lock_expires(b: redisrpc.Client, note: str) -> None:
     with pytest.raises(redisrpc.LockedError) as caught:
         b.move(2)
     assert caught.value.holder["note"] == note
-    deadline = time.monotonic() + 10
-    while redisrpc.lock_info(b) is not None:
-        assert time.monotonic() < deadline, f"the abandoned lock {note!r} never expired"
-        time.sleep(0.1)
+    wait_for(
+        lambda: redisrpc.lock_info(b) is None,
+        step=0.1,
+        message=f"the abandoned lock {note!r} did not expire",
+    )
     assert b.move(3) == 3
 
 

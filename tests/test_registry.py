@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
 import redis.connection
+from conftest import wait_for
 
 import redisrpc
 from redisrpc.registry import STALE_BEATS, Registration, discover, live_instances
@@ -26,18 +26,6 @@ class Probe:
     def ping(self) -> str:
         """Answer pong."""
         return "pong"
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, step: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s")
-        time.sleep(step)
 
 
 def services(r: redis.Redis, prefix: str = "redisrpc") -> dict[str, redisrpc.ServiceInfo]:

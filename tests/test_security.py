@@ -8,9 +8,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, RedisProcess, free_port
 
 import redisrpc
-from tests.conftest import ROOT, RedisProcess, free_port
 
 # The command set a redisrpc user needs, as documented in the README.
 LAB_RULES = [

@@ -6,8 +6,7 @@ import json
 import subprocess
 
 import pytest
-
-from tests.conftest import PYTHON, ROOT, python_env
+from conftest import PYTHON, ROOT, python_env
 
 
 def soak(url: str, *options: str) -> dict:
