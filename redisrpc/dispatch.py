@@ -24,6 +24,7 @@ from .introspect import Member, describe, exposed_members
 from .protocol import (
     DESCRIBE,
     GET_PROPERTY,
+    OWN_ERROR_PREFIX,
     PING,
     SET_PROPERTY,
     ErrorInfo,
@@ -35,12 +36,9 @@ from .protocol import (
     salvage_response_queue,
 )
 
-__all__ = ["OWN_ERROR_PREFIX", "Dispatcher"]
+__all__ = ["Dispatcher"]
 
 log = logging.getLogger("redisrpc.server")
-
-OWN_ERROR_PREFIX = "redisrpc."
-"""Prefix of the error types that the server itself reports."""
 
 Check = Callable[[Request], "ErrorInfo | None"]
 """A per-call check: returns an error to refuse the request, or None to run it."""

@@ -46,7 +46,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from .errors import LockedError, RedisRPCError
-from .protocol import ErrorInfo
+from .protocol import OWN_ERROR_PREFIX, ErrorInfo
 from .transport import NOW, AsyncTransport, Plan, Transport
 
 __all__ = ["Lock", "held_token", "lock", "lock_info", "lock_info_async", "lock_key", "refusal"]
@@ -181,7 +181,7 @@ def refusal(
         if request_token is None:
             return None
         return ErrorInfo(
-            "redisrpc.LockedError",
+            OWN_ERROR_PREFIX + "LockedError",
             "the lock this call was made under has expired or was released; not executed",
             server=server,
         )
@@ -189,7 +189,7 @@ def refusal(
         return None
     public = _public(holder)
     return ErrorInfo(
-        "redisrpc.LockedError",
+        OWN_ERROR_PREFIX + "LockedError",
         f"locked by {_describe(public)}; not executed",
         server=server,
         details={"holder": public},

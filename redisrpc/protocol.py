@@ -40,6 +40,7 @@ __all__ = [
     "DESCRIBE",
     "GET_PROPERTY",
     "MAX_NESTING",
+    "OWN_ERROR_PREFIX",
     "PING",
     "PROTOCOL_VERSION",
     "SET_PROPERTY",
@@ -72,6 +73,9 @@ TAG = "__redisrpc__"
 """The key that marks a tagged value (bytes, arrays, non-finite floats) in JSON."""
 
 DEFAULT_MAX_MESSAGE_SIZE = 32 * 1024 * 1024
+
+OWN_ERROR_PREFIX = "redisrpc."
+"""Prefix of the error types a server reports itself (``redisrpc.ProtocolError``, ...)."""
 
 MAX_NESTING = 100
 """The deepest nesting of arrays and objects a message may have.
@@ -394,7 +398,7 @@ def encode_reply(reply: Reply) -> bytes:
         except EncodingError as exc:
             reply = Reply(
                 error=ErrorInfo(
-                    "redisrpc.EncodingError", f"the return value could not be sent: {exc}"
+                    OWN_ERROR_PREFIX + "EncodingError", f"the return value could not be sent: {exc}"
                 ),
                 id=reply.id,
             )

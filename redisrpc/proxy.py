@@ -30,6 +30,7 @@ from .introspect import signature_from_params
 from .protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     GET_PROPERTY,
+    OWN_ERROR_PREFIX,
     SET_PROPERTY,
     ErrorInfo,
     is_valid_name,
@@ -39,18 +40,18 @@ from .protocol import (
 __all__ = ["ProxyBase", "build_proxy_class", "checked_timeout", "error_from_reply"]
 
 _OWN_ERRORS: dict[str, type[RedisRPCError]] = {
-    "redisrpc.ProtocolError": ProtocolError,
-    "redisrpc.MessageTooLargeError": MessageTooLargeError,
-    "redisrpc.EncodingError": EncodingError,
+    OWN_ERROR_PREFIX + "ProtocolError": ProtocolError,
+    OWN_ERROR_PREFIX + "MessageTooLargeError": MessageTooLargeError,
+    OWN_ERROR_PREFIX + "EncodingError": EncodingError,
 }
 
 
 def error_from_reply(error: ErrorInfo, service: str) -> RedisRPCError:
     """Turn an error reply into the exception to raise locally."""
     where = error.server or service
-    if error.type == "redisrpc.TimeoutException":
+    if error.type == OWN_ERROR_PREFIX + "TimeoutException":
         return TimeoutException(f"{where}: {error.message}", started=False)
-    if error.type == "redisrpc.LockedError":
+    if error.type == OWN_ERROR_PREFIX + "LockedError":
         holder = (error.details or {}).get("holder")
         return LockedError(
             f"{where} refused the call: {error.message}",

@@ -37,11 +37,18 @@ from typing import Any
 
 import redis
 
-from .dispatch import OWN_ERROR_PREFIX, Dispatcher
+from .dispatch import Dispatcher
 from .errors import RedisConnectionError, RedisRPCError
 from .lock import lock_key
 from .lock import refusal as lock_refusal
-from .protocol import DEFAULT_MAX_MESSAGE_SIZE, DESCRIBE, PING, ErrorInfo, Request
+from .protocol import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    DESCRIBE,
+    OWN_ERROR_PREFIX,
+    PING,
+    ErrorInfo,
+    Request,
+)
 from .registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, Registration
 from .transport import Transport
 
