@@ -48,6 +48,7 @@ from .client import (
     timed_out,
     undelivered,
     wait_slice,
+    withdrawing,
 )
 from .errors import ProtocolError, RedisConnectionError, RedisRPCError, RemoteException
 from .protocol import (
@@ -172,24 +173,14 @@ class AsyncClient(ProxyBase):
     async def _rpc_withdraw(
         self, data: bytes, reply_queue: str | None = None, *, quiet: bool = False
     ) -> bool:
-        """Remove the request if still queued; True when it was (it will never run).
-
-        A call's own reply list goes too; a shared one (multiplexed) stays.
-        """
+        """Remove the request if still queued: see :func:`redisrpc.client.withdrawing`."""
         transport: AsyncTransport = self._rpc_transport
-        commands: list[tuple[Any, ...]] = [("LREM", self._rpc_name, 1, data)]
-        if reply_queue is not None:
-            commands.append(("DEL", reply_queue))
         try:
-            with transport.translated():
-                removed, *_ = await transport.execute(*commands)
-                if isinstance(removed, Exception):
-                    raise removed
+            return await transport.run(withdrawing(self._rpc_name, data, reply_queue))
         except RedisRPCError:
             if quiet:
                 return False
             raise
-        return bool(removed)
 
 
 # What a call's future holds when no reply will come: its timeout passed, or its

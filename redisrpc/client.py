@@ -153,11 +153,8 @@ class Client(ProxyBase):
     def _rpc_give_up(self, name: str, data: bytes, reply_queue: str, timeout: float) -> None:
         """Withdraw the request if no server took it yet, then raise TimeoutException."""
         transport: Transport = self._rpc_transport
-        with transport.translated():
-            removed, _ = transport.execute(("LREM", self._rpc_name, 1, data), ("DEL", reply_queue))
-            if isinstance(removed, Exception):
-                raise removed
-        raise timed_out(self, name, timeout, bool(removed))
+        withdrawn = transport.run(withdrawing(self._rpc_name, data, reply_queue))
+        raise timed_out(self, name, timeout, withdrawn)
 
 
 def wait_slice(end: float) -> float:
@@ -249,6 +246,18 @@ def gone(proxy: Any, name: str, withdrawn: bool) -> ServerGoneError:
         " and no reply will come",
         started=True,
     )
+
+
+def withdrawing(service: str, data: bytes, reply_queue: str | None = None) -> Plan[bool]:
+    """Remove a request if still queued; True when it was (it will never run).
+
+    A call's own reply list goes too; a shared one (multiplexed) is left alone.
+    """
+    commands: list[tuple[Any, ...]] = [("LREM", service, 1, data)]
+    if reply_queue is not None:
+        commands.append(("DEL", reply_queue))
+    removed, *_ = yield tuple(commands)
+    return bool(removed)
 
 
 def checking_gone(proxy: Any, name: str, data: bytes, reply_queue: str) -> Plan[None]:
