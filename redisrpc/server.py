@@ -20,6 +20,11 @@ request (BLPOP), more queued requests when calls are fast (LPOP with a count,
 at most ~5 ms of work, so servers sharing a queue still share the load), and
 the per-call checks' reads. Every request taken is run or answered. For
 thread-safe objects, ``workers=N`` runs up to N calls at once.
+
+Replies are pushed unacknowledged (``CLIENT REPLY SKIP``, where Redis allows
+it), so Redis writes nothing back before the next wait; about once a second
+a turn's replies are acknowledged instead, and a reply Redis refused is
+logged.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ log = logging.getLogger("redisrpc.server")
 _BATCH_MAX = 32  # the most queued requests one server takes at once
 _BATCH_BUDGET_S = 0.005  # ...and at most about this much work, so others can share the load
 _STOP_RETRIES = 5  # when stopping, attempts to deliver the last replies (about 3 s)
+_REPLY_CHECK_S = 1.0  # replies go unacknowledged, except about once a second (see _quiet)
 
 
 def _reply_commands(pending: list[tuple[str, bytes]], ttl_ms: int) -> list[tuple[Any, ...]]:
@@ -136,6 +142,7 @@ class Server:
         self._batch_max = _BATCH_MAX
         # Recent average seconds per call, for batch sizes; unknown at first, so one at a time.
         self._call_time = _BATCH_BUDGET_S
+        self._check_replies_at = 0.0  # when the replies are next acknowledged (see _quiet)
         self.ident = f"{name}@{socket.gethostname()}:{os.getpid()}"
         self._lock_key = lock_key(name)
         self.dispatcher = Dispatcher(
@@ -260,9 +267,10 @@ class Server:
             # The replies and the wait for the next requests share one round trip.
             commands = _reply_commands(pending, self.reply_ttl_ms)
             extra = [] if stopping else self._pop_commands(self._batch_size())
+            quiet = 0 if stopping else self._quiet(commands)
             try:
                 with self.transport.translated():
-                    results = self.transport.execute(*commands, *extra)
+                    results = self.transport.execute(*commands, *extra, quiet=quiet)
             except RedisConnectionError as exc:
                 failures += 1
                 if self._wait_after_failure(failures, exc, pending):
@@ -274,6 +282,20 @@ class Server:
             if stopping:
                 return
             popped, prefetched = self._took(results[len(commands) :])
+
+    def _quiet(self, commands: list[tuple[Any, ...]]) -> int:
+        """How many of ``commands`` (the replies) to send unacknowledged this turn.
+
+        An acknowledgement is a reply Redis writes back before the server's
+        wait: one more wakeup on every call. Failures to reply (Redis out of
+        memory, an ACL that forbids the reply keys) rarely come alone, so
+        checking the replies about once a second still logs them.
+        """
+        now = time.monotonic()
+        if not commands or now < self._check_replies_at:
+            return len(commands)
+        self._check_replies_at = now + _REPLY_CHECK_S
+        return 0
 
     # -- batches and the worker pool ------------------------------------------
 
@@ -390,7 +412,7 @@ class Server:
                 try:
                     commands = _reply_commands(pending, self.reply_ttl_ms)
                     with self.transport.translated():
-                        results = self.transport.execute(*commands)
+                        results = self.transport.execute(*commands, quiet=self._quiet(commands))
                     self._log_reply_failures(commands, results)
                     break
                 except RedisConnectionError as exc:

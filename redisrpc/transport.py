@@ -28,6 +28,7 @@ import redis
 import redis.asyncio
 import redis.exceptions as rexc
 from redis.backoff import NoBackoff
+from redis.connection import AbstractConnection
 from redis.retry import Retry
 
 from .errors import RedisConnectionError, RedisRPCError, TransportError
@@ -38,6 +39,7 @@ __all__ = [
     "AsyncTransport",
     "Plan",
     "Transport",
+    "pack_commands",
     "resolve_url",
     "translated",
 ]
@@ -78,6 +80,51 @@ def _advance(plan: Plan[T], reply: Any) -> tuple[bool, Any]:
         return False, plan.send(reply)
     except StopIteration as done:
         return True, done.value
+
+
+def _arg_bytes(arg: Any) -> bytes:
+    """One command argument as Redis sees it (redis-py's rules: str as UTF-8, numbers as repr)."""
+    if isinstance(arg, bytes):
+        return arg
+    if isinstance(arg, str):
+        return arg.encode()
+    if isinstance(arg, (int, float)) and not isinstance(arg, bool):
+        return repr(arg).encode()
+    raise TypeError(f"a Redis command argument must be str, bytes, int or float, not {type(arg)}")
+
+
+def _pack_python(command: Sequence[Any]) -> bytes:
+    parts = [b"*%d\r\n" % len(command)]
+    for arg in command:
+        data = _arg_bytes(arg)
+        parts += (b"$%d\r\n" % len(data), data, b"\r\n")
+    return b"".join(parts)
+
+
+try:  # the "fast" extra: hiredis packs a command in C
+    from hiredis import pack_command as _pack_hiredis
+except ImportError:  # pragma: no cover - exercised where hiredis is absent
+    _pack = _pack_python
+else:
+
+    def _pack(command: Sequence[Any]) -> bytes:
+        packed: bytes = _pack_hiredis(tuple(command))
+        return packed
+
+
+def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> bytes:
+    """Encode ``commands`` as one RESP write; the first ``quiet`` ones will get no reply.
+
+    A quiet command is preceded by ``CLIENT REPLY SKIP``: Redis runs it and
+    sends nothing back, so it adds no reply, and no wakeup, to the round trip.
+    """
+    return b"".join(
+        _SKIP + _pack(command) if i < quiet else _pack(command)
+        for i, command in enumerate(commands)
+    )
+
+
+_SKIP = _pack_python(("CLIENT", "REPLY", "SKIP"))
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -143,6 +190,13 @@ class Transport:
         self._offset_ms: float | None = None
         self._offset_at = 0.0
         self._clock_lock = threading.Lock()
+        # execute()'s own idle connections: a list's pop and append are atomic, which
+        # makes taking one far cheaper than redis-py's pool (the hot path of every call).
+        self._idle: list[AbstractConnection] = []
+        self._made: weakref.WeakSet[AbstractConnection] = weakref.WeakSet()
+        self._made_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._skips: bool | None = None  # does this Redis honour CLIENT REPLY SKIP? (probed)
 
     @classmethod
     def of(cls, target: redis.Redis | str | None, **options: Any) -> Transport:
@@ -166,22 +220,32 @@ class Transport:
     def close(self) -> None:
         """Close every pooled connection."""
         self.pool.disconnect()
+        for conn in list(self._made):
+            conn.disconnect()  # type: ignore[no-untyped-call]
 
-    def execute(self, *commands: Sequence[Any]) -> list[Any]:
+    def execute(self, *commands: Sequence[Any], quiet: int = 0) -> list[Any]:
         """Send ``commands`` in one write and return their raw replies, in order.
 
         A non-transactional pipeline without redis-py's per-pipeline overhead
         (the hot path of every call). Error replies are returned as exception
         instances; connection failures raise redis-py errors, so wrap calls in
         :meth:`translated`. A connection is never reused half-read.
+
+        The first ``quiet`` commands are sent with ``CLIENT REPLY SKIP`` where
+        Redis supports it: their replies are None, as Redis sends none. Each
+        reply Redis writes costs a wakeup, which on a loaded machine costs the
+        call waiting for the next reply; without support, their real replies
+        are returned.
         """
-        pool = self.pool
-        conn = pool.get_connection()
+        if quiet and self._skips is None:
+            self._skips = self._probe_skip()
+        skipped = quiet if self._skips else 0
+        packed = pack_commands(commands, quiet=skipped)
+        conn = self._take()
         try:
-            packed = conn.pack_commands(commands)  # type: ignore[no-untyped-call]
-            conn.send_packed_command(packed, check_health=False)  # type: ignore[no-untyped-call]
-            replies: list[Any] = []
-            for _ in commands:
+            conn.send_packed_command((packed,), check_health=False)  # type: ignore[no-untyped-call]
+            replies: list[Any] = [None] * skipped
+            for _ in range(len(commands) - skipped):
                 try:
                     replies.append(conn.read_response())
                 except rexc.ResponseError as exc:
@@ -190,8 +254,62 @@ class Transport:
             conn.disconnect()  # type: ignore[no-untyped-call]  # never reuse a half-read socket
             raise
         finally:
-            pool.release(conn)
+            self._idle.append(conn)
         return replies
+
+    def _take(self) -> AbstractConnection:
+        """An idle connection that is ready to send, or a new one."""
+        if self._pid != os.getpid():
+            # A forked child must not share its parent's sockets; the parent keeps them.
+            self._idle, self._made, self._pid = [], weakref.WeakSet(), os.getpid()
+        try:
+            conn = self._idle.pop()
+        except IndexError:
+            with self._made_lock:
+                conn = self.pool.make_connection()  # type: ignore[assignment]
+                self._made.add(conn)
+        try:
+            conn.connect()  # type: ignore[no-untyped-call]  # a no-op while connected
+            try:
+                # An idle connection has nothing to read unless Redis closed or reset
+                # it: reconnect now rather than send a request into a dead socket.
+                if conn.can_read(0):
+                    raise rexc.ConnectionError("idle connection has data")
+            except (rexc.ConnectionError, rexc.TimeoutError, OSError):
+                conn.disconnect()  # type: ignore[no-untyped-call]
+                conn.connect()  # type: ignore[no-untyped-call]
+        except BaseException:
+            self._idle.append(conn)
+            raise
+        return conn
+
+    def _probe_skip(self) -> bool:
+        """Whether Redis honours ``CLIENT REPLY SKIP`` (some proxies and ACLs refuse it).
+
+        The probe is behavioural: of two ECHOs after a SKIP, only the second
+        may answer. Anything else means quiet commands are sent with replies.
+        """
+        first, second = b"redisrpc-probe-1", b"redisrpc-probe-2"
+        conn = self._take()
+        try:
+            conn.send_packed_command(  # type: ignore[no-untyped-call]
+                (_SKIP + _pack_python(("ECHO", first)) + _pack_python(("ECHO", second)),),
+                check_health=False,
+            )
+            try:
+                reply = conn.read_response()
+            except rexc.ResponseError:
+                reply = None  # SKIP refused: both ECHOs still answer
+            if reply == second:
+                return True
+            for _ in range(1 if reply == first else 2):
+                conn.read_response()
+        except BaseException:
+            conn.disconnect()  # type: ignore[no-untyped-call]
+            raise
+        finally:
+            self._idle.append(conn)
+        return False
 
     def run(self, plan: Plan[T]) -> T:
         """Carry out a :data:`Plan` (blocking) and return its result."""
@@ -357,7 +475,7 @@ class AsyncTransport:
         pool = self.pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.send_packed_command(conn.pack_commands(commands), check_health=False)
+            await conn.send_packed_command(pack_commands(commands), check_health=False)
             replies: list[Any] = []
             for _ in commands:
                 try:

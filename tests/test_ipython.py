@@ -43,7 +43,7 @@ class Spectrometer:
 
 
 class Recorder:
-    """Stands in for the proxy's Redis connection and records any use of it."""
+    """Stands in for the proxy's transport (its only way to Redis) and records any use."""
 
     def __init__(self) -> None:
         self.used: list[str] = []
@@ -59,11 +59,11 @@ def proxy(r: redis.Redis, serve: Any) -> Iterator[Any]:
     server = serve(Spectrometer(), "spec")
     client = redisrpc.Client(r, "spec", timeout=5)
     server.stop(10)
-    real = client._rpc_transport.redis
+    real = client.__dict__["_rpc_transport"]
     recorder = Recorder()
-    client._rpc_transport.redis = recorder
+    client.__dict__["_rpc_transport"] = recorder
     yield client
-    client._rpc_transport.redis = real
+    client.__dict__["_rpc_transport"] = real
     assert recorder.used == [], f"Redis was used: {recorder.used}"
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import fakeredis
 import pytest
-from conftest import PYTHON, python_env
+from conftest import PYTHON, python_env, wait_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -365,6 +365,23 @@ def test_replies_expire(r, serve, device):
     _call(r, "dev", "__ping__")  # the first reply has been written by now
     ttl = r.pttl("dev:rpc:unread")
     assert 0 < ttl <= 30_000
+
+
+def test_a_reply_redis_refuses_is_logged_and_serving_goes_on(r, serve, device, caplog):
+    """Replies go unacknowledged, yet one Redis refuses is logged within about a second."""
+    serve(device, "dev")
+    assert _call(r, "dev", "add", 1).value == 2  # that turn's replies were acknowledged
+    r.set("dev:rpc:taken", "not a list")  # RPUSH onto it fails with WRONGTYPE
+    refused = encode_request(Request("add", [1], {}, "dev:rpc:taken"))
+    with caplog.at_level("WARNING", logger="redisrpc.server"):
+
+        def logged() -> bool:
+            r.rpush("dev", refused)
+            return "could not reply on 'dev:rpc:taken'" in caplog.text
+
+        wait_for(logged, timeout=5, step=0.1, message="the refused reply was not logged")
+    assert "WRONGTYPE" in caplog.text
+    assert _call(r, "dev", "add", 2).value == 3
 
 
 class Slow:
