@@ -175,7 +175,9 @@ def soak(
         stop = threading.Event()
         injected: list[str] = []
         if faults:
-            estimate = calls / 5000  # seconds, roughly: spread the faults over the run
+            # Seconds: spread the faults over the first part of the run (calls run at
+            # several thousand per second; a run that ends early skips the rest).
+            estimate = calls / 20000
             injector = threading.Thread(
                 target=lambda: injected.extend(_inject_faults(url, faults, estimate, stop))
             )

@@ -44,6 +44,7 @@ from .client import (
     encode_call,
     gone,
     outcome,
+    recovering,
     reply_value,
     timed_out,
     undelivered,
@@ -151,11 +152,30 @@ class AsyncClient(ProxyBase):
                     await transport.run(checking_gone(self, name, data, reply_queue))
                     (popped,) = await transport.execute(("BLPOP", reply_queue, wait_slice(end)))
         except RedisConnectionError as exc:
-            raise undelivered(self, name, exc) from exc
+            return await self._rpc_recover(name, data, reply_queue, exc)
         except asyncio.CancelledError:
             await asyncio.shield(self._rpc_withdraw(data, reply_queue, quiet=True))
             raise
         return outcome(self, popped)
+
+    async def _rpc_recover(
+        self, name: str, data: bytes, reply_queue: str | None, exc: RedisConnectionError
+    ) -> Any:
+        """After a lost connection: as :meth:`redisrpc.Client._rpc_recover`.
+
+        With a shared reply list (``reply_queue`` None) only the withdrawal is tried.
+        """
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
+        transport: AsyncTransport = self._rpc_transport
+        try:
+            withdrawn, popped = await transport.rescue(
+                recovering(self._rpc_name, data, reply_queue)
+            )
+        except RedisRPCError:
+            withdrawn, popped = None, None  # Redis is still out of reach
+        if popped is not None:
+            return reply_value(self, decode_reply(popped))
+        raise undelivered(self, name, exc, withdrawn) from exc
 
     def _rpc_mux(self) -> _Multiplexer:
         muxes = self.__dict__.get("_rpc_muxes")
@@ -240,7 +260,7 @@ class _Multiplexer:
             try:
                 reply = await future
             except RedisConnectionError as exc:
-                raise undelivered(proxy, name, exc) from exc
+                return await proxy._rpc_recover(name, data, None, exc)
             except asyncio.CancelledError:
                 if self.outbox.pop(call_id, None) is None:  # already sent: withdraw it
                     await asyncio.shield(proxy._rpc_withdraw(data, quiet=True))

@@ -23,6 +23,7 @@ from .errors import (
     MessageTooLargeError,
     ProtocolError,
     RedisConnectionError,
+    RedisRPCError,
     RemoteException,
     ServerGoneError,
     TimeoutException,
@@ -132,8 +133,27 @@ class Client(ProxyBase):
                     self._rpc_check_alive(name, data, reply_queue)
                     (popped,) = transport.execute(("BLPOP", reply_queue, wait_slice(end)))
         except RedisConnectionError as exc:
-            raise undelivered(self, name, exc) from exc
+            return self._rpc_recover(name, data, reply_queue, exc)
         return outcome(self, popped)
+
+    def _rpc_recover(
+        self, name: str, data: bytes, reply_queue: str, exc: RedisConnectionError
+    ) -> Any:
+        """After a lost connection: the reply if one is waiting, else raise RedisConnectionError.
+
+        One attempt on a fresh connection withdraws the request if it is still
+        queued, so a call that failed this way never runs later.
+        """
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
+        try:
+            withdrawn, popped = self._rpc_transport.rescue(
+                recovering(self._rpc_name, data, reply_queue)
+            )
+        except RedisRPCError:
+            withdrawn, popped = None, None  # Redis is still out of reach
+        if popped is not None:
+            return reply_value(self, decode_reply(popped))
+        raise undelivered(self, name, exc, withdrawn) from exc
 
     def _rpc_lock_token(self) -> str | None:
         """The advisory-lock token this proxy's calls carry (see :mod:`redisrpc.lock`)."""
@@ -209,8 +229,18 @@ def reply_value(proxy: Any, reply: Reply) -> Any:
     return reply.value
 
 
-def undelivered(proxy: Any, name: str, exc: RedisConnectionError) -> RedisConnectionError:
-    """The error for a call whose connection failed: it may or may not have been delivered."""
+def undelivered(
+    proxy: Any, name: str, exc: RedisConnectionError, withdrawn: bool | None
+) -> RedisConnectionError:
+    """The error for a call whose connection failed, once its request was withdrawn or not.
+
+    ``withdrawn`` is the result of :func:`recovering`, None when that failed too.
+    """
+    if withdrawn:
+        return RedisConnectionError(
+            f"{exc}; the request for {proxy._rpc_name}.{name}() was withdrawn and will never run",
+            started=False,
+        )
     return RedisConnectionError(
         f"{exc}; the call {proxy._rpc_name}.{name}() may or may not have been delivered,"
         " and will not start after its deadline"
@@ -258,6 +288,19 @@ def withdrawing(service: str, data: bytes, reply_queue: str | None = None) -> Pl
         commands.append(("DEL", reply_queue))
     removed, *_ = yield tuple(commands)
     return bool(removed)
+
+
+def recovering(service: str, data: bytes, reply_queue: str | None) -> Plan[tuple[bool, Any]]:
+    """After a lost connection: withdraw the request if still queued, and take a waiting reply.
+
+    Returns (withdrawn, raw reply or None). A shared reply list (multiplexed)
+    is not read; pass None.
+    """
+    commands: list[tuple[Any, ...]] = [("LREM", service, 1, data)]
+    if reply_queue is not None:
+        commands.append(("LPOP", reply_queue))
+    removed, *popped = yield tuple(commands)
+    return bool(removed), (popped[0] if popped else None)
 
 
 def checking_gone(proxy: Any, name: str, data: bytes, reply_queue: str) -> Plan[None]:

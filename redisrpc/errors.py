@@ -51,7 +51,15 @@ class RedisRPCError(Exception):
 
 
 class RedisConnectionError(RedisRPCError, ConnectionError):
-    """Redis could not be reached, or the connection dropped during an operation."""
+    """Redis could not be reached, or the connection dropped during an operation.
+
+    For a call, ``started`` is ``False`` when its request was withdrawn after
+    the failure (it will never run) and None when that is unknown.
+    """
+
+    def __init__(self, message: str, *, started: bool | None = None) -> None:
+        super().__init__(message)
+        self.started = started
 
 
 class TransportError(RedisRPCError):

@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -36,6 +36,7 @@ from .errors import RedisConnectionError, RedisRPCError, TransportError
 __all__ = [
     "DEFAULT_URL",
     "NOW",
+    "RESCUE_TIMEOUT",
     "AsyncTransport",
     "Plan",
     "Transport",
@@ -50,6 +51,8 @@ DEFAULT_URL = "redis://localhost:6379/0"
 _POOL_PRIVATE_KWARGS = frozenset({"maint_notifications_pool_handler", "retry", "retry_on_error"})
 
 _CLOCK_REFRESH_S = 60.0
+RESCUE_TIMEOUT = 1.0
+"""Seconds :meth:`Transport.rescue` waits to connect or for a reply (the path after a failure)."""
 
 T = TypeVar("T")
 
@@ -125,6 +128,26 @@ def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> bytes
 
 
 _SKIP = _pack_python(("CLIENT", "REPLY", "SKIP"))
+
+
+def _exchange(conn: AbstractConnection, packed: bytes, count: int, skipped: int = 0) -> list[Any]:
+    """Send ``packed`` (``count`` commands, the first ``skipped`` unanswered); read the replies.
+
+    Error replies come back as exception instances. On any failure the
+    connection is dropped: a half-read socket is never reused.
+    """
+    try:
+        conn.send_packed_command((packed,), check_health=False)  # type: ignore[no-untyped-call]
+        replies: list[Any] = [None] * skipped
+        for _ in range(count - skipped):
+            try:
+                replies.append(conn.read_response())
+            except rexc.ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]
+        raise
+    return replies
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -243,19 +266,9 @@ class Transport:
         packed = pack_commands(commands, quiet=skipped)
         conn = self._take()
         try:
-            conn.send_packed_command((packed,), check_health=False)  # type: ignore[no-untyped-call]
-            replies: list[Any] = [None] * skipped
-            for _ in range(len(commands) - skipped):
-                try:
-                    replies.append(conn.read_response())
-                except rexc.ResponseError as exc:
-                    replies.append(exc)
-        except BaseException:
-            conn.disconnect()  # type: ignore[no-untyped-call]  # never reuse a half-read socket
-            raise
+            return _exchange(conn, packed, len(commands), skipped)
         finally:
             self._idle.append(conn)
-        return replies
 
     def _take(self) -> AbstractConnection:
         """An idle connection that is ready to send, or a new one."""
@@ -313,6 +326,23 @@ class Transport:
 
     def run(self, plan: Plan[T]) -> T:
         """Carry out a :data:`Plan` (blocking) and return its result."""
+        return self._drive(plan, self.execute)
+
+    def rescue(self, plan: Plan[T], *, timeout: float = RESCUE_TIMEOUT) -> T:
+        """Carry out a plan on a new connection that waits at most ``timeout`` seconds.
+
+        The path after a connection failure: it must neither reuse a broken
+        connection nor keep its caller waiting as long as a normal command may.
+        """
+        kwargs = dict(self.pool.connection_kwargs)
+        kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
+        conn = self.pool.connection_class(**kwargs)
+        try:
+            return self._drive(plan, lambda *step: _exchange(conn, pack_commands(step), len(step)))
+        finally:
+            conn.disconnect()
+
+    def _drive(self, plan: Plan[T], execute: Callable[..., list[Any]]) -> T:
         reply: Any = None
         with self.translated():
             while True:
@@ -322,7 +352,7 @@ class Transport:
                 if step is NOW:
                     reply = self.now_ms()
                 elif isinstance(step, tuple):
-                    reply = _replies(self.execute(*step))
+                    reply = _replies(execute(*step))
                 else:
                     time.sleep(step)
                     reply = None
@@ -362,6 +392,24 @@ def _best_offset(samples: list[tuple[float, float, int, int]]) -> float:
     """
     before, after, seconds, micros = min(samples, key=lambda s: s[1] - s[0])
     return seconds * 1000.0 + micros / 1000.0 - (before + after) / 2.0
+
+
+async def _exchange_async(
+    conn: redis.asyncio.connection.AbstractConnection, commands: Sequence[Sequence[Any]]
+) -> list[Any]:
+    """The asyncio form of :func:`_exchange` (every command answered)."""
+    try:
+        await conn.send_packed_command(pack_commands(commands), check_health=False)
+        replies: list[Any] = []
+        for _ in commands:
+            try:
+                replies.append(await conn.read_response())
+            except rexc.ResponseError as exc:
+                replies.append(exc)
+    except BaseException:
+        await conn.disconnect()  # cancelled or failed mid-reply: never reuse it
+        raise
+    return replies
 
 
 # Pool settings that are wiring of one redis-py pool, not part of where Redis is.
@@ -475,22 +523,28 @@ class AsyncTransport:
         pool = self.pool
         conn = await pool.get_connection()  # type: ignore[no-untyped-call]
         try:
-            await conn.send_packed_command(pack_commands(commands), check_health=False)
-            replies: list[Any] = []
-            for _ in commands:
-                try:
-                    replies.append(await conn.read_response())
-                except rexc.ResponseError as exc:
-                    replies.append(exc)
-        except BaseException:
-            await conn.disconnect()  # cancelled or failed mid-reply: never reuse it
-            raise
+            return await _exchange_async(conn, commands)
         finally:
             await pool.release(conn)
-        return replies
 
     async def run(self, plan: Plan[T]) -> T:
         """Carry out a :data:`Plan` in the running loop and return its result."""
+        return await self._drive(plan, self.execute)
+
+    async def rescue(self, plan: Plan[T], *, timeout: float = RESCUE_TIMEOUT) -> T:
+        """Carry out a plan on a new, briefly waiting connection: see :meth:`Transport.rescue`."""
+        kwargs = dict(self._kwargs, socket_timeout=timeout, socket_connect_timeout=timeout)
+        conn = self._connection_class(**kwargs)
+
+        async def execute(*step: Sequence[Any]) -> list[Any]:
+            return await _exchange_async(conn, step)
+
+        try:
+            return await self._drive(plan, execute)
+        finally:
+            await conn.disconnect()
+
+    async def _drive(self, plan: Plan[T], execute: Callable[..., Awaitable[list[Any]]]) -> T:
         reply: Any = None
         with self.translated():
             while True:
@@ -500,7 +554,7 @@ class AsyncTransport:
                 if step is NOW:
                     reply = await self.now_ms()
                 elif isinstance(step, tuple):
-                    reply = _replies(await self.execute(*step))
+                    reply = _replies(await execute(*step))
                 else:
                     await asyncio.sleep(step)
                     reply = None

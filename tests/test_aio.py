@@ -244,6 +244,40 @@ def test_many_calls_in_flight_fail_cleanly_when_redis_dies(own_redis):
         server.stop(10)
 
 
+@pytest.mark.parametrize("described", [True, False], ids=["shared-reply-list", "own-reply-list"])
+def test_queued_calls_cut_off_from_redis_are_withdrawn(own_redis, described):
+    """A lost connection while requests wait in the queue: each is withdrawn and never runs."""
+    calc_obj = Calculator()
+    server = redisrpc.Server(
+        own_redis.url, "calc", calc_obj, poll_interval=0.1, handle_signals=False
+    ).start()
+    caller_url = f"{own_redis.url}?client_name=caller"
+    try:
+
+        async def main() -> list[Any]:
+            proxy = AsyncClient(caller_url, "calc", timeout=10)
+            calc: Any = await proxy if described else proxy
+            blocker = asyncio.ensure_future(calc.slow(1))
+            await asyncio.sleep(0.2)  # the server is busy with it; the next calls queue
+            calls = [asyncio.ensure_future(calc.add(1)) for _ in range(3)]
+            await asyncio.sleep(0.2)
+            with own_redis.client() as admin:
+                for entry in admin.client_list():
+                    if entry.get("name") == "caller":
+                        admin.client_kill_filter(_id=entry["id"])
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            await asyncio.gather(blocker, return_exceptions=True)
+            return results
+
+        results = asyncio.run(main())
+        assert all(isinstance(x, redisrpc.RedisConnectionError) for x in results), results
+        assert all(x.started is False and "withdrawn" in str(x) for x in results), results
+        time.sleep(1.2)  # the server is free again: a request left queued would run now
+        assert calc_obj.acc == 0
+    finally:
+        server.stop(10)
+
+
 def test_calls_in_flight_share_one_reply_list_and_one_push(r, serve):
     """Concurrent calls of a described proxy carry distinct ids and one shared reply queue."""
     server = serve(Calculator(), "calc")

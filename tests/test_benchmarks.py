@@ -36,3 +36,26 @@ def test_quick_benchmark_prints_every_row(redis_url):
         assert row in out, f"missing row {row!r} in:\n{out}"
     ping = next(line for line in out.splitlines() if line.startswith("| redis-py PING"))
     assert ping.rstrip().endswith("| 1.00 | 1.00 |")
+
+
+def test_floor_benchmark_prints_every_exchange(redis_url):
+    """`python -m benchmarks.floor` runs each raw exchange (tiny size) and prints its row."""
+    done = subprocess.run(
+        [PYTHON, "-m", "benchmarks.floor", "--calls", "50", "--repeat", "1"],
+        check=False,
+        cwd=ROOT,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [
+        "| raw PING |",
+        "| redis-py PING |",
+        "| acknowledged |",
+        "| server skips |",
+        "| both skip |",
+    ]
+    for row in rows:
+        assert row in done.stdout, f"missing row {row!r} in:\n{done.stdout}"

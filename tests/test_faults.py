@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from conftest import wait_for
 
 import redisrpc
@@ -147,6 +148,43 @@ def test_connection_dropped_after_push_never_runs_twice(own_redis):
         time.sleep(1.5)  # the server finishes; a resent request would run by now
         assert proxy.work("again") == "again"  # the same proxy reconnects
     assert recorder.runs == Counter({"warm-up": 1, "dropped": 1, "again": 1})
+
+
+def test_connection_dropped_while_queued_withdraws_the_request(own_redis):
+    """A caller cut off while its request still waits in the queue withdraws it: it never runs."""
+    recorder = Recorder()
+    with redisrpc.Server(own_redis.url, "svc", recorder, poll_interval=0.1, reply_ttl=REPLY_TTL):
+        proxy = redisrpc.Client(named(own_redis.url, "caller"), "svc", timeout=30)
+        busy = threading.Thread(target=redisrpc.Client(own_redis.url, "svc").work, args=("busy", 1))
+        busy.start()
+        assert recorder.started.wait(10)  # the only server is busy: the next request queues
+        threading.Timer(0.3, kill_connections, (own_redis, "caller")).start()
+        with pytest.raises(redisrpc.RedisConnectionError, match="withdrawn") as caught:
+            proxy.work("queued")
+        assert caught.value.started is False
+        busy.join(10)
+        assert proxy.work("again") == "again"
+    assert recorder.runs == Counter({"busy": 1, "again": 1})
+
+
+def test_a_reply_that_arrived_while_the_connection_was_lost_is_returned(r, serve, monkeypatch):
+    """The connection fails after the call was answered: the caller still gets its value."""
+    recorder = Recorder()
+    serve(recorder, "svc")
+    proxy = redisrpc.Client(r, "svc", timeout=10)
+    transport = proxy._rpc_transport
+    real = transport.execute
+
+    def push_then_fail(*commands: Any, **options: Any) -> list[Any]:
+        (push, wait) = commands
+        real(push)  # the request goes out; then the connection "drops" before the wait
+        wait_for(lambda: r.llen(wait[1]), message="no reply")
+        raise redis.ConnectionError("connection lost")
+
+    monkeypatch.setattr(transport, "execute", push_then_fail)
+    assert proxy.work("answered") == "answered"
+    assert recorder.runs == Counter({"answered": 1})
+    assert r.keys("svc:rpc:*") == []  # the reply was taken, not left to expire
 
 
 def test_server_connection_dropped_mid_call_still_answers(own_redis):
