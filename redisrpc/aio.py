@@ -44,10 +44,10 @@ from .client import (
     encode_call,
     gone,
     outcome,
+    recovered,
     recovering,
     reply_value,
     timed_out,
-    undelivered,
     wait_slice,
     withdrawing,
 )
@@ -168,14 +168,10 @@ class AsyncClient(ProxyBase):
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         transport: AsyncTransport = self._rpc_transport
         try:
-            withdrawn, popped = await transport.rescue(
-                recovering(self._rpc_name, data, reply_queue)
-            )
+            found = await transport.rescue(recovering(self._rpc_name, data, reply_queue))
         except RedisRPCError:
-            withdrawn, popped = None, None  # Redis is still out of reach
-        if popped is not None:
-            return reply_value(self, decode_reply(popped))
-        raise undelivered(self, name, exc, withdrawn) from exc
+            found = None  # Redis is still out of reach
+        return recovered(self, name, exc, found)
 
     def _rpc_mux(self) -> _Multiplexer:
         muxes = self.__dict__.get("_rpc_muxes")

@@ -146,14 +146,10 @@ class Client(ProxyBase):
         """
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         try:
-            withdrawn, popped = self._rpc_transport.rescue(
-                recovering(self._rpc_name, data, reply_queue)
-            )
+            found = self._rpc_transport.rescue(recovering(self._rpc_name, data, reply_queue))
         except RedisRPCError:
-            withdrawn, popped = None, None  # Redis is still out of reach
-        if popped is not None:
-            return reply_value(self, decode_reply(popped))
-        raise undelivered(self, name, exc, withdrawn) from exc
+            found = None  # Redis is still out of reach
+        return recovered(self, name, exc, found)
 
     def _rpc_lock_token(self) -> str | None:
         """The advisory-lock token this proxy's calls carry (see :mod:`redisrpc.lock`)."""
@@ -229,22 +225,28 @@ def reply_value(proxy: Any, reply: Reply) -> Any:
     return reply.value
 
 
-def undelivered(
-    proxy: Any, name: str, exc: RedisConnectionError, withdrawn: bool | None
-) -> RedisConnectionError:
-    """The error for a call whose connection failed, once its request was withdrawn or not.
+def recovered(
+    proxy: Any, name: str, exc: RedisConnectionError, found: tuple[bool, Any] | None
+) -> Any:
+    """The end of a call whose connection failed, from what :func:`recovering` found.
 
-    ``withdrawn`` is the result of :func:`recovering`, None when that failed too.
+    A reply that arrived meanwhile is the call's outcome; otherwise this
+    raises RedisConnectionError, with ``started=False`` when the request was
+    withdrawn. ``found`` is None when Redis could not be asked.
     """
+    __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
+    withdrawn, popped = found or (False, None)
+    if popped is not None:
+        return reply_value(proxy, decode_reply(popped))
     if withdrawn:
-        return RedisConnectionError(
+        raise RedisConnectionError(
             f"{exc}; the request for {proxy._rpc_name}.{name}() was withdrawn and will never run",
             started=False,
-        )
-    return RedisConnectionError(
+        ) from exc
+    raise RedisConnectionError(
         f"{exc}; the call {proxy._rpc_name}.{name}() may or may not have been delivered,"
         " and will not start after its deadline"
-    )
+    ) from exc
 
 
 def timed_out(proxy: Any, name: str, timeout: float, withdrawn: bool) -> TimeoutException:

@@ -7,19 +7,24 @@ import subprocess
 from conftest import PYTHON, ROOT, python_env
 
 
-def test_quick_benchmark_prints_every_row(redis_url):
-    """`python -m benchmarks --quick` starts its servers and prints the full table."""
+def run_module(*args: str, timeout: float) -> str:
+    """Run ``python -m <args>`` from the repository root; return its output (it must succeed)."""
     done = subprocess.run(
-        [PYTHON, "-m", "benchmarks", "--quick"],
+        [PYTHON, "-m", *args],
         check=False,
         cwd=ROOT,
         env=python_env(),
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stderr
-    out = done.stdout
+    return done.stdout
+
+
+def test_quick_benchmark_prints_every_row(redis_url):
+    """`python -m benchmarks --quick` starts its servers and prints the full table."""
+    out = run_module("benchmarks", "--quick", timeout=180)
     assert "redisrpc benchmarks: " in out and "Redis " in out
     for row in [
         "| redis-py PING (same pool) |",
@@ -40,16 +45,7 @@ def test_quick_benchmark_prints_every_row(redis_url):
 
 def test_floor_benchmark_prints_every_exchange(redis_url):
     """`python -m benchmarks.floor` runs each raw exchange (tiny size) and prints its row."""
-    done = subprocess.run(
-        [PYTHON, "-m", "benchmarks.floor", "--calls", "50", "--repeat", "1"],
-        check=False,
-        cwd=ROOT,
-        env=python_env(),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    out = run_module("benchmarks.floor", "--calls", "50", "--repeat", "1", timeout=120)
     rows = [
         "| raw PING |",
         "| redis-py PING |",
@@ -58,4 +54,4 @@ def test_floor_benchmark_prints_every_exchange(redis_url):
         "| both skip |",
     ]
     for row in rows:
-        assert row in done.stdout, f"missing row {row!r} in:\n{done.stdout}"
+        assert row in out, f"missing row {row!r} in:\n{out}"
