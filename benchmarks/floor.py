@@ -11,7 +11,7 @@ the way, three ways:
   refused request would go unnoticed, so redisrpc's client does not do this).
 
 It prints each p50 against a raw-socket PING and a redis-py PING from the same
-run. Needs hiredis (``pip install 'redisrpc[fast]'``).
+run. It reads replies with its own few lines of RESP, so it needs no parser.
 """
 
 from __future__ import annotations
@@ -42,21 +42,38 @@ def _pack(*args: bytes | str | int) -> bytes:
 
 
 class _Conn:
-    """A raw Redis connection: send bytes, read one reply."""
+    """A raw Redis connection: send bytes, read one RESP2 reply."""
 
     def __init__(self, port: int) -> None:
-        import hiredis  # noqa: PLC0415 (optional: the "fast" extra)
-
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.reader = hiredis.Reader()
+        self.buffer = b""
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            self.buffer += self.sock.recv(65536)
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
 
     def read(self) -> Any:
-        while True:
-            reply = self.reader.gets()
-            if reply is not False:
-                return reply
-            self.reader.feed(self.sock.recv(65536))
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind in (b"+", b"-"):
+            return rest
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            size = int(rest)
+            if size < 0:
+                return None
+            while len(self.buffer) < size + 2:
+                self.buffer += self.sock.recv(65536)
+            data, self.buffer = self.buffer[:size], self.buffer[size + 2 :]
+            return data
+        if kind == b"*":
+            count = int(rest)
+            return None if count < 0 else [self.read() for _ in range(count)]
+        raise ValueError(f"unexpected reply {line!r}")
 
 
 def _serve(port: int, skip: bool, ready: Any) -> None:
