@@ -130,24 +130,53 @@ def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> bytes
 _SKIP = _pack_python(("CLIENT", "REPLY", "SKIP"))
 
 
-def _exchange(conn: AbstractConnection, packed: bytes, count: int, skipped: int = 0) -> list[Any]:
-    """Send ``packed`` (``count`` commands, the first ``skipped`` unanswered); read the replies.
+def _read(conn: AbstractConnection) -> Any:
+    """One reply; an error reply is returned as its exception instance."""
+    try:
+        return conn.read_response()
+    except rexc.ResponseError as exc:
+        return exc
 
-    Error replies come back as exception instances. On any failure the
-    connection is dropped: a half-read socket is never reused.
+
+def _exchange(conn: AbstractConnection, packed: bytes, count: int) -> list[Any]:
+    """Send ``packed`` (``count`` commands) and read their replies.
+
+    On any failure the connection is dropped: a half-read socket is never reused.
     """
     try:
         conn.send_packed_command((packed,), check_health=False)  # type: ignore[no-untyped-call]
-        replies: list[Any] = [None] * skipped
-        for _ in range(count - skipped):
-            try:
-                replies.append(conn.read_response())
-            except rexc.ResponseError as exc:
-                replies.append(exc)
+        return [_read(conn) for _ in range(count)]
     except BaseException:
         conn.disconnect()  # type: ignore[no-untyped-call]
         raise
-    return replies
+
+
+def _exchange_quietly(
+    conn: AbstractConnection, packed: bytes, count: int, skipped: int, marker: bytes
+) -> tuple[list[Any], bool]:
+    """Like :func:`_exchange` for commands whose first ``skipped`` were sent with SKIP.
+
+    ``packed`` ends with ``ECHO marker``, whose reply shows which replies came:
+    Redis may stop honouring SKIP after the probe (an ACL change, a busy
+    script). Returns the replies (None for skipped ones) and whether SKIP was
+    honoured; a reply stream that fits neither case drops the connection.
+    """
+    try:
+        conn.send_packed_command((packed,), check_health=False)  # type: ignore[no-untyped-call]
+        got: list[Any] = []
+        for _ in range(count + skipped + 1):
+            reply = _read(conn)
+            if reply == marker:
+                break
+            got.append(reply)
+        if len(got) == count - skipped:
+            return [None] * skipped + got, True
+        if len(got) == count + skipped:  # every SKIP refused: each quiet command answered
+            return got[1 : 2 * skipped : 2] + got[2 * skipped :], False
+        raise rexc.ConnectionError("Redis answered out of step with CLIENT REPLY SKIP")
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]
+        raise
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -220,6 +249,7 @@ class Transport:
         self._made_lock = threading.Lock()
         self._pid = os.getpid()
         self._skips: bool | None = None  # does this Redis honour CLIENT REPLY SKIP? (probed)
+        self._marker = b"redisrpc-" + os.urandom(8).hex().encode()  # ends a quiet exchange
 
     @classmethod
     def of(cls, target: redis.Redis | str | None, **options: Any) -> Transport:
@@ -257,16 +287,24 @@ class Transport:
         The first ``quiet`` commands are sent with ``CLIENT REPLY SKIP`` where
         Redis supports it: their replies are None, as Redis sends none. Each
         reply Redis writes costs a wakeup, which on a loaded machine costs the
-        call waiting for the next reply; without support, their real replies
-        are returned.
+        call waiting for the next reply. Without support, their real replies
+        are returned; an ECHO sent last shows which replies came, so a Redis
+        that stops honouring SKIP later is noticed (and probed again).
         """
         if quiet and self._skips is None:
             self._skips = self._probe_skip()
         skipped = quiet if self._skips else 0
-        packed = pack_commands(commands, quiet=skipped)
         conn = self._take()
         try:
-            return _exchange(conn, packed, len(commands), skipped)
+            if not skipped:
+                return _exchange(conn, pack_commands(commands), len(commands))
+            packed = pack_commands((*commands, ("ECHO", self._marker)), quiet=skipped)
+            replies, honoured = _exchange_quietly(
+                conn, packed, len(commands), skipped, self._marker
+            )
+            if not honoured:
+                self._skips = None  # probe again before the next quiet command
+            return replies
         finally:
             self._idle.append(conn)
 
@@ -275,6 +313,7 @@ class Transport:
         if self._pid != os.getpid():
             # A forked child must not share its parent's sockets; the parent keeps them.
             self._idle, self._made, self._pid = [], weakref.WeakSet(), os.getpid()
+            self._made_lock = threading.Lock()  # another thread may have held it at the fork
         try:
             conn = self._idle.pop()
         except IndexError:

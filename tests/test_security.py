@@ -144,6 +144,21 @@ def test_acl_user_limited_to_the_service(own_redis):
         assert admin.execute_command("ACL", "LOG", "10") == []  # no command was denied
 
 
+def test_server_keeps_serving_when_client_reply_is_revoked(own_redis):
+    """An ACL change forbids CLIENT (so CLIENT REPLY SKIP) mid-run: every call is still served."""
+    url = make_user(
+        own_redis, "lab", "s3cret", "resetkeys", "~inst", "~inst:*", "~redisrpc:*", *LAB_RULES
+    )
+    with redisrpc.Server(url, "inst", Instrument(), poll_interval=0.1) as server:
+        proxy = redisrpc.Client(url, "inst", timeout=5)
+        assert proxy.move(1.0) == 1.0
+        with own_redis.client() as admin:
+            admin.execute_command("ACL", "SETUSER", "lab", "-client")
+        for step in range(20):
+            assert proxy.move(float(step)) == float(step)
+        assert server.running
+
+
 def test_acl_user_without_access_gets_a_transport_error(own_redis):
     """A user whose keys do not cover the service gets TransportError, never redis.exceptions."""
     obj = Instrument()

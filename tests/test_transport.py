@@ -70,6 +70,21 @@ def test_without_client_reply_quiet_commands_are_answered(own_redis: RedisProces
     transport.close()
 
 
+def test_skip_refused_after_the_probe_is_noticed(own_redis: RedisProcess):
+    """An ACL change that forbids CLIENT after the probe: replies stay in step, none is lost."""
+    with own_redis.client() as admin:
+        admin.execute_command("ACL", "SETUSER", "lab", "on", ">pw", "~*", "+@all")
+        transport = Transport.of(f"redis://lab:pw@127.0.0.1:{own_redis.port}/0")
+        assert transport.execute(("RPUSH", "q", "a"), ("LLEN", "q"), quiet=1) == [None, 1]
+        admin.execute_command("ACL", "SETUSER", "lab", "-client")
+    replies = transport.execute(("RPUSH", "q", "b"), ("SET", "q", "x", "GET"), quiet=1)
+    assert replies[0] == 2  # the quiet command's real reply
+    assert isinstance(replies[1], redis.ResponseError) and "WRONGTYPE" in str(replies[1])
+    # Probed again, SKIP is refused: quiet commands are now sent acknowledged.
+    assert transport.execute(("LRANGE", "q", 0, -1), ("PING",), quiet=1) == [[b"a", b"b"], b"PONG"]
+    transport.close()
+
+
 def test_a_connection_killed_while_idle_is_replaced(r: redis.Redis, redis_url: str):
     """Redis closing an idle connection costs the next command nothing: it reconnects first."""
     transport = Transport.of(redis_url)
