@@ -59,7 +59,7 @@ from .protocol import (
 )
 from .proxy import ProxyBase
 from .registry import counting_live, liveness_prefix
-from .transport import AsyncTransport
+from .transport import AsyncTransport, Plan
 
 __all__ = ["AsyncClient", "set_property"]
 
@@ -159,12 +159,9 @@ class AsyncClient(ProxyBase):
         return outcome(self, popped)
 
     async def _rpc_recover(
-        self, name: str, data: bytes, reply_queue: str | None, exc: RedisConnectionError
+        self, name: str, data: bytes, reply_queue: str, exc: RedisConnectionError
     ) -> Any:
-        """After a lost connection: as :meth:`redisrpc.Client._rpc_recover`.
-
-        With a shared reply list (``reply_queue`` None) only the withdrawal is tried.
-        """
+        """After a lost connection: as :meth:`redisrpc.Client._rpc_recover`."""
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         transport: AsyncTransport = self._rpc_transport
         try:
@@ -202,6 +199,16 @@ class AsyncClient(ProxyBase):
 # What a call's future holds when no reply will come: its timeout passed, or its
 # service is gone and the request was withdrawn (never runs) or had been taken.
 _EXPIRED = object()
+
+
+class _Lost:
+    """A call's outcome after its connection was lost: see :func:`redisrpc.client.recovered`."""
+
+    def __init__(self, error: RedisConnectionError, found: tuple[bool, Any] | None) -> None:
+        self.error = error
+        self.found = found
+
+
 _GONE_WITHDRAWN = object()
 _GONE_TAKEN = object()
 
@@ -255,8 +262,6 @@ class _Multiplexer:
         try:
             try:
                 reply = await future
-            except RedisConnectionError as exc:
-                return await proxy._rpc_recover(name, data, None, exc)
             except asyncio.CancelledError:
                 if self.outbox.pop(call_id, None) is None:  # already sent: withdraw it
                     await asyncio.shield(proxy._rpc_withdraw(data, quiet=True))
@@ -270,6 +275,8 @@ class _Multiplexer:
             raise timed_out(proxy, name, timeout, withdrawn)
         if reply is _GONE_WITHDRAWN or reply is _GONE_TAKEN:
             raise gone(proxy, name, reply is _GONE_WITHDRAWN)
+        if isinstance(reply, _Lost):
+            return recovered(proxy, name, reply.error, reply.found)
         return reply_value(proxy, reply)
 
     def flush(self) -> None:
@@ -287,6 +294,9 @@ class _Multiplexer:
                 (pushed,) = await self.transport.execute(("RPUSH", self.service, *batch.values()))
                 if isinstance(pushed, Exception):
                     raise pushed
+        except RedisConnectionError as exc:
+            await self.lose(batch, exc)
+            return
         except RedisRPCError as exc:
             for call_id in batch:
                 future = self.waiting.get(call_id)
@@ -309,12 +319,50 @@ class _Multiplexer:
                     self.deliver(raw)
                 if self.prefix is not None and time.monotonic() >= self.next_check:
                     await self.check_alive(self.prefix)
+        except RedisConnectionError as exc:
+            # Calls not sent yet never will be; the sent ones are withdrawn if still queued.
+            unsent, self.outbox = self.outbox, {}
+            for call_id in unsent:
+                self.settle(call_id, _Lost(exc, (True, None)))
+            await self.lose({i: data for i, (data, _) in self.pushed.items()}, exc)
         except Exception as exc:
             for future in self.waiting.values():
                 if not future.done():
                     future.set_exception(exc)
         finally:
             self.reader = None
+
+    async def lose(self, requests: dict[str, bytes], exc: RedisConnectionError) -> None:
+        """After a lost connection: one rescue for all these calls, then settle each.
+
+        The rescue withdraws every request still queued and takes the replies
+        already waiting (which settle their calls as usual); the rest end in
+        RedisConnectionError, ``started=False`` where withdrawn.
+        """
+        found: list[int] | None
+        try:
+            found = await self.transport.rescue(self.withdrawing_all(list(requests.values())))
+        except RedisRPCError:
+            found = None  # Redis is still out of reach: each call's outcome stays unknown
+        for index, call_id in enumerate(requests):
+            withdrawn = found is not None and found[index] == 1
+            self.settle(call_id, _Lost(exc, None if found is None else (withdrawn, None)))
+
+    def withdrawing_all(self, requests: list[bytes]) -> Plan[list[int]]:
+        """LREM each request, and pop the replies waiting on the shared list (delivered)."""
+        removed: list[int]
+        *removed, more = yield (
+            *(("LREM", self.service, 1, data) for data in requests),
+            ("LPOP", self.reply_queue, _READ_BATCH),
+        )
+        for raw in more or []:
+            self.deliver(raw)
+        return removed
+
+    def settle(self, call_id: str, outcome: Any) -> None:
+        future = self.waiting.get(call_id)
+        if future is not None and not future.done():
+            future.set_result(outcome)
 
     async def check_alive(self, prefix: str) -> None:
         """Fail the long-waiting calls fast once no instance of the service is live.
@@ -334,13 +382,8 @@ class _Multiplexer:
         previous, self.none_live_at = self.none_live_at, None if live else now
         if live or previous is None or now - previous > 3 * _GONE_GRACE:
             return  # alive, or the first of two looks in a row
-        with self.transport.translated():
-            *removed, more = await self.transport.execute(
-                *(("LREM", self.service, 1, data) for _, data in stale),
-                ("LPOP", self.reply_queue, _READ_BATCH),
-            )
-        for raw in more or []:
-            self.deliver(raw)  # answered before the last instance went
+        # A reply already waiting was answered before the last instance went: it wins.
+        removed = await self.transport.run(self.withdrawing_all([data for _, data in stale]))
         for (call_id, _), count in zip(stale, removed, strict=True):
             future = self.waiting.get(call_id)
             if future is not None and not future.done():

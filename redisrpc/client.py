@@ -292,17 +292,14 @@ def withdrawing(service: str, data: bytes, reply_queue: str | None = None) -> Pl
     return bool(removed)
 
 
-def recovering(service: str, data: bytes, reply_queue: str | None) -> Plan[tuple[bool, Any]]:
+def recovering(service: str, data: bytes, reply_queue: str) -> Plan[tuple[bool, Any]]:
     """After a lost connection: withdraw the request if still queued, and take a waiting reply.
 
-    Returns (withdrawn, raw reply or None). A shared reply list (multiplexed)
-    is not read; pass None.
+    Returns (withdrawn, raw reply or None). For a call with its own reply
+    list; the multiplexed async calls recover together (``redisrpc.aio``).
     """
-    commands: list[tuple[Any, ...]] = [("LREM", service, 1, data)]
-    if reply_queue is not None:
-        commands.append(("LPOP", reply_queue))
-    removed, *popped = yield tuple(commands)
-    return bool(removed), (popped[0] if popped else None)
+    removed, popped = yield (("LREM", service, 1, data), ("LPOP", reply_queue))
+    return bool(removed), popped
 
 
 def checking_gone(proxy: Any, name: str, data: bytes, reply_queue: str) -> Plan[None]:
