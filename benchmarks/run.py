@@ -133,7 +133,7 @@ def redis_server() -> Iterator[str]:
     """Yield the URL of a private redis-server, or of REDIS_URL when none is installed."""
     binary = shutil.which("redis-server")
     if binary is None:
-        yield redisrpc.transport.resolve_url(None)
+        yield redisrpc.core.transport.resolve_url(None)
         return
     port = _free_port()
     with tempfile.TemporaryDirectory(prefix="redisrpc-bench-") as workdir:

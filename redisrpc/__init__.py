@@ -16,8 +16,11 @@ from importlib import import_module as _import_module
 from importlib.util import find_spec as _find_spec
 
 from ._version import __version__
-from .aio import AsyncClient
-from .client import DEFAULT_TIMEOUT, Client, description, refresh, with_timeout
+from .client.aio import AsyncClient
+from .client.lock import Lock, lock, lock_info, lock_info_async
+from .client.sync import DEFAULT_TIMEOUT, Client, description, refresh, with_timeout
+from .core.protocol import PROTOCOL_VERSION
+from .core.registry import InstanceInfo, ServiceInfo, discover
 from .embedded import EmbeddedRedis, ensure_redis
 from .errors import (
     EncodingError,
@@ -32,11 +35,8 @@ from .errors import (
     TimeoutException,
     TransportError,
 )
-from .introspect import expose
-from .lock import Lock, lock, lock_info, lock_info_async
-from .protocol import PROTOCOL_VERSION
-from .registry import InstanceInfo, ServiceInfo, discover
-from .server import Server
+from .server.exposure import expose
+from .server.loop import Server
 
 RedisRPCClient = Client
 """The classic name of :class:`Client`."""
@@ -80,7 +80,7 @@ __all__ = [
 
 # The notebook widget needs ipywidgets, an optional extra: import it on first use,
 # and list it in __all__ only where it can be imported.
-_LAZY = {"Explorer": "explorer", "explore": "explorer"}
+_LAZY = {"Explorer": "notebook.explorer", "explore": "notebook.explorer"}
 if _find_spec("ipywidgets") is not None:
     __all__ += ["Explorer", "explore"]
 

@@ -37,7 +37,10 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from ._version import __version__
-from .client import Client, description
+from .client.signature import signature_from_params
+from .client.sync import Client, description
+from .core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, ServiceInfo, discover
+from .core.transport import Transport, resolve_url
 from .errors import (
     EncodingError,
     RedisConnectionError,
@@ -47,10 +50,7 @@ from .errors import (
     TimeoutException,
     TransportError,
 )
-from .introspect import signature_from_params
-from .registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, ServiceInfo, discover
-from .server import Server
-from .transport import Transport, resolve_url
+from .server.loop import Server
 
 __all__ = [
     "EXIT_INTERRUPTED",
@@ -359,8 +359,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import demo_objects  # noqa: PLC0415 - loads the simulated bench
     from .embedded import ensure_redis  # noqa: PLC0415
+    from .sim.demo import demo_objects  # noqa: PLC0415 - loads the simulated bench
 
     requested = resolve_url(args.url)
     url = ensure_redis(args.url, fallback=not args.no_embedded, quiet=True)

@@ -19,8 +19,8 @@ import threading
 from types import TracebackType
 from typing import Any
 
+from .core.transport import Transport, resolve_url
 from .errors import RedisConnectionError
-from .transport import Transport, resolve_url
 
 __all__ = ["EmbeddedRedis", "ensure_redis", "is_reachable"]
 

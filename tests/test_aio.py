@@ -14,7 +14,7 @@ from servable import Thing
 
 import redisrpc
 from redisrpc.aio import AsyncClient, set_property
-from redisrpc.protocol import decode_request
+from redisrpc.core.protocol import decode_request
 
 
 class Calculator:

@@ -73,9 +73,14 @@ def test_classic_names_are_aliases():
 
 
 def test_every_module_declares_all():
-    """Each module of the package has a literal __all__ whose names it defines."""
-    for info in pkgutil.iter_modules([str(PACKAGE)]):
-        path = PACKAGE / f"{info.name}.py"
+    """Each module of the package, in every subpackage, has a literal __all__ whose names it defines."""
+    modules = list(pkgutil.walk_packages([str(PACKAGE)], prefix="redisrpc."))
+    assert {"redisrpc.core.transport", "redisrpc.client.sync", "redisrpc.server.loop"} <= {
+        m.name for m in modules
+    }
+    for info in modules:
+        relative = info.name.removeprefix("redisrpc.").replace(".", "/")
+        path = PACKAGE / (f"{relative}/__init__.py" if info.ispkg else f"{relative}.py")
         tree = ast.parse(path.read_text())
         declared = [
             node
@@ -86,9 +91,16 @@ def test_every_module_declares_all():
                 for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
             )
         ]
-        assert declared, f"redisrpc/{info.name}.py has no __all__"
-        if info.name == "__main__":
+        assert declared, f"{path} has no __all__"
+        if info.name == "redisrpc.__main__":
             continue  # importing it would run the command line
-        module = importlib.import_module(f"redisrpc.{info.name}")
+        module = importlib.import_module(info.name)
         for name in module.__all__:
-            assert hasattr(module, name), f"redisrpc.{info.name}.__all__ names missing {name}"
+            assert hasattr(module, name), f"{info.name}.__all__ names missing {name}"
+
+
+def test_public_modules_keep_their_paths():
+    """The documented modules outside the top level still import from their old paths."""
+    assert redisrpc.aio.set_property is importlib.import_module("redisrpc.client.aio").set_property
+    instruments = importlib.import_module("redisrpc.instruments")
+    assert callable(instruments.bench)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import redisrpc
-from redisrpc.protocol import Request, decode_reply, encode_request
+from redisrpc.core.protocol import Request, decode_reply, encode_request
 
 
 class Recorder:
@@ -65,7 +65,7 @@ def test_a_backlog_is_served_once_each_in_order(r, serve):
 
 def test_deadlines_are_checked_per_request_within_a_batch(r, serve):
     """In one batch, requests past their deadline are answered without running; others run."""
-    transport = redisrpc.transport.Transport.of(r)
+    transport = redisrpc.core.transport.Transport.of(r)
     late = transport.now_ms() - 1000
     fine = transport.now_ms() + 60_000
     for i, deadline in enumerate([fine, late, fine, late, fine]):

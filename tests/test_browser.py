@@ -23,8 +23,8 @@ import nbformat
 import pytest
 from conftest import ROOT, free_port
 
-from redisrpc.demo import Calculator
 from redisrpc.instruments import bench
+from redisrpc.sim.demo import Calculator
 
 pytestmark = pytest.mark.browser
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import redisrpc
-from redisrpc.protocol import Request, decode_reply, encode_request
+from redisrpc.core.protocol import Request, decode_reply, encode_request
 
 
 class Lab:
@@ -310,7 +310,7 @@ def test_request_with_past_deadline_gets_a_timeout_reply(r, serve, lab):
     reply = decode_reply(popped[1])
     assert reply.error is not None and reply.error.type == "redisrpc.TimeoutException"
     assert lab.log == []
-    error = redisrpc.proxy.error_from_reply(reply.error, "lab")
+    error = redisrpc.client.proxy.error_from_reply(reply.error, "lab")
     assert isinstance(error, redisrpc.TimeoutException) and error.started is False
 
 

@@ -7,8 +7,8 @@ import pytest
 from IPython.core.formatters import DisplayFormatter
 
 import redisrpc
-from redisrpc.display import describe_html, describe_text
 from redisrpc.instruments import PowerSupply
+from redisrpc.notebook.display import describe_html, describe_text
 
 
 class Greeter:

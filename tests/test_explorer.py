@@ -10,8 +10,8 @@ import pytest
 from conftest import PYTHON, free_port, python_env, wait_for
 
 import redisrpc
-from redisrpc.explorer import Explorer
 from redisrpc.instruments import bench
+from redisrpc.notebook.explorer import Explorer
 
 
 class Calculator:

@@ -19,7 +19,7 @@ import redis
 from conftest import wait_for
 
 import redisrpc
-from redisrpc.protocol import Request, decode_reply, encode_request
+from redisrpc.core.protocol import Request, decode_reply, encode_request
 
 REPLY_TTL = 1.0  # seconds; short, so that expiry is observable in a test
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from redisrpc.forms import (
+from redisrpc.notebook.forms import (
     build_call,
     call_code,
     fields_for,
@@ -12,7 +12,7 @@ from redisrpc.forms import (
     setprop_code,
     variable_name,
 )
-from redisrpc.introspect import describe, exposed_members
+from redisrpc.server.exposure import describe, exposed_members
 
 _SENTINEL = object()
 

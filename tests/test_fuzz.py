@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import redisrpc
-from redisrpc.protocol import Reply, Request, decode_reply, encode_request
+from redisrpc.core.protocol import Reply, Request, decode_reply, encode_request
 
 SERVICE = "fz"
 QUEUE = f"{SERVICE}:rpc:garbage"

@@ -151,7 +151,7 @@ def test_bench_served_over_redis(r, serve):
     psu.connect_load(2, 5.0)
     with pytest.raises(redisrpc.RemoteException) as info:
         psu.output_on(2)
-    assert info.value.remote_type == "redisrpc.instruments.OverCurrentError"
+    assert info.value.remote_type == "redisrpc.sim.instruments.OverCurrentError"
     assert "over the 1 A limit" in str(info.value)
     with pytest.raises(ValueError, match="out of range"):
         psu.voltage1 = -1.0

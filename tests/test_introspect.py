@@ -10,8 +10,9 @@ import os
 import pytest
 
 import redisrpc
-from redisrpc.introspect import describe, exposed_members, signature_from_params
-from redisrpc.protocol import PROTOCOL_VERSION, decode_value, encode_value
+from redisrpc.client.signature import signature_from_params
+from redisrpc.core.protocol import PROTOCOL_VERSION, decode_value, encode_value
+from redisrpc.server.exposure import describe, exposed_members
 
 
 class Instrument:

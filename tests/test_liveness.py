@@ -11,7 +11,7 @@ import redis.connection
 from servable import Thing
 
 import redisrpc
-from redisrpc.registry import live_instances
+from redisrpc.core.registry import live_instances
 
 TIMEOUT = 60.0  # long call timeouts, so that failing fast is clearly not the timeout
 

@@ -1,4 +1,4 @@
-"""Sharing an instrument: the advisory lock (redisrpc.lock)."""
+"""Sharing an instrument: the advisory lock (redisrpc.client.lock)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from conftest import PYTHON, python_env, wait_for
 
 import redisrpc
 from redisrpc.aio import AsyncClient
-from redisrpc.lock import Lock, lock_info_async, lock_key, refusal
+from redisrpc.client.lock import Lock, lock_info_async, lock_key, refusal
 
 
 class Stage:

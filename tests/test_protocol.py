@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from redisrpc.errors import EncodingError, MessageTooLargeError, ProtocolError
-from redisrpc.protocol import (
+from redisrpc.core.protocol import (
     BUILTIN_CALLS,
     MAX_NESTING,
     PROTOCOL_VERSION,
@@ -30,6 +29,7 @@ from redisrpc.protocol import (
     reply_queue_prefix,
     salvage_response_queue,
 )
+from redisrpc.errors import EncodingError, MessageTooLargeError, ProtocolError
 
 
 def _raw(message: object) -> bytes:

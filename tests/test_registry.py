@@ -13,8 +13,8 @@ import redis.connection
 from conftest import wait_for
 
 import redisrpc
-from redisrpc.registry import STALE_BEATS, Registration, discover, live_instances
-from redisrpc.transport import Transport
+from redisrpc.core.registry import STALE_BEATS, Registration, discover, live_instances
+from redisrpc.core.transport import Transport
 
 
 class Probe:

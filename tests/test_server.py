@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import redisrpc
-from redisrpc.protocol import Request, decode_reply, encode_request
+from redisrpc.core.protocol import Request, decode_reply, encode_request
 
 
 class MyError(Exception):

@@ -9,9 +9,9 @@ import redis
 from conftest import RedisProcess
 from redis.connection import Connection
 
-from redisrpc import transport as transport_module
+from redisrpc.core import transport as transport_module
+from redisrpc.core.transport import Transport, pack_commands
 from redisrpc.embedded import EmbeddedRedis
-from redisrpc.transport import Transport, pack_commands
 
 COMMANDS = [
     ("RPUSH", "calc", b'{"function_call": {}}', b"\x00\xff"),

@@ -38,10 +38,10 @@ from typing import Any
 import redis
 from redis.typing import EncodableT
 
-from ._version import __version__
-from .errors import RedisRPCError
-from .protocol import PROTOCOL_VERSION
-from .transport import NOW, Plan, Transport
+from .._version import __version__
+from ..core.protocol import PROTOCOL_VERSION
+from ..core.transport import NOW, Plan, Transport
+from ..errors import RedisRPCError
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -274,7 +274,7 @@ class Registration:
 
 
 def counting_live(name: str, *, prefix: str = DEFAULT_PREFIX) -> Plan[int]:
-    """The :data:`~redisrpc.transport.Plan` that counts ``name``'s live instances: one ZCOUNT.
+    """The :data:`~redisrpc.core.transport.Plan` that counts ``name``'s live instances: one ZCOUNT.
 
     ``await async_transport.run(counting_live(name))`` is the asyncio form of
     :func:`live_instances`.
@@ -333,7 +333,7 @@ def discover(
 ) -> list[ServiceInfo]:
     """Return the live services in the registry, sorted by name.
 
-    ``redis`` is a redis-py client, a :class:`~redisrpc.transport.Transport`,
+    ``redis`` is a redis-py client, a :class:`~redisrpc.core.transport.Transport`,
     a URL, or None for ``REDIS_URL``. Three round trips, however many servers
     there are. Raises :class:`~redisrpc.RedisConnectionError` when Redis
     cannot be reached.

@@ -19,7 +19,18 @@ from typing import Any, TypeVar
 
 import redis
 
-from .errors import (
+from ..client.lock import Lock, held_token, lock
+from ..client.proxy import ProxyBase, build_proxy_class, checked_timeout, error_from_reply
+from ..core.protocol import (
+    DESCRIBE,
+    Reply,
+    Request,
+    decode_reply,
+    encode_request,
+)
+from ..core.registry import counting_live, liveness_prefix
+from ..core.transport import Plan, Transport
+from ..errors import (
     MessageTooLargeError,
     ProtocolError,
     RedisConnectionError,
@@ -28,17 +39,6 @@ from .errors import (
     ServerGoneError,
     TimeoutException,
 )
-from .lock import Lock, held_token, lock
-from .protocol import (
-    DESCRIBE,
-    Reply,
-    Request,
-    decode_reply,
-    encode_request,
-)
-from .proxy import ProxyBase, build_proxy_class, checked_timeout, error_from_reply
-from .registry import counting_live, liveness_prefix
-from .transport import Plan, Transport
 
 __all__ = ["DEFAULT_TIMEOUT", "Client", "description", "refresh", "with_timeout"]
 
@@ -152,7 +152,7 @@ class Client(ProxyBase):
         return recovered(self, name, exc, found)
 
     def _rpc_lock_token(self) -> str | None:
-        """The advisory-lock token this proxy's calls carry (see :mod:`redisrpc.lock`)."""
+        """The advisory-lock token this proxy's calls carry (see :mod:`redisrpc.client.lock`)."""
         return held_token(self)
 
     def _rpc_lock(self, *, ttl: float = 30.0, note: str = "", wait: float = 0.0) -> Lock:
@@ -306,7 +306,7 @@ def checking_gone(proxy: Any, name: str, data: bytes, reply_queue: str) -> Plan[
     """The liveness check of a call waiting on its own reply list; raises ServerGoneError.
 
     Only for services whose description says they register (see
-    :mod:`redisrpc.registry`); others are waited on until the timeout. On a
+    :mod:`redisrpc.core.registry`); others are waited on until the timeout. On a
     gone service the request is withdrawn (it never runs) and the reply list
     deleted, unless a reply is already waiting: that reply wins.
     """

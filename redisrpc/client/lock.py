@@ -45,9 +45,9 @@ import time
 from types import TracebackType
 from typing import Any, TypeVar
 
-from .errors import LockedError, RedisRPCError
-from .protocol import OWN_ERROR_PREFIX, ErrorInfo
-from .transport import NOW, AsyncTransport, Plan, Transport
+from ..core.protocol import OWN_ERROR_PREFIX, ErrorInfo
+from ..core.transport import NOW, AsyncTransport, Plan, Transport
+from ..errors import LockedError, RedisRPCError
 
 __all__ = ["Lock", "held_token", "lock", "lock_info", "lock_info_async", "lock_key", "refusal"]
 
@@ -137,7 +137,7 @@ def _describe(holder: dict[str, Any]) -> str:
 
 
 def _reading(service: str) -> Plan[dict[str, Any] | None]:
-    """The plan behind :func:`lock_info` (see :data:`redisrpc.transport.Plan`)."""
+    """The plan behind :func:`lock_info` (see :data:`redisrpc.core.transport.Plan`)."""
     stored, pttl = yield (("GET", lock_key(service)), ("PTTL", lock_key(service)))
     holder = _parse(stored)
     if holder is None:

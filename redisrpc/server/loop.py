@@ -42,11 +42,9 @@ from typing import Any
 
 import redis
 
-from .dispatch import Dispatcher
-from .errors import RedisConnectionError, RedisRPCError
-from .lock import lock_key
-from .lock import refusal as lock_refusal
-from .protocol import (
+from ..client.lock import lock_key
+from ..client.lock import refusal as lock_refusal
+from ..core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DESCRIBE,
     OWN_ERROR_PREFIX,
@@ -54,8 +52,10 @@ from .protocol import (
     ErrorInfo,
     Request,
 )
-from .registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, Registration
-from .transport import Transport
+from ..core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, Registration
+from ..core.transport import Transport
+from ..errors import RedisConnectionError, RedisRPCError
+from ..server.dispatch import Dispatcher
 
 __all__ = ["Server"]
 
@@ -90,7 +90,7 @@ class Server:
         name: the service name, which is also the request list's key.
         obj: any object; its public methods and properties become callable.
         expose: an explicit allow-list of names (otherwise see
-            :func:`redisrpc.expose` and :mod:`redisrpc.introspect`).
+            :func:`redisrpc.expose` and :mod:`redisrpc.server.exposure`).
         readonly: serve only methods marked ``@expose(readonly=True)``, and
             refuse every property or attribute write.
         deny_tags: hide members tagged with any of these (e.g. ``{"admin"}``).
@@ -102,7 +102,7 @@ class Server:
         workers: how many calls may run at once (default 1, one at a time).
             Only for objects that are safe to use from several threads.
         register: list this instance in the live-server registry while it runs
-            (see :mod:`redisrpc.registry`), so ``redisrpc list`` shows it and
+            (see :mod:`redisrpc.core.registry`), so ``redisrpc list`` shows it and
             clients fail fast once every instance is gone.
         registry_prefix: the registry's key prefix.
         heartbeat: seconds between registry heartbeats; an instance that
@@ -189,7 +189,7 @@ class Server:
 
         ``prefetched`` holds the replies of :meth:`_prefetch_commands` sent
         with the pop that took ``raw`` (the serving loop passes them). Never
-        raises: see :meth:`redisrpc.dispatch.Dispatcher.handle`.
+        raises: see :meth:`redisrpc.server.dispatch.Dispatcher.handle`.
         """
         return self.dispatcher.handle(
             raw,
@@ -199,7 +199,7 @@ class Server:
         )
 
     def _lock_refusal(self, request: Request, prefetched: Sequence[Any] = ()) -> ErrorInfo | None:
-        """Check the advisory lock (one GET; see redisrpc.lock); None means run the call.
+        """Check the advisory lock (one GET; see redisrpc.client.lock); None means run the call.
 
         The serving loop fetches the lock in the round trip that took the
         request (``prefetched``, see _prefetch_commands); otherwise GET it now.

@@ -32,7 +32,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EncodingError, MessageTooLargeError, ProtocolError
+from ..errors import EncodingError, MessageTooLargeError, ProtocolError
 
 __all__ = [
     "BUILTIN_CALLS",

@@ -1,4 +1,4 @@
-"""What a server exposes, how it describes it, and how a client reads the description.
+"""What a server exposes and how it describes it: the one exposure rule.
 
 One rule decides what is callable, for calls and for ``__describe__`` alike
 (:func:`exposed_members`):
@@ -11,9 +11,8 @@ One rule decides what is callable, for calls and for ``__describe__`` alike
   ``readonly=True`` mode keeps only methods marked ``@expose(readonly=True)``
   and makes every property and attribute read-only.
 
-The description is plain JSON (see PROTOCOL.md). The client half of this
-module turns its structured parameters back into :class:`inspect.Signature`
-objects without evaluating any text.
+The description is plain JSON (see PROTOCOL.md);
+:mod:`redisrpc.client.signature` turns it back into signatures on the client.
 """
 
 from __future__ import annotations
@@ -25,29 +24,20 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from ._version import __version__
-from .protocol import PROTOCOL_VERSION, is_valid_name
+from .._version import __version__
+from ..core.protocol import PROTOCOL_VERSION, is_valid_name
 
 __all__ = [
     "Member",
     "describe",
     "expose",
     "exposed_members",
-    "signature_from_params",
 ]
 
 log = logging.getLogger("redisrpc.introspect")
 
 _MARK = "_redisrpc_expose"
 _DATA_TYPES = (bool, int, float, str, bytes, list, tuple, dict, type(None))
-_KINDS = {
-    "POSITIONAL_ONLY": inspect.Parameter.POSITIONAL_ONLY,
-    "POSITIONAL_OR_KEYWORD": inspect.Parameter.POSITIONAL_OR_KEYWORD,
-    "VAR_POSITIONAL": inspect.Parameter.VAR_POSITIONAL,
-    "KEYWORD_ONLY": inspect.Parameter.KEYWORD_ONLY,
-    "VAR_KEYWORD": inspect.Parameter.VAR_KEYWORD,
-}
-
 F = TypeVar("F")
 
 
@@ -271,53 +261,3 @@ def describe(
     if extra:
         description.update(extra)
     return description
-
-
-# -- the client half ------------------------------------------------------------
-
-
-class _Text:
-    """Shows a text as is: the repr of a remote default or annotation, never evaluated."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def signature_from_params(params: Any, returns: Any = None) -> inspect.Signature:
-    """Rebuild an :class:`inspect.Signature` from described parameters.
-
-    Text (annotations, non-JSON defaults) is shown verbatim and never evaluated.
-    An invalid description gives ``(*args, **kwargs)``.
-    """
-    fallback = inspect.Signature(
-        [
-            inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
-            inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
-        ]
-    )
-    if not isinstance(params, list):
-        return fallback
-    built = []
-    try:
-        for p in params:
-            kind = _KINDS[p["kind"]]
-            default: Any = inspect.Parameter.empty
-            if "default" in p:
-                default = p["default"]
-            elif "default_repr" in p:
-                default = _Text(str(p["default_repr"]))
-            annotation: Any = inspect.Parameter.empty
-            if isinstance(p.get("annotation"), str):
-                annotation = _Text(p["annotation"])
-            built.append(
-                inspect.Parameter(str(p["name"]), kind, default=default, annotation=annotation)
-            )
-        return_annotation = _Text(returns) if isinstance(returns, str) else inspect.Signature.empty
-        return inspect.Signature(built, return_annotation=return_annotation)
-    except (KeyError, TypeError, ValueError):
-        return fallback

@@ -31,7 +31,7 @@ from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
 from redis.retry import Retry
 
-from .errors import RedisConnectionError, RedisRPCError, TransportError
+from ..errors import RedisConnectionError, RedisRPCError, TransportError
 
 __all__ = [
     "DEFAULT_URL",

@@ -32,10 +32,12 @@ from typing import Any
 import ipywidgets as widgets
 import redis
 
-from .client import Client, description
-from .display import member_signature
-from .errors import RemoteException
-from .forms import (
+from ..client.sync import Client, description
+from ..core.registry import DEFAULT_PREFIX, ServiceInfo, discover
+from ..core.transport import Transport
+from ..errors import RemoteException
+from ..notebook.display import member_signature
+from ..notebook.forms import (
     Field,
     build_call,
     call_code,
@@ -44,8 +46,6 @@ from .forms import (
     setprop_code,
     variable_name,
 )
-from .registry import DEFAULT_PREFIX, ServiceInfo, discover
-from .transport import Transport
 
 __all__ = ["CallForm", "CallRecord", "Explorer", "PropertyRow", "explore"]
 

@@ -19,9 +19,7 @@ import traceback
 from collections.abc import Callable, Collection
 from typing import Any
 
-from .errors import MessageTooLargeError, RedisRPCError
-from .introspect import Member, describe, exposed_members
-from .protocol import (
+from ..core.protocol import (
     DESCRIBE,
     GET_PROPERTY,
     OWN_ERROR_PREFIX,
@@ -35,6 +33,8 @@ from .protocol import (
     is_valid_name,
     salvage_response_queue,
 )
+from ..errors import MessageTooLargeError, RedisRPCError
+from ..server.exposure import Member, describe, exposed_members
 
 __all__ = ["Dispatcher"]
 
@@ -83,7 +83,7 @@ class Dispatcher:
         name: the service name (requests must name reply queues under it).
         ident: who answers, e.g. ``calc@host:pid``, put in error replies.
         expose, readonly, deny_tags: the exposure rule's options (see
-            :func:`redisrpc.introspect.exposed_members`).
+            :func:`redisrpc.server.exposure.exposed_members`).
         max_message_size: the largest request, and reply, in bytes.
     """
 

@@ -15,8 +15,16 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .display import describe_html, describe_text, summary_line
-from .errors import (
+from ..core.protocol import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    GET_PROPERTY,
+    OWN_ERROR_PREFIX,
+    SET_PROPERTY,
+    ErrorInfo,
+    is_valid_name,
+    reply_queue_prefix,
+)
+from ..errors import (
     EncodingError,
     LockedError,
     MessageTooLargeError,
@@ -26,16 +34,8 @@ from .errors import (
     TimeoutException,
     remote_exception,
 )
-from .introspect import signature_from_params
-from .protocol import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    GET_PROPERTY,
-    OWN_ERROR_PREFIX,
-    SET_PROPERTY,
-    ErrorInfo,
-    is_valid_name,
-    reply_queue_prefix,
-)
+from ..notebook.display import describe_html, describe_text, summary_line
+from .signature import signature_from_params
 
 __all__ = ["ProxyBase", "build_proxy_class", "checked_timeout", "error_from_reply"]
 

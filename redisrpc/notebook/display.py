@@ -11,8 +11,8 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from .introspect import signature_from_params
-from .protocol import is_valid_name
+from ..client.signature import signature_from_params
+from ..core.protocol import is_valid_name
 
 __all__ = ["describe_html", "describe_text", "member_signature", "summary_line"]
 

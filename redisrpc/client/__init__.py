@@ -1,0 +1,20 @@
+"""The client: proxies built from ``__describe__``, sync and asyncio, and the advisory lock."""
+
+from __future__ import annotations
+
+from .aio import AsyncClient
+from .lock import Lock, lock, lock_info, lock_info_async
+from .sync import DEFAULT_TIMEOUT, Client, description, refresh, with_timeout
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "AsyncClient",
+    "Client",
+    "Lock",
+    "description",
+    "lock",
+    "lock_info",
+    "lock_info_async",
+    "refresh",
+    "with_timeout",
+]

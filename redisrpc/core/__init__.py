@@ -1,0 +1,12 @@
+"""The core: the wire format, the boundary to Redis and the plans both clients run.
+
+* :mod:`~redisrpc.core.protocol` -- the JSON wire format (pure code, no I/O);
+* :mod:`~redisrpc.core.transport` -- the one boundary to redis-py;
+* :mod:`~redisrpc.core.registry` -- the registry's layout and its plans.
+
+Nothing here imports the client, the server or the notebook packages.
+"""
+
+from __future__ import annotations
+
+__all__: list[str] = []
