@@ -14,6 +14,7 @@ escape: the transport boundary translates them into the classes below.
     ├── EncodingError                   a value has no JSON wire encoding (also TypeError)
     ├── TimeoutException                no reply within the timeout (also TimeoutError)
     ├── ServerGoneError                 every instance of the service vanished mid-call
+    │   └── UnknownServiceError         nothing serves that name (a typo?); close matches named
     ├── LockedError                     another client holds the server's advisory lock
     └── RemoteException                 the remote call raised; remote type and traceback
         └── Remote<Builtin>             e.g. RemoteZeroDivisionError, also a ZeroDivisionError
@@ -28,6 +29,7 @@ escape: the transport boundary translates them into the classes below.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "ServerGoneError",
     "TimeoutException",
     "TransportError",
+    "UnknownServiceError",
     "remote_exception",
 ]
 
@@ -100,6 +103,18 @@ class ServerGoneError(RedisRPCError):
     def __init__(self, message: str, *, started: bool | None = None) -> None:
         super().__init__(message)
         self.started = started
+
+
+class UnknownServiceError(ServerGoneError):
+    """No live server is registered under the service name, and none took the request.
+
+    The request was withdrawn (``started`` is False: it will never run);
+    ``suggestions`` lists registered services with similar names.
+    """
+
+    def __init__(self, message: str, *, suggestions: Sequence[str] = ()) -> None:
+        super().__init__(message, started=False)
+        self.suggestions = list(suggestions)
 
 
 class LockedError(RedisRPCError):

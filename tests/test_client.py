@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 
 import redisrpc
-from redisrpc.core.protocol import Request, decode_reply, encode_request
+from redisrpc.core import call as call_module
+from redisrpc.core.plan import Plan
+from redisrpc.core.protocol import Reply, Request, decode_reply, encode_request
 
 
 class Lab:
@@ -133,7 +135,7 @@ def test_unencodable_return_value_raises_encoding_error(client, lab):
     """A return value the server cannot encode raises EncodingError naming its type."""
     lab.thing = lambda: {1, object()}  # type: ignore[attr-defined]
     with pytest.raises(redisrpc.EncodingError, match="object"):
-        redisrpc.Client(client._rpc_transport.redis, "lab", timeout=5).thing()
+        redisrpc.Client(client._rpc_state.transport, "lab", timeout=5).thing()
 
 
 def test_remote_exceptions_are_builtin_types_with_remote_tracebacks(client):
@@ -160,7 +162,7 @@ def test_wrong_arguments_are_a_remote_type_error(client, lab):
 
 def test_unknown_and_private_names_fail_locally(client, r):
     """Unknown names, `_` names and IPython probes raise AttributeError without Redis traffic."""
-    client.__dict__["_rpc_transport"] = Boom()  # any Redis use would fail the test
+    client._rpc_state.transport = Boom()  # any Redis use would fail the test
     with pytest.raises(AttributeError, match=r"no method or property 'nope' \(known: add"):
         client.nope  # noqa: B018
     for name in [
@@ -222,7 +224,7 @@ def test_with_timeout_returns_a_sibling_and_leaves_the_original(client):
     """with_timeout(proxy, s) changes only the returned proxy's timeout."""
     slow = redisrpc.with_timeout(client, 0.3)
     assert type(slow) is type(client)
-    assert slow._rpc_timeout == 0.3 and client._rpc_timeout == 5
+    assert slow._rpc_state.timeout == 0.3 and client._rpc_state.timeout == 5
     assert slow.add(1) == 2
     with pytest.raises(redisrpc.TimeoutException):
         slow.sleep(1.5)
@@ -286,7 +288,7 @@ def test_withdrawn_request_never_runs_when_a_server_starts_later(r, serve, lab):
 def test_request_not_withdrawn_is_refused_by_its_deadline(r, serve, lab, monkeypatch):
     """Even when withdrawal fails (e.g. the client died), the deadline stops a late start."""
     proxy = redisrpc.Client(r, "lab", timeout=0.5, describe=False)
-    monkeypatch.setattr(redisrpc.Client, "_rpc_give_up", _give_up_without_withdrawing)
+    monkeypatch.setattr(call_module, "withdrawing", _withdrawing_nothing)
     with pytest.raises(redisrpc.TimeoutException):
         proxy.mark("late")
     assert r.llen("lab") == 1  # still queued
@@ -296,8 +298,10 @@ def test_request_not_withdrawn_is_refused_by_its_deadline(r, serve, lab, monkeyp
     assert lab.log == ["add 1 1.0"]
 
 
-def _give_up_without_withdrawing(self: Any, name: str, *args: Any) -> None:
-    raise redisrpc.TimeoutException("gave up", started=None)
+def _withdrawing_nothing(*args: Any, **kwargs: Any) -> Plan[bool]:
+    """A withdrawal that never reaches Redis (as if the client had died first)."""
+    return False
+    yield  # a plan: a generator that yields no step
 
 
 def test_request_with_past_deadline_gets_a_timeout_reply(r, serve, lab):
@@ -391,7 +395,7 @@ def test_refresh_while_other_threads_call(client, lab):
 def test_malformed_or_hostile_descriptions_cannot_break_the_proxy(r, description):
     """A junk description gives a usable proxy: only plain public names become members."""
     proxy = redisrpc.Client(r, "junk", timeout=1, describe=False)
-    proxy._rpc_adopt(description)
+    proxy._rpc_adopt(Reply(value=description))
     assert not hasattr(proxy, "missing")
     repr(proxy)
     members = {n for n in dir(type(proxy)) if not n.startswith("_")}

@@ -172,7 +172,7 @@ def test_a_reply_that_arrived_while_the_connection_was_lost_is_returned(r, serve
     recorder = Recorder()
     serve(recorder, "svc")
     proxy = redisrpc.Client(r, "svc", timeout=10)
-    transport = proxy._rpc_transport
+    transport = proxy._rpc_state.transport
     real = transport.execute
 
     def push_then_fail(*commands: Any, **options: Any) -> list[Any]:

@@ -59,11 +59,11 @@ def proxy(r: redis.Redis, serve: Any) -> Iterator[Any]:
     server = serve(Spectrometer(), "spec")
     client = redisrpc.Client(r, "spec", timeout=5)
     server.stop(10)
-    real = client.__dict__["_rpc_transport"]
+    real = client._rpc_state.transport
     recorder = Recorder()
-    client.__dict__["_rpc_transport"] = recorder
+    client._rpc_state.transport = recorder
     yield client
-    client.__dict__["_rpc_transport"] = real
+    client._rpc_state.transport = real
     assert recorder.used == [], f"Redis was used: {recorder.used}"
 
 

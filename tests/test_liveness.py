@@ -11,6 +11,7 @@ import redis.connection
 from servable import Thing
 
 import redisrpc
+from redisrpc.core.call import checking_gone
 from redisrpc.core.registry import live_instances
 
 TIMEOUT = 60.0  # long call timeouts, so that failing fast is clearly not the timeout
@@ -117,7 +118,7 @@ def test_liveness_check_costs_one_round_trip(r, serve, monkeypatch):
     """While the service is alive, the check between waits is a single command."""
     serve(Thing(), "svc")
     client = redisrpc.Client(r, "svc", timeout=5)
-    transport = client._rpc_transport
+    transport = client._rpc_state.transport
     assert live_instances(transport, "svc") == 1  # also measures the clock offset
     sends = []
     original = redis.connection.AbstractConnection.send_packed_command
@@ -127,7 +128,9 @@ def test_liveness_check_costs_one_round_trip(r, serve, monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
-    client._rpc_check_alive("incr", b"{}", "svc:rpc:x")
+    call = client._rpc_state.call("incr", (), {})
+    assert call.registry_prefix is not None
+    transport.run(checking_gone(call, b"{}", call.registry_prefix))
     monkeypatch.undo()
     assert len(sends) == 1
 

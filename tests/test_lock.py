@@ -12,7 +12,7 @@ from conftest import PYTHON, python_env, wait_for
 
 import redisrpc
 from redisrpc.aio import AsyncClient
-from redisrpc.client.lock import Lock, lock_info_async, lock_key, refusal
+from redisrpc.client.lock import Lock, held_token, lock_info_async, lock_key, refusal
 
 
 class Stage:
@@ -220,7 +220,7 @@ def test_async_holder_runs_others_are_refused_until_release(r, serve):
         assert await lock_info_async(b) is None
         async with redisrpc.lock(a, ttl=20, note="async scan") as held:
             assert held.held
-            assert a._rpc_lock_token() is not None
+            assert held_token(a) is not None
             assert await a.move(3) == 3
             assert await redisrpc.with_timeout(a, 2).move(4) == 4
             with pytest.raises(redisrpc.LockedError) as caught:
@@ -230,7 +230,7 @@ def test_async_holder_runs_others_are_refused_until_release(r, serve):
             assert info is not None and info["note"] == "async scan"
             assert 0 < info["expires_in"] <= 20
         assert not held.held
-        assert a._rpc_lock_token() is None
+        assert held_token(a) is None
         assert await b.move(6) == 6
 
     asyncio.run(main())

@@ -45,9 +45,11 @@ import time
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ..core.plan import NOW, Plan
 from ..core.protocol import OWN_ERROR_PREFIX, ErrorInfo
-from ..core.transport import NOW, AsyncTransport, Plan, Transport
+from ..core.transport import AsyncTransport, Transport
 from ..errors import LockedError, RedisRPCError
+from .proxy import LockCell, state_of
 
 __all__ = ["Lock", "held_token", "lock", "lock_info", "lock_info_async", "lock_key", "refusal"]
 
@@ -72,20 +74,9 @@ def lock_key(service: str) -> str:
     return f"{service}:lock"
 
 
-class _Cell:
-    """The token a proxy's calls carry; shared by the proxy and its later siblings."""
-
-    __slots__ = ("token",)
-
-    def __init__(self) -> None:
-        self.token: str | None = None
-
-
 def _target(proxy: Any) -> tuple[Transport | AsyncTransport, str]:
-    transport = proxy.__dict__.get("_rpc_transport") if hasattr(proxy, "__dict__") else None
-    if not isinstance(transport, (Transport, AsyncTransport)):
-        raise TypeError(f"expected a redisrpc proxy, got {type(proxy).__qualname__}")
-    return transport, str(proxy.__dict__["_rpc_name"])
+    state = state_of(proxy)
+    return state.transport, state.name
 
 
 _Kind = TypeVar("_Kind", Transport, AsyncTransport)
@@ -101,8 +92,7 @@ def _io(transport: Transport | AsyncTransport, kind: type[_Kind], instead: str) 
 
 def held_token(proxy: Any) -> str | None:
     """The lock token that calls through ``proxy`` carry, or None."""
-    cell = proxy.__dict__.get("_rpc_lock_cell")
-    return cell.token if isinstance(cell, _Cell) else None
+    return state_of(proxy).lock.token
 
 
 def _user() -> str:
@@ -239,12 +229,8 @@ class Lock:
         """Whether this object believes it holds the lock (it may have expired since)."""
         return self._token is not None
 
-    def _cell(self) -> _Cell:
-        cell = self._proxy.__dict__.get("_rpc_lock_cell")
-        if not isinstance(cell, _Cell):
-            cell = _Cell()
-            object.__setattr__(self._proxy, "_rpc_lock_cell", cell)
-        return cell
+    def _cell(self) -> LockCell:
+        return state_of(self._proxy).lock
 
     def _acquiring(self) -> Plan[None]:
         """Take the lock, waiting up to ``wait`` seconds; raise LockedError if still held."""

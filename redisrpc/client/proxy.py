@@ -5,7 +5,8 @@ real function with ``__name__``, ``__doc__`` and ``__signature__``, each
 remote property a real property. ``dir()``, Tab completion, ``help()``, ``?``
 and :func:`inspect.signature` read that class and never touch the network.
 
-Hygiene rules: every internal attribute starts with ``_rpc_`` (remote names
+Hygiene rules: a proxy holds one private attribute, ``_rpc_state`` (a
+:class:`ProxyState`), and its methods' names start with ``_rpc_`` (remote names
 never start with ``_``, so nothing can clash); unknown and private names raise
 :class:`AttributeError` locally; ``repr`` comes from the cached description.
 """
@@ -13,17 +14,22 @@ never start with ``_``, so nothing can clash); unknown and private names raise
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
+from ..core.call import Anonymous, Call
 from ..core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
+    DESCRIBE,
     GET_PROPERTY,
     OWN_ERROR_PREFIX,
     SET_PROPERTY,
     ErrorInfo,
+    Reply,
     is_valid_name,
     reply_queue_prefix,
 )
+from ..core.registry import liveness_prefix
 from ..errors import (
     EncodingError,
     LockedError,
@@ -37,7 +43,15 @@ from ..errors import (
 from ..notebook.display import describe_html, describe_text, summary_line
 from .signature import signature_from_params
 
-__all__ = ["ProxyBase", "build_proxy_class", "checked_timeout", "error_from_reply"]
+__all__ = [
+    "LockCell",
+    "ProxyBase",
+    "ProxyState",
+    "build_proxy_class",
+    "checked_timeout",
+    "error_from_reply",
+    "state_of",
+]
 
 _OWN_ERRORS: dict[str, type[RedisRPCError]] = {
     OWN_ERROR_PREFIX + "ProtocolError": ProtocolError,
@@ -72,36 +86,155 @@ def checked_timeout(timeout: float) -> float:
     return float(timeout)
 
 
+class LockCell:
+    """The advisory-lock token a proxy's calls carry; shared with its later siblings."""
+
+    __slots__ = ("token",)
+
+    def __init__(self) -> None:
+        self.token: str | None = None
+
+
+@dataclass(slots=True)
+class ProxyState:
+    """Everything a proxy knows, in one private object (``proxy._rpc_state``).
+
+    Proxies made by :func:`~redisrpc.with_timeout` get a copy with other
+    options that shares the transport, the lock cell and the channels.
+    """
+
+    name: str
+    transport: Any
+    timeout: float
+    description: dict[str, Any] | None = None
+    max_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    lock: LockCell = field(default_factory=LockCell)
+    channels: dict[Any, Any] = field(default_factory=dict)
+    """Per-client I/O helpers, e.g. the asyncio multiplexer of each event loop."""
+    reply_prefix: str = ""
+    location: str = ""
+    """Where the Redis is, for display (no secrets); read once, so display never asks."""
+
+    def __post_init__(self) -> None:
+        self.reply_prefix = self.reply_prefix or reply_queue_prefix(self.name)
+        self.location = self.location or str(self.transport.location)
+
+    @property
+    def echoes_ids(self) -> bool:
+        """Whether the described server is of protocol 2 or later (its replies carry ids)."""
+        version = (self.description or {}).get("protocol")
+        return isinstance(version, int) and not isinstance(version, bool) and version >= 2
+
+    def call(self, method: str, args: Any, kwargs: dict[str, Any], **options: Any) -> Call:
+        """The :class:`~redisrpc.core.call.Call` of one call through this proxy."""
+        anonymous: Anonymous = "none" if self.echoes_ids else "any"
+        return Call(
+            self.name,
+            method,
+            args,
+            kwargs,
+            self.timeout,
+            self.reply_prefix,
+            lock_token=self.lock.token,
+            max_size=self.max_size,
+            registry_prefix=liveness_prefix(self.description),
+            anonymous=anonymous,
+            **options,
+        )
+
+    def describe_call(self) -> Call:
+        """The ``__describe__`` call; against a name nothing serves, it fails fast."""
+        return replace(
+            self.call(DESCRIBE, (), {}),
+            anonymous="errors",
+            registry_prefix=None,
+            find_unknown=True,
+        )
+
+    def adopt(self, reply: Reply) -> dict[str, Any] | None:
+        """Take a ``__describe__`` reply as this proxy's description; return it.
+
+        An error reply means an original RedisRPC server (no ``__describe__``):
+        the proxy stays dynamic. redisrpc's own refusals are raised.
+        """
+        if reply.error is not None:
+            if reply.error.type.startswith(OWN_ERROR_PREFIX):
+                raise error_from_reply(reply.error, self.name)
+            found = None
+        elif isinstance(reply.value, dict):
+            found = reply.value
+        else:
+            raise ProtocolError(f"{self.name!r} answered __describe__ with {type(reply.value)}")
+        self.description = found
+        size = (found or {}).get("max_message_size")
+        if isinstance(size, int) and size > 0:
+            self.max_size = size
+        return found
+
+    def value(self, reply: Reply) -> Any:
+        """The value a call's reply carries, or raise the remote error it carries."""
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
+        if reply.error is not None:
+            raise error_from_reply(reply.error, self.name)
+        return reply.value
+
+
+def state_of(proxy: Any) -> ProxyState:
+    """The private state of a redisrpc proxy; TypeError for anything else."""
+    state = getattr(proxy, "_rpc_state", None) if isinstance(proxy, ProxyBase) else None
+    if not isinstance(state, ProxyState):
+        raise TypeError(f"expected a redisrpc proxy, got {type(proxy).__qualname__}")
+    return state
+
+
 class ProxyBase:
-    """Behaviour shared by every proxy; subclasses provide ``_rpc_call``."""
+    """Behaviour shared by every proxy; the clients provide ``_rpc_call`` and ``_rpc_refresh``.
 
-    _rpc_name: str
-    _rpc_description: dict[str, Any] | None
-    _rpc_location: str
+    A proxy's only attribute is its :class:`ProxyState`; every other name is a
+    remote member (from the class built from the description) or raises
+    AttributeError locally.
+    """
 
-    def _rpc_setup(self, transport: Any, name: str, timeout: float) -> None:
-        """Set the state every proxy starts with: undescribed, on ``transport``."""
-        self._rpc_name = name
-        self._rpc_transport = transport
-        self._rpc_location = transport.location
-        self._rpc_timeout = checked_timeout(timeout)
-        self._rpc_reply_prefix = reply_queue_prefix(name)
-        self._rpc_description = None
-        self._rpc_max_size = DEFAULT_MAX_MESSAGE_SIZE
+    __slots__ = ("_rpc_state",)
+    _rpc_state: ProxyState
 
     def _rpc_call(self, name: str, args: Any, kwargs: dict[str, Any]) -> Any:
         raise NotImplementedError
+
+    def _rpc_refresh(self) -> Any:
+        raise NotImplementedError
+
+    def _rpc_adopt(self, reply: Reply) -> dict[str, Any] | None:
+        """Take a ``__describe__`` reply and rebuild this proxy's class from it."""
+        found = self._rpc_state.adopt(reply)
+        base = _base_class(type(self))
+        object.__setattr__(
+            self, "__class__", base if found is None else build_proxy_class(base, found)
+        )
+        return found
+
+    def _rpc_with(self: P, **options: Any) -> P:
+        """A sibling proxy of the same class, sharing this one's connection, with other options."""
+        twin = object.__new__(type(self))
+        object.__setattr__(twin, "_rpc_state", replace(self._rpc_state, **options))
+        return twin
+
+    def _rpc_lock(self, *, ttl: float = 30.0, note: str = "", wait: float = 0.0) -> Any:
+        """Same as ``redisrpc.lock(proxy, ...)``: hold the service for a sequence of calls."""
+        from .lock import lock  # noqa: PLC0415 - the lock module builds on this one
+
+        return lock(self, ttl=ttl, note=note, wait=wait)
 
     def __getattr__(self, name: str) -> Any:
         # Only reached when normal lookup failed: the name is not a described member.
         if name.startswith("_"):
             raise AttributeError(name)
-        description = self.__dict__.get("_rpc_description")
-        if description is not None:
+        state = self._rpc_state
+        if state.description is not None:
             # From the built class, not the raw description, which may be malformed.
             known = sorted(n for n in dir(type(self)) if not n.startswith("_"))
             raise AttributeError(
-                f"remote {description.get('class', 'object')} {self._rpc_name!r} has no"
+                f"remote {state.description.get('class', 'object')} {state.name!r} has no"
                 f" method or property {name!r} (known: {', '.join(known) or 'none'})"
             )
         if not is_valid_name(name):
@@ -109,30 +242,36 @@ class ProxyBase:
         return _DynamicMethod(self, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name.startswith("_rpc_") or isinstance(getattr(type(self), name, None), property):
+        if isinstance(getattr(type(self), name, None), property):
             object.__setattr__(self, name, value)
-        elif (
-            self.__dict__.get("_rpc_description") is None
-            and is_valid_name(name)
-            and not (name.startswith("_"))
-        ):
+        elif self._rpc_state.description is None and is_valid_name(name):
             self._rpc_call(SET_PROPERTY, [name, value], {})
         else:
-            raise AttributeError(f"remote {self._rpc_name!r} has no writable property {name!r}")
+            raise AttributeError(
+                f"remote {self._rpc_state.name!r} has no writable property {name!r}"
+            )
 
     def __repr__(self) -> str:
-        description = self.__dict__.get("_rpc_description")
-        return f"<{summary_line(self._rpc_name, description, self._rpc_location)}>"
+        state = self._rpc_state
+        return f"<{summary_line(state.name, state.description, state.location)}>"
 
     def _repr_html_(self) -> str:
         """The notebook's HTML card, from the cached description (no network)."""
-        description = self.__dict__.get("_rpc_description")
-        return describe_html(self._rpc_name, description, self._rpc_location)
+        state = self._rpc_state
+        return describe_html(state.name, state.description, state.location)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         """IPython's plain-text form: summary, docs, members (no network)."""
-        description = self.__dict__.get("_rpc_description")
-        printer.text(describe_text(self._rpc_name, description, self._rpc_location))
+        state = self._rpc_state
+        printer.text(describe_text(state.name, state.description, state.location))
+
+
+P = TypeVar("P", bound=ProxyBase)
+
+
+def _base_class(cls: type[ProxyBase]) -> type[ProxyBase]:
+    """The hand-written class under a generated proxy class."""
+    return cls.__base__ if cls.__module__ == "redisrpc.remote" else cls  # type: ignore[return-value]
 
 
 class _DynamicMethod:
@@ -149,7 +288,8 @@ class _DynamicMethod:
         return self._rpc_proxy._rpc_call(self._rpc_name, args, kwargs)
 
     def __repr__(self) -> str:
-        return f"<remote method {self._rpc_name!r} of {self._rpc_proxy._rpc_name!r} (undescribed)>"
+        service = self._rpc_proxy._rpc_state.name
+        return f"<remote method {self._rpc_name!r} of {service!r} (undescribed)>"
 
 
 def _method(class_name: str, entry: dict[str, Any]) -> Any:

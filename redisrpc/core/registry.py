@@ -40,8 +40,9 @@ from redis.typing import EncodableT
 
 from .._version import __version__
 from ..core.protocol import PROTOCOL_VERSION
-from ..core.transport import NOW, Plan, Transport
 from ..errors import RedisRPCError
+from .plan import NOW, Plan
+from .transport import Transport
 
 __all__ = [
     "DEFAULT_HEARTBEAT",
@@ -52,6 +53,7 @@ __all__ = [
     "ServiceInfo",
     "counting_live",
     "discover",
+    "listing_names",
     "live_instances",
     "liveness_prefix",
 ]
@@ -282,6 +284,13 @@ def counting_live(name: str, *, prefix: str = DEFAULT_PREFIX) -> Plan[int]:
     now = yield NOW
     (count,) = yield (("ZCOUNT", _service_key(prefix, name), f"({now}", "+inf"),)
     return int(count)
+
+
+def listing_names(*, prefix: str = DEFAULT_PREFIX) -> Plan[list[str]]:
+    """The plan that lists the names of services with a live instance: one ZRANGEBYSCORE."""
+    now = yield NOW
+    (names,) = yield (("ZRANGEBYSCORE", _services_key(prefix), f"({now}", "+inf"),)
+    return [n.decode("utf-8", "replace") if isinstance(n, bytes) else str(n) for n in names]
 
 
 def live_instances(transport: Transport, name: str, *, prefix: str = DEFAULT_PREFIX) -> int:

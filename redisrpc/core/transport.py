@@ -20,7 +20,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -32,13 +32,12 @@ from redis.connection import AbstractConnection
 from redis.retry import Retry
 
 from ..errors import RedisConnectionError, RedisRPCError, TransportError
+from .plan import NOW, Plan, drive, drive_async
 
 __all__ = [
     "DEFAULT_URL",
-    "NOW",
     "RESCUE_TIMEOUT",
     "AsyncTransport",
-    "Plan",
     "Transport",
     "pack_commands",
     "resolve_url",
@@ -56,18 +55,6 @@ RESCUE_TIMEOUT = 1.0
 
 T = TypeVar("T")
 
-Plan = Generator[Any, Any, T]
-"""Redis logic for either transport: a generator that yields steps and returns a result.
-
-A step is a tuple of commands (sent in one round trip; the plan gets their
-replies, and an error reply raises :class:`~redisrpc.TransportError`), a
-number of seconds to pause, or :data:`NOW` (the plan gets the Redis clock
-estimate in epoch ms). Run one with ``transport.run(plan)``.
-"""
-
-NOW = "now"
-"""The plan step that asks for the Redis clock estimate (see :data:`Plan`)."""
-
 
 def _replies(replies: list[Any]) -> list[Any]:
     """The replies to a plan's step, raising the first error reply (inside translated())."""
@@ -75,14 +62,6 @@ def _replies(replies: list[Any]) -> list[Any]:
         if isinstance(reply, Exception):
             raise reply
     return replies
-
-
-def _advance(plan: Plan[T], reply: Any) -> tuple[bool, Any]:
-    """Send ``reply`` into ``plan``: (False, next step), or (True, its result) once done."""
-    try:
-        return False, plan.send(reply)
-    except StopIteration as done:
-        return True, done.value
 
 
 def _arg_bytes(arg: Any) -> bytes:
@@ -364,8 +343,20 @@ class Transport:
         return False
 
     def run(self, plan: Plan[T]) -> T:
-        """Carry out a :data:`Plan` (blocking) and return its result."""
-        return self._drive(plan, self.execute)
+        """Carry out a :data:`~redisrpc.core.plan.Plan` (blocking) and return its result."""
+        return drive(plan, self.step)
+
+    def step(self, step: Any) -> Any:
+        """Carry out one generic plan step: a tuple of commands, :data:`NOW` or a pause."""
+        if isinstance(step, tuple):
+            with self.translated():
+                return _replies(self.execute(*step))
+        if step is NOW:
+            return self.now_ms()
+        if isinstance(step, (int, float)):
+            time.sleep(step)
+            return None
+        raise TypeError(f"not a plan step for this transport: {step!r}")
 
     def rescue(self, plan: Plan[T], *, timeout: float = RESCUE_TIMEOUT) -> T:
         """Carry out a plan on a new connection that waits at most ``timeout`` seconds.
@@ -376,25 +367,17 @@ class Transport:
         kwargs = dict(self.pool.connection_kwargs)
         kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
         conn = self.pool.connection_class(**kwargs)
+
+        def step(step: Any) -> Any:
+            if not isinstance(step, tuple):
+                return self.step(step)
+            with self.translated():
+                return _replies(_exchange(conn, pack_commands(step), len(step)))
+
         try:
-            return self._drive(plan, lambda *step: _exchange(conn, pack_commands(step), len(step)))
+            return drive(plan, step)
         finally:
             conn.disconnect()
-
-    def _drive(self, plan: Plan[T], execute: Callable[..., list[Any]]) -> T:
-        reply: Any = None
-        with self.translated():
-            while True:
-                done, step = _advance(plan, reply)
-                if done:
-                    return step  # type: ignore[no-any-return]
-                if step is NOW:
-                    reply = self.now_ms()
-                elif isinstance(step, tuple):
-                    reply = _replies(execute(*step))
-                else:
-                    time.sleep(step)
-                    reply = None
 
     # -- the Redis clock ----------------------------------------------------
 
@@ -567,36 +550,36 @@ class AsyncTransport:
             await pool.release(conn)
 
     async def run(self, plan: Plan[T]) -> T:
-        """Carry out a :data:`Plan` in the running loop and return its result."""
-        return await self._drive(plan, self.execute)
+        """Carry out a plan in the running loop and return its result."""
+        return await drive_async(plan, self.step)
+
+    async def step(self, step: Any) -> Any:
+        """Carry out one generic plan step, as :meth:`Transport.step`."""
+        if isinstance(step, tuple):
+            with self.translated():
+                return _replies(await self.execute(*step))
+        if step is NOW:
+            return await self.now_ms()
+        if isinstance(step, (int, float)):
+            await asyncio.sleep(step)
+            return None
+        raise TypeError(f"not a plan step for this transport: {step!r}")
 
     async def rescue(self, plan: Plan[T], *, timeout: float = RESCUE_TIMEOUT) -> T:
         """Carry out a plan on a new, briefly waiting connection: see :meth:`Transport.rescue`."""
         kwargs = dict(self._kwargs, socket_timeout=timeout, socket_connect_timeout=timeout)
         conn = self._connection_class(**kwargs)
 
-        async def execute(*step: Sequence[Any]) -> list[Any]:
-            return await _exchange_async(conn, step)
+        async def step(step: Any) -> Any:
+            if not isinstance(step, tuple):
+                return await self.step(step)
+            with self.translated():
+                return _replies(await _exchange_async(conn, step))
 
         try:
-            return await self._drive(plan, execute)
+            return await drive_async(plan, step)
         finally:
             await conn.disconnect()
-
-    async def _drive(self, plan: Plan[T], execute: Callable[..., Awaitable[list[Any]]]) -> T:
-        reply: Any = None
-        with self.translated():
-            while True:
-                done, step = _advance(plan, reply)
-                if done:
-                    return step  # type: ignore[no-any-return]
-                if step is NOW:
-                    reply = await self.now_ms()
-                elif isinstance(step, tuple):
-                    reply = _replies(await execute(*step))
-                else:
-                    await asyncio.sleep(step)
-                    reply = None
 
     async def now_ms(self) -> int:
         """The Redis server clock estimate, as :meth:`Transport.now_ms`."""

@@ -1,0 +1,330 @@
+"""One remote call as a plan: the state machine that the sync and asyncio clients both run.
+
+:func:`calling` is the whole life of a call, written once:
+
+1. encode the request, with its id and a deadline on the Redis clock;
+2. push it and wait for its reply in slices (:class:`~redisrpc.core.plan.Send`,
+   then :class:`~redisrpc.core.plan.Receive`), taking only a reply that
+   carries the call's id from a server known to echo ids;
+3. between slices, fail fast when the service is gone (every registered
+   instance vanished) or was never there (a mistyped name);
+4. at the timeout, withdraw the request if no server took it (it then never
+   runs) and raise :class:`~redisrpc.TimeoutException`;
+5. after a lost connection, withdraw the request or take a reply that arrived
+   meanwhile (:class:`~redisrpc.core.plan.Recover`);
+6. when the caller gives up (Ctrl-C, a cancelled task), withdraw the request
+   before the interrupt goes on.
+
+The plan returns the call's :class:`~redisrpc.core.protocol.Reply` (a value or a
+remote error); turning a remote error into an exception is the client's
+business. Every path can be tested by stepping the plan with no Redis
+(``tests/test_call.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import (
+    MessageTooLargeError,
+    RedisConnectionError,
+    RedisRPCError,
+    ServerGoneError,
+    TimeoutException,
+    UnknownServiceError,
+)
+from .plan import NOW, Plan, Receive, Recover, Send
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Reply, Request, decode_reply, encode_request
+from .registry import DEFAULT_PREFIX, counting_live, listing_names
+
+__all__ = [
+    "GONE_GRACE",
+    "UNKNOWN_GRACE",
+    "WAIT_SLICE",
+    "Anonymous",
+    "Call",
+    "calling",
+    "checking_gone",
+    "checking_unknown",
+    "encoded",
+    "gone",
+    "lost",
+    "new_call_id",
+    "recovering",
+    "timed_out",
+    "unknown",
+    "withdrawing",
+]
+
+log = logging.getLogger("redisrpc.client")
+
+WAIT_SLICE = 1.0
+"""The longest single wait for a reply, so long waits stay interruptible and checked."""
+GONE_GRACE = 1.0
+"""A default heartbeat period: how long a service with no live instance gets to reappear."""
+UNKNOWN_GRACE = 3.0
+"""How long a request to a name nothing is registered under may sit untaken before it fails."""
+
+Anonymous = Literal["any", "errors", "none"]
+"""Which replies without the call's id a call takes (see :class:`Call`)."""
+
+
+def new_call_id() -> str:
+    """A fresh, unguessable call id (128 random bits, hex)."""
+    return secrets.token_hex(16)
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """Everything one call needs to know; made by the proxy, run by :func:`calling`.
+
+    ``anonymous`` says which replies without the call's id are taken: any (a
+    version 1 server, which does not echo ids), only errors (the first
+    ``__describe__``, whose answer from a version 1 server is an error), or
+    none (a version 2 server: anything else is forged or stray).
+    ``shared_queue`` is the reply list shared by many calls (the asyncio
+    client's multiplexer); without it the call has a reply list of its own.
+    ``find_unknown`` makes a request that nothing registered takes fail fast,
+    naming close matches, instead of waiting for its timeout.
+    """
+
+    service: str
+    method: str
+    args: Sequence[Any]
+    kwargs: dict[str, Any]
+    timeout: float
+    reply_prefix: str
+    call_id: str = field(default_factory=new_call_id)
+    lock_token: str | None = None
+    max_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    registry_prefix: str | None = None
+    anonymous: Anonymous = "any"
+    shared_queue: str | None = None
+    find_unknown: bool = False
+
+    @property
+    def reply_queue(self) -> str:
+        """Where the reply comes: the shared list, or the call's own."""
+        return self.shared_queue or self.reply_prefix + self.call_id
+
+    @property
+    def label(self) -> str:
+        """``service.method()``, as error messages name the call."""
+        return f"{self.service}.{self.method}()"
+
+
+def encoded(call: Call, deadline: int) -> bytes:
+    """The request bytes of ``call``; MessageTooLargeError if over the server's limit."""
+    request = Request(
+        call.method, list(call.args), call.kwargs, call.reply_queue, call.call_id, deadline
+    )
+    request.lock = call.lock_token
+    data = encode_request(request)
+    if len(data) > call.max_size:
+        raise MessageTooLargeError(
+            f"request for {call.method}() is {len(data)} bytes, over the server's limit of"
+            f" {call.max_size}"
+        )
+    return data
+
+
+def calling(call: Call, *, clock: Callable[[], float] = time.monotonic) -> Plan[Reply]:
+    """The plan of one call: see the module docstring. Returns the call's reply."""
+    deadline = (yield NOW) + int(call.timeout * 1000)
+    data = encoded(call, deadline)
+    start = clock()
+    end = start + call.timeout
+    own = call.shared_queue is None
+    watch_unknown = call.find_unknown
+    try:
+        raw = yield Send(call.service, data, call.reply_queue, call.call_id, _slice(end, clock))
+        while True:
+            reply = _matched(call, raw) if raw is not None else None
+            if reply is not None:
+                return reply
+            if clock() >= end:
+                withdrawn = yield from withdrawing(call.service, data, call.reply_queue, own=own)
+                raise timed_out(call, withdrawn)
+            if call.registry_prefix is not None:
+                raw = yield from checking_gone(call, data, call.registry_prefix)
+                if raw is not None:
+                    continue
+            elif watch_unknown and clock() - start >= UNKNOWN_GRACE:
+                watch_unknown = yield from checking_unknown(call, data)
+            raw = yield Receive(call.reply_queue, call.call_id, _slice(end, clock))
+    except RedisConnectionError as exc:
+        return (yield from recovering(call, data, exc))
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # The caller gave up: a request still queued must never run.
+        try:
+            yield from withdrawing(call.service, data, call.reply_queue, own=own)
+        except RedisRPCError:
+            log.warning("could not withdraw the interrupted call %s", call.label)
+        raise
+
+
+def _slice(end: float, clock: Callable[[], float]) -> float:
+    """Seconds for the next wait: at most one slice, at least 10 ms."""
+    return max(0.01, min(WAIT_SLICE, end - clock()))
+
+
+def _matched(call: Call, raw: bytes | Reply) -> Reply | None:
+    """The reply if it answers this call; None (logged) for a stray or forged one."""
+    try:
+        reply = raw if isinstance(raw, Reply) else decode_reply(raw)
+    except RedisRPCError as exc:
+        if call.anonymous == "any":
+            raise  # a version 1 peer: the garbage is this call's answer
+        log.warning("ignored an undecodable reply on %s: %s", call.reply_queue, exc)
+        return None
+    if reply.id == call.call_id:
+        return reply
+    if reply.id is None and (
+        call.anonymous == "any" or (call.anonymous == "errors" and reply.error is not None)
+    ):
+        return reply
+    log.warning(
+        "ignored a reply on %s that does not answer %s (id %r)",
+        call.reply_queue,
+        call.label,
+        reply.id,
+    )
+    return None
+
+
+def withdrawing(service: str, data: bytes, reply_queue: str, *, own: bool = True) -> Plan[bool]:
+    """Remove a request if still queued; True when it was (it will never run).
+
+    The call's own reply list goes too; a shared one (multiplexed) is left alone.
+    """
+    commands: list[tuple[Any, ...]] = [("LREM", service, 1, data)]
+    if own:
+        commands.append(("DEL", reply_queue))
+    removed, *_ = yield tuple(commands)
+    return bool(removed)
+
+
+def checking_gone(call: Call, data: bytes, prefix: str) -> Plan[bytes | Reply | None]:
+    """Between waits: raise ServerGoneError once every registered instance is gone.
+
+    One round trip while the service is alive. It looks twice, a heartbeat
+    apart: a Redis that just restarted lost the registry until the servers'
+    next heartbeat, and those servers are not gone. On a gone service the
+    request is withdrawn (it never runs), unless a reply is already waiting:
+    that reply wins and is returned.
+    """
+    if (yield from counting_live(call.service, prefix=prefix)):
+        return None
+    yield GONE_GRACE
+    if (yield from counting_live(call.service, prefix=prefix)):
+        return None
+    withdrawn = yield from withdrawing(call.service, data, call.reply_queue, own=False)
+    if not withdrawn:
+        # Taken: the last instance may have answered just before it went.
+        raw: bytes | Reply | None = yield Receive(call.reply_queue, call.call_id, 0.05)
+        if raw is not None and _matched(call, raw) is not None:
+            return raw
+    if call.shared_queue is None:
+        yield (("DEL", call.reply_queue),)
+    raise gone(call, withdrawn)
+
+
+def checking_unknown(call: Call, data: bytes) -> Plan[bool]:
+    """Fail fast when no instance is registered under the name and nobody took the request.
+
+    Raises :class:`~redisrpc.UnknownServiceError` (the request withdrawn, so
+    it never runs) naming registered services with similar names. Returns
+    whether to keep watching: False once a server took the request (an
+    unregistered server, such as the original RedisRPC's, is serving it).
+    """
+    if (yield from counting_live(call.service, prefix=DEFAULT_PREFIX)):
+        return False
+    if not (yield from withdrawing(call.service, data, call.reply_queue, own=False)):
+        return False
+    names = yield from listing_names(prefix=DEFAULT_PREFIX)
+    if call.shared_queue is None:
+        yield (("DEL", call.reply_queue),)
+    raise unknown(call, names)
+
+
+def recovering(call: Call, data: bytes, exc: RedisConnectionError) -> Plan[Reply]:
+    """After a lost connection: the reply if one is waiting, else raise RedisConnectionError.
+
+    One attempt on a fresh connection withdraws the request if it is still
+    queued (``started=False``: it never runs).
+    """
+    try:
+        withdrawn, raw = yield Recover(call.service, data, call.reply_queue, call.call_id)
+    except RedisRPCError:
+        withdrawn, raw = False, None  # Redis is still out of reach
+    if raw is not None:
+        reply = _matched(call, raw)
+        if reply is not None:
+            return reply
+    raise lost(call, exc, withdrawn)
+
+
+# The errors a call ends with when no reply comes.
+
+
+def timed_out(call: Call, withdrawn: bool) -> TimeoutException:
+    """The timeout error, once the request was withdrawn (never runs) or found taken."""
+    if withdrawn:
+        return TimeoutException(
+            f"{call.label} timed out after {call.timeout:g} s: no server took the"
+            " request, which was withdrawn and will never run",
+            started=False,
+        )
+    return TimeoutException(
+        f"{call.label} timed out after {call.timeout:g} s: a server took the request"
+        " but did not answer in time (it may still be running)",
+        started=True,
+    )
+
+
+def gone(call: Call, withdrawn: bool) -> ServerGoneError:
+    """The error for a call whose service vanished: its request was withdrawn, or taken."""
+    where = f"every registered instance of {call.service!r} is gone (crashed or stopped)"
+    if withdrawn:
+        return ServerGoneError(
+            f"{where}: {call.label} was withdrawn before any server took it and will never run",
+            started=False,
+        )
+    return ServerGoneError(
+        f"{where} while {call.label} was running: it may have partly run, and no reply will come",
+        started=True,
+    )
+
+
+def unknown(call: Call, names: list[str]) -> UnknownServiceError:
+    """The error for a name that no live server is registered under."""
+    close = difflib.get_close_matches(call.service, names, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
+    return UnknownServiceError(
+        f"no live server is registered as {call.service!r} and none took the request for"
+        f" {call.label} within {UNKNOWN_GRACE:g} s (it was withdrawn and will never run){hint}",
+        suggestions=close,
+    )
+
+
+def lost(call: Call, exc: RedisConnectionError, withdrawn: bool) -> RedisConnectionError:
+    """The error for a call whose connection failed and whose reply was not found."""
+    if withdrawn:
+        error = RedisConnectionError(
+            f"{exc}; the request for {call.label} was withdrawn and will never run",
+            started=False,
+        )
+    else:
+        error = RedisConnectionError(
+            f"{exc}; {call.label} may or may not have been delivered,"
+            " and will not start after its deadline"
+        )
+    error.__cause__ = exc
+    return error
