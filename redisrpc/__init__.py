@@ -34,6 +34,7 @@ from .errors import (
     ServerGoneError,
     TimeoutException,
     TransportError,
+    UnknownServiceError,
 )
 from .server.exposure import expose
 from .server.loop import Server
@@ -66,6 +67,7 @@ __all__ = [
     "ServiceInfo",
     "TimeoutException",
     "TransportError",
+    "UnknownServiceError",
     "__version__",
     "description",
     "discover",

@@ -33,6 +33,7 @@ PUBLIC = {
     "ServiceInfo",
     "TimeoutException",
     "TransportError",
+    "UnknownServiceError",
     "__version__",
     "description",
     "discover",

@@ -1,0 +1,306 @@
+"""The call plan stepped by hand, with no Redis: every path of a call, once for both clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Any
+
+import pytest
+from conftest import ROOT, wait_for
+from servable import Thing
+
+import redisrpc
+from redisrpc.core.call import UNKNOWN_GRACE, Call, calling
+from redisrpc.core.plan import NOW, Receive, Recover, Send
+from redisrpc.core.protocol import Reply, decode_request, encode_reply
+
+SERVICE = "svc"
+
+
+class Clock:
+    """A hand-driven monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(**options: Any) -> Call:
+    base: dict[str, Any] = {
+        "service": SERVICE,
+        "method": "add",
+        "args": (1,),
+        "kwargs": {},
+        "timeout": 5.0,
+        "reply_prefix": "svc:rpc:",
+        "call_id": "c1",
+        "anonymous": "none",
+    }
+    base.update(options)
+    return Call(**base)
+
+
+def start(call: Call, clock: Clock) -> tuple[Any, Send]:
+    plan = calling(call, clock=clock)
+    assert next(plan) is NOW
+    send = plan.send(1_000_000)
+    assert isinstance(send, Send)
+    return plan, send
+
+
+def finish(plan: Any, reply: Any) -> Any:
+    with pytest.raises(StopIteration) as done:
+        plan.send(reply)
+    return done.value.value
+
+
+def test_request_carries_id_deadline_and_reply_queue():
+    """The pushed request names the call's id, its own reply list and a Redis-clock deadline."""
+    plan, send = start(make(), Clock())
+    request = decode_request(send.data, queue=SERVICE)
+    assert request.id == "c1" and request.deadline == 1_005_000
+    assert send.reply_queue == "svc:rpc:c1" == request.response_queue
+    assert 0 < send.wait <= 1.0
+    reply = finish(plan, encode_reply(Reply(value=2, id="c1")))
+    assert reply.value == 2
+
+
+def test_forged_or_stray_replies_are_ignored_and_the_real_one_taken():
+    """A reply without the call's id (or undecodable) from a v2 peer is skipped, not returned."""
+    clock = Clock()
+    plan, _ = start(make(), clock)
+    for junk in [b'"forged by intruder"', encode_reply(Reply(value=666)), b"\xff{"]:
+        step = plan.send(junk)
+        assert isinstance(step, Receive) and step.call_id == "c1"
+    step = plan.send(encode_reply(Reply(value=666, id="other")))
+    assert isinstance(step, Receive)
+    assert finish(plan, encode_reply(Reply(value=2, id="c1"))).value == 2
+
+
+def test_version_one_peer_reply_without_id_is_taken():
+    """A version 1 server echoes no id: its reply is the call's."""
+    plan, _ = start(make(anonymous="any"), Clock())
+    assert finish(plan, b'{"return_value": 7, "exception": null}').value == 7
+
+
+def test_first_describe_takes_an_anonymous_error_but_not_an_anonymous_value():
+    """`__describe__` to an unknown peer: a v1 error answers it, a value without id does not."""
+    plan, _ = start(make(anonymous="errors"), Clock())
+    assert isinstance(plan.send(b'{"return_value": {"class": "Fake"}}'), Receive)
+    reply = finish(plan, b'{"exception": "no such method", "return_value": null}')
+    assert reply.error is not None
+
+
+def test_timeout_withdraws_and_reports_not_started():
+    """No reply by the timeout: LREM + DEL, then TimeoutException(started=False)."""
+    clock = Clock()
+    plan, send = start(make(timeout=2.0), clock)
+    clock.now += 2.5
+    step = plan.send(None)
+    assert step == (("LREM", SERVICE, 1, send.data), ("DEL", "svc:rpc:c1"))
+    with pytest.raises(redisrpc.TimeoutException) as info:
+        plan.send([1, 0])
+    assert info.value.started is False
+
+
+def test_timeout_of_a_taken_request_reports_started():
+    """LREM found nothing: a server took it, so started=True."""
+    clock = Clock()
+    plan, _ = start(make(timeout=2.0), clock)
+    clock.now += 2.5
+    plan.send(None)
+    with pytest.raises(redisrpc.TimeoutException) as info:
+        plan.send([0, 0])
+    assert info.value.started is True
+
+
+def test_gone_service_is_checked_twice_then_withdrawn():
+    """A registering service with no live instance, twice a heartbeat apart: ServerGoneError."""
+    clock = Clock()
+    plan, send = start(make(registry_prefix="redisrpc"), clock)
+    assert plan.send(None) is NOW  # counting live instances
+    assert plan.send(1_000_500)[0][0] == "ZCOUNT"
+    assert plan.send([0]) == 1.0  # a heartbeat's grace
+    assert plan.send(None) is NOW
+    plan.send(1_001_500)
+    assert plan.send([0]) == (("LREM", SERVICE, 1, send.data),)
+    assert plan.send([1]) == (("DEL", "svc:rpc:c1"),)
+    with pytest.raises(redisrpc.ServerGoneError) as info:
+        plan.send([1])
+    assert info.value.started is False
+
+
+def test_unknown_service_fails_fast_with_close_matches():
+    """Nothing registered and nothing took the request: withdrawn, and 'did you mean'."""
+    clock = Clock()
+    plan, send = start(make(service="stgae", find_unknown=True, anonymous="errors"), clock)
+    step = plan.send(None)  # the first slice: too early to judge
+    assert isinstance(step, Receive)
+    clock.now += UNKNOWN_GRACE
+    assert plan.send(None) is NOW
+    plan.send(1_003_000)
+    assert plan.send([0]) == (("LREM", "stgae", 1, send.data),)
+    assert plan.send([1]) is NOW  # listing the live service names
+    plan.send(1_003_000)
+    assert plan.send([[b"stage", b"psu"]]) == (("DEL", send.reply_queue),)
+    with pytest.raises(redisrpc.UnknownServiceError, match="did you mean 'stage'") as info:
+        plan.send([1])
+    assert info.value.started is False and info.value.suggestions == ["stage"]
+
+
+def test_lost_connection_recovers_a_waiting_reply():
+    """The connection drops: one Recover step; a reply that arrived meanwhile is the result."""
+    plan, send = start(make(), Clock())
+    step = plan.throw(redisrpc.RedisConnectionError("reset"))
+    assert step == Recover(SERVICE, send.data, "svc:rpc:c1", "c1")
+    assert finish(plan, (False, encode_reply(Reply(value=3, id="c1")))).value == 3
+
+
+def test_lost_connection_with_the_request_still_queued_never_runs():
+    """Recover withdrew the request: RedisConnectionError(started=False)."""
+    plan, _ = start(make(), Clock())
+    plan.throw(redisrpc.RedisConnectionError("reset"))
+    with pytest.raises(redisrpc.RedisConnectionError) as info:
+        plan.send((True, None))
+    assert info.value.started is False and "withdrawn" in str(info.value)
+
+
+def test_lost_connection_with_redis_still_gone_is_unknown():
+    """Recover itself fails: started=None, and the deadline still guards a late start."""
+    plan, _ = start(make(), Clock())
+    plan.throw(redisrpc.RedisConnectionError("reset"))
+    with pytest.raises(redisrpc.RedisConnectionError) as info:
+        plan.throw(redisrpc.RedisConnectionError("refused"))
+    assert info.value.started is None and "deadline" in str(info.value)
+
+
+@pytest.mark.parametrize("interrupt", [KeyboardInterrupt, asyncio.CancelledError])
+def test_interrupt_withdraws_the_request_then_goes_on(interrupt):
+    """Ctrl-C or a cancelled task while waiting: the request is withdrawn, the interrupt raised."""
+    plan, send = start(make(), Clock())
+    step = plan.throw(interrupt())
+    assert step == (("LREM", SERVICE, 1, send.data), ("DEL", "svc:rpc:c1"))
+    with pytest.raises(interrupt):
+        plan.send([1, 1])
+
+
+def test_multiplexed_call_leaves_the_shared_list_alone():
+    """On a shared reply list, giving up withdraws the request but never deletes the list."""
+    clock = Clock()
+    plan, send = start(make(shared_queue="svc:rpc:shared"), clock)
+    assert send.reply_queue == "svc:rpc:shared"
+    assert decode_request(send.data, queue=SERVICE).id == "c1"
+    clock.now += 10
+    assert plan.send(None) == (("LREM", SERVICE, 1, send.data),)
+
+
+def test_oversized_request_is_refused_before_sending():
+    """A request over the server's advertised limit never leaves the client."""
+    plan = calling(make(args=("x" * 2000,), max_size=1024), clock=Clock())
+    next(plan)
+    with pytest.raises(redisrpc.MessageTooLargeError):
+        plan.send(1_000_000)
+
+
+# Against a real redis-server.
+
+
+def test_forged_reply_in_a_waiting_calls_list_is_not_its_result(r, serve):
+    """Another user pushes replies into a waiting call's list: the call still gets its own."""
+    client = redisrpc.Client(r, "svc", timeout=10, describe=False)
+    thing = Thing()
+    server = serve(thing, "svc")
+    client._rpc_refresh()  # described: the server echoes ids
+    server.stop(10)
+    result: list[Any] = []
+    worker = threading.Thread(target=lambda: result.append(client.incr()))
+    worker.start()
+    queued = wait_for(lambda: r.lrange("svc", 0, -1), timeout=5)
+    reply_queue = decode_request(queued[0], queue="svc").response_queue
+    r.rpush(reply_queue, b'"forged by intruder"', b'{"return_value": "forged", "id": "x"}')
+    serve(thing, "svc")
+    worker.join(10)
+    assert result == [1]
+
+
+def test_mistyped_service_fails_within_seconds_naming_the_close_match(r, serve):
+    """Client(None, 'stgae') with 'stage' served: UnknownServiceError quickly, nothing left."""
+    serve(Thing(), "stage")
+    with pytest.raises(redisrpc.UnknownServiceError, match="did you mean 'stage'"):
+        redisrpc.Client(r, "stgae", timeout=30)
+    assert r.llen("stgae") == 0 and r.keys("stgae:*") == []
+
+
+def test_original_constructor_transport_keyword(r, serve):
+    """transport='json' (the original RedisRPC's examples pass it) works; pickle is refused."""
+    serve(Thing(), "svc")
+    assert redisrpc.Client(r, "svc", timeout=5, transport="json").incr() == 1
+    with pytest.raises(ValueError, match="JSON only"):
+        redisrpc.Client(r, "svc", transport="pickle")
+    with pytest.raises(ValueError, match="JSON only"):
+        redisrpc.AsyncClient(r, "svc", transport="pickle")
+
+
+class Gate:
+    """A served object whose hold() blocks until the test releases it."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.count = 0
+
+    def hold(self) -> None:
+        self.entered.set()
+        self.release.wait(30)
+
+    def incr(self) -> int:
+        self.count += 1
+        return self.count
+
+
+def test_ctrl_c_on_a_queued_call_withdraws_it_and_it_never_runs(r, redis_url, serve):
+    """SIGINT to a client process whose call waits behind a busy server: it never runs."""
+    gate = Gate()
+    serve(gate, "svc")
+    busy = redisrpc.Client(r, "svc", timeout=30)
+    blocker = threading.Thread(target=busy.hold)
+    blocker.start()
+    assert gate.entered.wait(10)  # the server is busy
+    script = textwrap.dedent(
+        f"""
+        import redisrpc, sys
+        proxy = redisrpc.Client({redis_url!r}, "svc", timeout=30, describe=False)
+        print("ready", flush=True)
+        try:
+            proxy.incr()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(0)
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    wait_for(lambda: r.llen("svc") == 1, timeout=5)  # its request waits in the queue
+    child.send_signal(signal.SIGINT)
+    assert child.stdout.readline().strip() == "interrupted"
+    assert child.wait(10) == 0
+    assert r.llen("svc") == 0  # withdrawn
+    gate.release.set()
+    blocker.join(10)
+    assert busy.incr() == 1  # the server was free after hold(): the interrupted incr never ran
+    assert r.keys("svc:rpc:*") == []
