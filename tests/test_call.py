@@ -48,6 +48,15 @@ def make(**options: Any) -> Call:
     return Call(**base)
 
 
+def marks(call_id: str = "c1", service: str = SERVICE, ttl_ms: int = 15000) -> tuple[Any, ...]:
+    """The cancel mark and the counter bump that go with every withdrawal."""
+    return (
+        ("SET", f"{service}:cancel:{call_id}", b"1", "PX", ttl_ms),
+        ("INCR", f"{service}:cancels"),
+        ("PEXPIRE", f"{service}:cancels", ttl_ms),
+    )
+
+
 def start(call: Call, clock: Clock) -> tuple[Any, Send]:
     plan = calling(call, clock=clock)
     assert next(plan) is NOW
@@ -117,8 +126,9 @@ def test_timeout_of_a_taken_request_reports_started():
     plan, _ = start(make(timeout=2.0), clock)
     clock.now += 2.5
     plan.send(None)
+    assert plan.send([0, 0]) == marks(ttl_ms=12000)  # taken: mark it cancelled
     with pytest.raises(redisrpc.TimeoutException) as info:
-        plan.send([0, 0])
+        plan.send(["OK", 1, 1])
     assert info.value.started is True
 
 
@@ -160,7 +170,7 @@ def test_lost_connection_recovers_a_waiting_reply():
     """The connection drops: one Recover step; a reply that arrived meanwhile is the result."""
     plan, send = start(make(), Clock())
     step = plan.throw(redisrpc.RedisConnectionError("reset"))
-    assert step == Recover(SERVICE, send.data, "svc:rpc:c1", "c1")
+    assert step == Recover(SERVICE, send.data, "svc:rpc:c1", "c1", marks())
     assert finish(plan, (False, encode_reply(Reply(value=3, id="c1")))).value == 3
 
 
@@ -188,8 +198,10 @@ def test_interrupt_withdraws_the_request_then_goes_on(interrupt):
     plan, send = start(make(), Clock())
     step = plan.throw(interrupt())
     assert step == (("LREM", SERVICE, 1, send.data), ("DEL", "svc:rpc:c1"))
-    with pytest.raises(interrupt):
+    with pytest.raises(interrupt) as info:
         plan.send([1, 1])
+    if sys.version_info >= (3, 11):
+        assert "withdrawn and will never run" in info.value.__notes__[0]
 
 
 def test_multiplexed_call_leaves_the_shared_list_alone():

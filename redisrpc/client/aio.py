@@ -40,7 +40,7 @@ from ..core.protocol import SET_PROPERTY, Reply, decode_reply
 from ..core.transport import AsyncTransport
 from ..errors import RedisRPCError
 from .proxy import ProxyBase, ProxyState, checked_timeout
-from .sync import DEFAULT_TIMEOUT, check_serializer
+from .sync import DEFAULT_TIMEOUT, check_serializer, recovering_own
 
 __all__ = ["AsyncClient", "Multiplexer", "set_property"]
 
@@ -140,13 +140,8 @@ class _Direct:
             (popped,) = await self.transport.step((("BLPOP", step.reply_queue, step.wait),))
             return popped[1] if popped else None
         if isinstance(step, Recover):
-            return await self.transport.rescue(_recovering_own(step))
+            return await self.transport.rescue(recovering_own(step))
         return await self.transport.step(step)
-
-
-def _recovering_own(step: Recover) -> Plan[tuple[bool, Any]]:
-    removed, popped = yield (("LREM", step.service, 1, step.data), ("LPOP", step.reply_queue))
-    return bool(removed), popped
 
 
 class _Box:
@@ -182,7 +177,7 @@ class Multiplexer:
         self.reply_queue = reply_queue
         self.boxes: dict[str, _Box] = {}
         self.outbox: dict[str, bytes] = {}  # call id -> request, not sent yet
-        self.rescues: dict[str, tuple[bytes, asyncio.Future[tuple[bool, Any]]]] = {}
+        self.rescues: dict[str, tuple[Recover, asyncio.Future[tuple[bool, Any]]]] = {}
         self.reader: asyncio.Task[None] | None = None
 
     async def step(self, step: Any) -> Any:
@@ -294,7 +289,7 @@ class Multiplexer:
         future: asyncio.Future[tuple[bool, Any]] = loop.create_future()
         if not self.rescues:
             loop.call_soon(lambda: _spawn(self._rescue()))
-        self.rescues[step.call_id] = (step.data, future)
+        self.rescues[step.call_id] = (step, future)
         return await future
 
     async def _rescue(self) -> None:
@@ -314,13 +309,20 @@ class Multiplexer:
             if not future.done():
                 future.set_result((count == 1, waiting))
 
-    def _withdrawing_all(self, batch: dict[str, tuple[bytes, Any]]) -> Plan[list[int]]:
-        """LREM each request, and pop the replies waiting on the shared list (delivered)."""
-        removed: list[int]
-        *removed, more = yield (
-            *(("LREM", self.service, 1, data) for data, _ in batch.values()),
+    def _withdrawing_all(self, batch: dict[str, tuple[Recover, Any]]) -> Plan[list[int]]:
+        """LREM each request (and mark it cancelled), and pop the replies waiting (delivered)."""
+        steps = [step for step, _ in batch.values()]
+        replies = yield (
+            *(("LREM", self.service, 1, step.data) for step in steps),
             ("LPOP", self.reply_queue, _READ_BATCH),
         )
+        removed: list[int] = replies[: len(steps)]
+        more = replies[len(steps)]
+        marks = [
+            m for step, count in zip(steps, removed, strict=True) if not count for m in step.marks
+        ]
+        if marks:
+            yield tuple(marks)
         for box in self.boxes.values():  # errors handed out before are settled now
             while box.items and isinstance(box.items[0], BaseException):
                 box.items.popleft()

@@ -114,6 +114,8 @@ class _Direct:
 def recovering_own(step: Recover) -> Plan[tuple[bool, Any]]:
     """Withdraw the request if still queued, and take a reply waiting on the call's own list."""
     removed, popped = yield (("LREM", step.service, 1, step.data), ("LPOP", step.reply_queue))
+    if not removed and step.marks:
+        yield step.marks
     return bool(removed), popped
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import json
 import logging
 import secrets
 import time
@@ -41,7 +42,16 @@ from ..errors import (
     UnknownServiceError,
 )
 from .plan import NOW, Plan, Receive, Recover, Send
-from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Reply, Request, decode_reply, encode_request
+from .protocol import (
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Reply,
+    Request,
+    cancel_key,
+    cancels_key,
+    decode_reply,
+    encode_request,
+    running_key,
+)
 from .registry import DEFAULT_PREFIX, counting_live, listing_names
 
 __all__ = [
@@ -50,11 +60,17 @@ __all__ = [
     "WAIT_SLICE",
     "Anonymous",
     "Call",
+    "awaiting",
     "calling",
+    "cancel_commands",
     "checking_gone",
     "checking_unknown",
+    "closing",
     "encoded",
+    "giving_up",
     "gone",
+    "interrupted",
+    "looking_around",
     "lost",
     "new_call_id",
     "recovering",
@@ -108,6 +124,12 @@ class Call:
     anonymous: Anonymous = "any"
     shared_queue: str | None = None
     find_unknown: bool = False
+    limit: float | None = None
+    """A hard limit in seconds; ``timeout`` measures silence, so progress extends it."""
+    caller: str | None = None
+    on_event: Callable[[str, Any], None] | None = None
+    """Told of ``("progress", (done, total, message))`` and, while the call waits
+    behind others, ``("waiting", [running calls])``; see :mod:`redisrpc.client.progress`."""
 
     @property
     def reply_queue(self) -> str:
@@ -126,6 +148,7 @@ def encoded(call: Call, deadline: int) -> bytes:
         call.method, list(call.args), call.kwargs, call.reply_queue, call.call_id, deadline
     )
     request.lock = call.lock_token
+    request.caller = call.caller
     data = encode_request(request)
     if len(data) > call.max_size:
         raise MessageTooLargeError(
@@ -136,38 +159,135 @@ def encoded(call: Call, deadline: int) -> bytes:
 
 
 def calling(call: Call, *, clock: Callable[[], float] = time.monotonic) -> Plan[Reply]:
-    """The plan of one call: see the module docstring. Returns the call's reply."""
+    """The plan of one call: see the module docstring.
+
+    Returns the call's reply, or the first message of a streamed result (an
+    item, or a final reply with ``stream`` set): the client then pulls the
+    rest with :func:`awaiting`.
+    """
     deadline = (yield NOW) + int(call.timeout * 1000)
     data = encoded(call, deadline)
+    wait = min(WAIT_SLICE, call.timeout)
     start = clock()
-    end = start + call.timeout
-    own = call.shared_queue is None
-    watch_unknown = call.find_unknown
     try:
-        raw = yield Send(call.service, data, call.reply_queue, call.call_id, _slice(end, clock))
+        first = yield Send(call.service, data, call.reply_queue, call.call_id, wait)
+    except RedisConnectionError as exc:
+        return (yield from recovering(call, data, exc))
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        yield from giving_up(call, data, exc)
+        raise
+    return (yield from awaiting(call, data, first, clock=clock, start=start))
+
+
+def awaiting(
+    call: Call,
+    data: bytes,
+    raw: bytes | Reply | None = None,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    start: float | None = None,
+) -> Plan[Reply]:
+    """Wait for the call's next message: its reply, or the next item of its stream.
+
+    ``raw`` is a message already received (the answer to ``Send``). Progress
+    messages go to ``call.on_event`` and restart the timeout, which measures
+    silence; ``call.limit`` stays a hard limit. ``start`` is when the wait began
+    (when the request was sent; now by default).
+    """
+    start = clock() if start is None else start
+    end = start + call.timeout
+    hard_end = start + call.limit if call.limit is not None else float("inf")
+    watch_unknown = call.find_unknown
+    next_look = start + _LOOK_AFTER
+    try:
         while True:
             reply = _matched(call, raw) if raw is not None else None
             if reply is not None:
-                return reply
-            if clock() >= end:
-                withdrawn = yield from withdrawing(call.service, data, call.reply_queue, own=own)
+                if reply.interim != "progress":
+                    return reply
+                end = min(hard_end, clock() + call.timeout)
+                if call.on_event is not None:
+                    call.on_event("progress", reply.value)
+            elif clock() >= min(end, hard_end):
+                withdrawn = yield from giving_up(call, data)
                 raise timed_out(call, withdrawn)
-            if call.registry_prefix is not None:
+            elif call.registry_prefix is not None:
                 raw = yield from checking_gone(call, data, call.registry_prefix)
                 if raw is not None:
                     continue
             elif watch_unknown and clock() - start >= UNKNOWN_GRACE:
                 watch_unknown = yield from checking_unknown(call, data)
-            raw = yield Receive(call.reply_queue, call.call_id, _slice(end, clock))
+            if call.on_event is not None and clock() >= next_look:
+                next_look = clock() + WAIT_SLICE
+                call.on_event("waiting", (yield from looking_around(call)))
+            raw = yield Receive(call.reply_queue, call.call_id, _slice(min(end, hard_end), clock))
     except RedisConnectionError as exc:
         return (yield from recovering(call, data, exc))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        # The caller gave up: a request still queued must never run.
-        try:
-            yield from withdrawing(call.service, data, call.reply_queue, own=own)
-        except RedisRPCError:
-            log.warning("could not withdraw the interrupted call %s", call.label)
+    except (KeyboardInterrupt, asyncio.CancelledError) as exc:
+        yield from giving_up(call, data, exc)
         raise
+
+
+_LOOK_AFTER = 0.5  # a call silent this long with a display attached shows what it waits for
+
+
+def giving_up(call: Call, data: bytes, interrupt: BaseException | None = None) -> Plan[bool]:
+    """The caller gives up: withdraw the request, and mark the call cancelled.
+
+    Returns whether the request was withdrawn (it never runs). The mark keeps
+    a server that already took the request from starting it, and stops it if
+    it runs (see PROTOCOL.md, cancellation). With ``interrupt`` (Ctrl-C, a
+    cancelled task) failures are logged, not raised, and a note on the
+    interrupt says which of the two happened.
+    """
+    try:
+        withdrawn = yield from withdrawing(
+            call.service, data, call.reply_queue, own=call.shared_queue is None, call=call
+        )
+    except RedisRPCError as exc:
+        if interrupt is None:
+            raise
+        log.warning("could not withdraw or cancel the interrupted call %s: %s", call.label, exc)
+        return False
+    if interrupt is not None:
+        _add_note(interrupt, interrupted(call, withdrawn))
+    return withdrawn
+
+
+def interrupted(call: Call, withdrawn: bool) -> str:
+    """The one line an interrupted caller is told about its call."""
+    if withdrawn:
+        return f"redisrpc: {call.label} was still queued; it was withdrawn and will never run"
+    return f"redisrpc: {call.label} was running; the server was asked to cancel it"
+
+
+def _add_note(exc: BaseException, note: str) -> None:
+    add_note = getattr(exc, "add_note", None)  # Python 3.11+
+    if add_note is not None:
+        add_note(note)
+
+
+def looking_around(call: Call) -> Plan[list[dict[str, Any]]]:
+    """What the service's instances are running now (for a call that waits behind them)."""
+    (raw,) = yield (("HGETALL", running_key(call.service)),)
+    now = yield NOW
+    running = []
+    for value in (raw or {}).values():
+        try:
+            entry = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("until"), int) and entry["until"] > now:
+            entry["mine"] = entry.get("id") == call.call_id
+            running.append(entry)
+    return running
+
+
+def closing(call: Call) -> Plan[None]:
+    """Close a stream: mark the call cancelled (the server closes its generator)."""
+    yield cancel_commands(call) + (
+        (("DEL", call.reply_queue),) if call.shared_queue is None else ()
+    )
 
 
 def _slice(end: float, clock: Callable[[], float]) -> float:
@@ -199,16 +319,39 @@ def _matched(call: Call, raw: bytes | Reply) -> Reply | None:
     return None
 
 
-def withdrawing(service: str, data: bytes, reply_queue: str, *, own: bool = True) -> Plan[bool]:
+def withdrawing(
+    service: str, data: bytes, reply_queue: str, *, own: bool = True, call: Call | None = None
+) -> Plan[bool]:
     """Remove a request if still queued; True when it was (it will never run).
 
-    The call's own reply list goes too; a shared one (multiplexed) is left alone.
+    The call's own reply list goes too; a shared one (multiplexed) is left
+    alone. With ``call``, a request that a server already took is marked
+    cancelled, so that server never starts it and stops it if it runs.
     """
     commands: list[tuple[Any, ...]] = [("LREM", service, 1, data)]
     if own:
         commands.append(("DEL", reply_queue))
     removed, *_ = yield tuple(commands)
+    if not removed and call is not None:
+        yield cancel_commands(call)
     return bool(removed)
+
+
+def cancel_commands(call: Call) -> tuple[tuple[Any, ...], ...]:
+    """Set the call's cancel mark and bump the service's counter; both expire.
+
+    The mark outlives the request's deadline, after which no server starts it.
+    """
+    ttl_ms = int((call.timeout + _MARK_MARGIN) * 1000)
+    counter = cancels_key(call.service)
+    return (
+        ("SET", cancel_key(call.service, call.call_id), b"1", "PX", ttl_ms),
+        ("INCR", counter),
+        ("PEXPIRE", counter, ttl_ms),
+    )
+
+
+_MARK_MARGIN = 10.0
 
 
 def checking_gone(call: Call, data: bytes, prefix: str) -> Plan[bytes | Reply | None]:
@@ -225,7 +368,7 @@ def checking_gone(call: Call, data: bytes, prefix: str) -> Plan[bytes | Reply | 
     yield GONE_GRACE
     if (yield from counting_live(call.service, prefix=prefix)):
         return None
-    withdrawn = yield from withdrawing(call.service, data, call.reply_queue, own=False)
+    withdrawn = yield from withdrawing(call.service, data, call.reply_queue, own=False, call=call)
     if not withdrawn:
         # Taken: the last instance may have answered just before it went.
         raw: bytes | Reply | None = yield Receive(call.reply_queue, call.call_id, 0.05)
@@ -246,7 +389,7 @@ def checking_unknown(call: Call, data: bytes) -> Plan[bool]:
     """
     if (yield from counting_live(call.service, prefix=DEFAULT_PREFIX)):
         return False
-    if not (yield from withdrawing(call.service, data, call.reply_queue, own=False)):
+    if not (yield from withdrawing(call.service, data, call.reply_queue, own=False, call=call)):
         return False
     names = yield from listing_names(prefix=DEFAULT_PREFIX)
     if call.shared_queue is None:
@@ -261,7 +404,9 @@ def recovering(call: Call, data: bytes, exc: RedisConnectionError) -> Plan[Reply
     queued (``started=False``: it never runs).
     """
     try:
-        withdrawn, raw = yield Recover(call.service, data, call.reply_queue, call.call_id)
+        withdrawn, raw = yield Recover(
+            call.service, data, call.reply_queue, call.call_id, cancel_commands(call)
+        )
     except RedisRPCError:
         withdrawn, raw = False, None  # Redis is still out of reach
     if raw is not None:

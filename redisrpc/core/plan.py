@@ -70,13 +70,15 @@ class Recover:
 
     The plan gets ``(withdrawn, reply or None)``: ``withdrawn`` is True when
     the request was still queued and is now gone (it will never run). If
-    Redis cannot be reached, the error is thrown into the plan.
+    Redis cannot be reached, the error is thrown into the plan. ``marks`` are
+    commands sent along (the call's cancel mark).
     """
 
     service: str
     data: bytes
     reply_queue: str
     call_id: str
+    marks: tuple[tuple[Any, ...], ...] = ()
 
 
 def _advance(plan: Plan[T], reply: Any, error: BaseException | None) -> tuple[bool, Any]:

@@ -39,6 +39,7 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DESCRIBE",
     "GET_PROPERTY",
+    "INTERIM_VERSION",
     "MAX_NESTING",
     "OWN_ERROR_PREFIX",
     "PING",
@@ -48,19 +49,28 @@ __all__ = [
     "ErrorInfo",
     "Reply",
     "Request",
+    "cancel_key",
+    "cancels_key",
     "decode_reply",
     "decode_request",
     "decode_value",
+    "encode_item",
+    "encode_progress",
     "encode_reply",
     "encode_request",
     "encode_value",
     "is_valid_name",
     "reply_queue_prefix",
+    "running_key",
     "salvage_response_queue",
 ]
 
-PROTOCOL_VERSION = 2
-"""Version 1 is the original RedisRPC format; version 2 adds the optional keys."""
+PROTOCOL_VERSION = 3
+"""Version 1 is the original RedisRPC format; version 2 adds the optional keys;
+version 3 adds interim messages (progress, stream items) and cancellation."""
+
+INTERIM_VERSION = 3
+"""The first version whose callers take interim messages (progress, stream items)."""
 
 DESCRIBE = "__describe__"
 GET_PROPERTY = "__getprop__"
@@ -266,6 +276,8 @@ class Request:
     lock: str | None = None
     """The advisory-lock token the caller holds, if any."""
     protocol: int = 1
+    caller: str | None = None
+    """Who makes the call (``user@host:pid``), shown while it runs; display only."""
 
 
 def encode_request(request: Request) -> bytes:
@@ -281,6 +293,8 @@ def encode_request(request: Request) -> bytes:
         message["deadline"] = request.deadline
     if request.lock is not None:
         message["lock"] = request.lock
+    if request.caller is not None:
+        message["caller"] = request.caller
     return _dumps(message)
 
 
@@ -346,6 +360,7 @@ def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAG
     if lock is not None and not isinstance(lock, str):
         raise ProtocolError("'lock' must be a string")
     protocol = message.get("protocol", 1)
+    caller = message.get("caller")
     return Request(
         name=name,
         args=args,
@@ -355,6 +370,7 @@ def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAG
         deadline=deadline,
         lock=lock,
         protocol=protocol if isinstance(protocol, int) and not isinstance(protocol, bool) else 1,
+        caller=caller[:200] if isinstance(caller, str) else None,
     )
 
 
@@ -380,6 +396,11 @@ class Reply:
     value: Any = None
     error: ErrorInfo | None = None
     id: str | None = None
+    interim: str | None = None
+    """``"progress"`` (value: done, total, message) or ``"item"`` (value: a stream item);
+    None for the final reply."""
+    stream: bool = False
+    """A final reply that ends a stream (its value is the generator's return value)."""
 
 
 def encode_reply(reply: Reply) -> bytes:
@@ -393,6 +414,8 @@ def encode_reply(reply: Reply) -> bytes:
         message = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
         if reply.id is not None:
             message["id"] = reply.id
+        if reply.stream:
+            message["stream"] = True
         try:
             return _dumps(message)
         except EncodingError as exc:
@@ -429,6 +452,9 @@ def decode_reply(raw: bytes | str) -> Reply:
         raise ProtocolError(f"a reply must be a JSON object, not {type(message).__name__}")
     reply_id = message.get("id")
     reply_id = reply_id if isinstance(reply_id, str) else None
+    for kind in _INTERIM_KINDS:
+        if kind in message and "return_value" not in message and "exception" not in message:
+            return Reply(value=message[kind], id=reply_id, interim=kind)
     # The original Python client tests `exception is not None`: null means success.
     if message.get("exception") is not None:
         detail = message.get("error")
@@ -446,4 +472,35 @@ def decode_reply(raw: bytes | str) -> Reply:
         return Reply(error=ErrorInfo(type="", message=str(message["exception"])), id=reply_id)
     if "return_value" not in message:
         raise ProtocolError("a reply needs 'return_value' or 'exception'")
-    return Reply(value=message["return_value"], id=reply_id)
+    return Reply(value=message["return_value"], id=reply_id, stream=message.get("stream") is True)
+
+
+# -- interim messages and cancellation (protocol 3) ----------------------------
+
+_INTERIM_KINDS = ("progress", "item")
+
+
+def encode_progress(call_id: str | None, done: float, total: float | None, message: str) -> bytes:
+    """An interim progress message for a running call (only to protocol 3 callers)."""
+    body = {"done": done, "total": total, "message": message}
+    return _dumps({"progress": body, "id": call_id, "protocol": PROTOCOL_VERSION})
+
+
+def encode_item(call_id: str | None, value: Any) -> bytes:
+    """One item of a streamed result (only to protocol 3 callers)."""
+    return _dumps({"item": value, "id": call_id, "protocol": PROTOCOL_VERSION})
+
+
+def cancel_key(service: str, call_id: str) -> str:
+    """The key a caller sets when it gives up on a call: servers never start it, and stop it."""
+    return f"{service}:cancel:{call_id}"
+
+
+def cancels_key(service: str) -> str:
+    """A counter callers increment after setting a cancel mark (servers poll only on change)."""
+    return f"{service}:cancels"
+
+
+def running_key(service: str) -> str:
+    """The hash of the calls each instance is running now (instance id -> JSON)."""
+    return f"{service}:running"
