@@ -48,7 +48,7 @@ def make(**options: Any) -> Call:
     return Call(**base)
 
 
-def marks(call_id: str = "c1", service: str = SERVICE, ttl_ms: int = 15000) -> tuple[Any, ...]:
+def marks(call_id: str = "c1", service: str = SERVICE, ttl_ms: int = 8000) -> tuple[Any, ...]:
     """The cancel mark and the counter bump that go with every withdrawal."""
     return (
         ("SET", f"{service}:cancel:{call_id}", b"1", "PX", ttl_ms),
@@ -126,7 +126,8 @@ def test_timeout_of_a_taken_request_reports_started():
     plan, _ = start(make(timeout=2.0), clock)
     clock.now += 2.5
     plan.send(None)
-    assert plan.send([0, 0]) == marks(ttl_ms=12000)  # taken: mark it cancelled
+    assert plan.send([0, 0]) is NOW  # taken: mark it cancelled, until its deadline and a margin
+    assert plan.send(1_002_500) == marks(ttl_ms=3000)
     with pytest.raises(redisrpc.TimeoutException) as info:
         plan.send(["OK", 1, 1])
     assert info.value.started is True
@@ -169,7 +170,8 @@ def test_unknown_service_fails_fast_with_close_matches():
 def test_lost_connection_recovers_a_waiting_reply():
     """The connection drops: one Recover step; a reply that arrived meanwhile is the result."""
     plan, send = start(make(), Clock())
-    step = plan.throw(redisrpc.RedisConnectionError("reset"))
+    assert plan.throw(redisrpc.RedisConnectionError("reset")) is NOW
+    step = plan.send(1_000_000)
     assert step == Recover(SERVICE, send.data, "svc:rpc:c1", "c1", marks())
     assert finish(plan, (False, encode_reply(Reply(value=3, id="c1")))).value == 3
 
@@ -178,6 +180,7 @@ def test_lost_connection_with_the_request_still_queued_never_runs():
     """Recover withdrew the request: RedisConnectionError(started=False)."""
     plan, _ = start(make(), Clock())
     plan.throw(redisrpc.RedisConnectionError("reset"))
+    plan.send(1_000_000)
     with pytest.raises(redisrpc.RedisConnectionError) as info:
         plan.send((True, None))
     assert info.value.started is False and "withdrawn" in str(info.value)
@@ -187,6 +190,7 @@ def test_lost_connection_with_redis_still_gone_is_unknown():
     """Recover itself fails: started=None, and the deadline still guards a late start."""
     plan, _ = start(make(), Clock())
     plan.throw(redisrpc.RedisConnectionError("reset"))
+    plan.send(1_000_000)
     with pytest.raises(redisrpc.RedisConnectionError) as info:
         plan.throw(redisrpc.RedisConnectionError("refused"))
     assert info.value.started is None and "deadline" in str(info.value)

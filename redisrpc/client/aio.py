@@ -28,19 +28,20 @@ import asyncio
 import logging
 import secrets
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import replace
 from typing import Any
 
 import redis
 
-from ..core.call import Call, calling
+from ..core.call import Call, OwnList, calling
 from ..core.plan import Plan, Receive, Recover, Send, drive_async
 from ..core.protocol import SET_PROPERTY, Reply, decode_reply
 from ..core.transport import AsyncTransport
 from ..errors import RedisRPCError
 from .proxy import ProxyBase, ProxyState, checked_timeout
-from .sync import DEFAULT_TIMEOUT, check_serializer, recovering_own
+from .stream import AsyncRemoteStream
+from .sync import DEFAULT_TIMEOUT, check_serializer
 
 __all__ = ["AsyncClient", "Multiplexer", "set_property"]
 
@@ -93,12 +94,19 @@ class AsyncClient(ProxyBase):
             f" `await redisrpc.aio.set_property(proxy, {name!r}, value)`"
         )
 
-    async def _rpc_run(self, call: Call) -> Reply:
-        """Run one call's plan, multiplexed when the server echoes call ids."""
+    async def _rpc_run(self, call: Call) -> Any:
+        """Run one call's plan: its reply, or a stream of its items.
+
+        Calls to a server that echoes ids share the loop's multiplexer, except
+        described streams: their items wait on a list of their own, where the
+        server sees how far the caller has read.
+        """
         state = self._rpc_state
         transport: AsyncTransport = state.transport
-        if not state.echoes_ids:
-            return await drive_async(calling(call), _Direct(transport).step)
+        if not state.echoes_ids or _streams(state.description, call.method):
+            direct = _Direct(transport)
+            reply = await drive_async(calling(call), direct.step)
+            return _maybe_stream(state, call, reply, direct.step, lambda: None)
         loop = asyncio.get_running_loop()
         mux = state.channels.get(loop)
         if mux is None:
@@ -106,42 +114,71 @@ class AsyncClient(ProxyBase):
                 transport, state.name, state.reply_prefix + secrets.token_hex(16)
             )
         call = replace(call, shared_queue=mux.reply_queue)
+        streaming = False
         try:
-            return await drive_async(calling(call), mux.step)
+            reply = await drive_async(calling(call), mux.step)
+            result = _maybe_stream(state, call, reply, mux.step, lambda: mux.forget(call.call_id))
+            streaming = isinstance(result, AsyncRemoteStream)
+            return result
         finally:
-            mux.forget(call.call_id)
+            if not streaming:
+                mux.forget(call.call_id)
 
     async def _rpc_call(self, name: str, args: Any, kwargs: dict[str, Any]) -> Any:
-        """Call ``name`` remotely and return its value, or raise its error."""
+        """Call ``name`` remotely and return its value (or its stream), or raise its error."""
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         state = self._rpc_state
-        return state.value(await self._rpc_run(state.call(name, args, kwargs)))
+        watcher = state.watcher(name)
+        try:
+            result = await self._rpc_run(state.call(name, args, kwargs, on_event=watcher))
+        finally:
+            if watcher is not None:
+                watcher.close()
+        return result if isinstance(result, AsyncRemoteStream) else state.value(result)
 
     async def _rpc_refresh(self) -> dict[str, Any] | None:
         """Fetch the description again and rebuild this proxy's class from it."""
         return self._rpc_adopt(await self._rpc_run(self._rpc_state.describe_call()))
 
 
-class _Direct:
-    """A call's steps on a reply list of its own (a server that does not echo ids)."""
+def _streams(description: dict[str, Any] | None, method: str) -> bool:
+    """Whether the description marks ``method`` as streaming (a generator)."""
+    methods = (description or {}).get("methods")
+    for entry in methods if isinstance(methods, list) else []:
+        if isinstance(entry, dict) and entry.get("name") == method:
+            return entry.get("stream") is True
+    return False
 
-    __slots__ = ("transport",)
+
+def _maybe_stream(
+    state: ProxyState,
+    call: Call,
+    reply: Reply,
+    step: Callable[[Any], Awaitable[Any]],
+    finished: Callable[[], None],
+) -> Reply | AsyncRemoteStream:
+    """The reply, or the stream it opens."""
+    if reply.interim == "item" or reply.stream:
+        return AsyncRemoteStream(state, call, reply, lambda plan: drive_async(plan, step), finished)
+    return reply
+
+
+class _Direct:
+    """Carries out a call's steps on a reply list of its own (see :class:`OwnList`)."""
+
+    __slots__ = ("own", "transport")
 
     def __init__(self, transport: AsyncTransport) -> None:
         self.transport = transport
+        self.own = OwnList()
 
     async def step(self, step: Any) -> Any:
-        if isinstance(step, Send):
-            _, popped = await self.transport.step(
-                (("RPUSH", step.service, step.data), ("BLPOP", step.reply_queue, step.wait))
-            )
-            return popped[1] if popped else None
-        if isinstance(step, Receive):
-            (popped,) = await self.transport.step((("BLPOP", step.reply_queue, step.wait),))
-            return popped[1] if popped else None
+        plan = self.own.plan(step)
+        if plan is None:
+            return await self.transport.step(step)
         if isinstance(step, Recover):
-            return await self.transport.rescue(recovering_own(step))
-        return await self.transport.step(step)
+            return await self.transport.rescue(plan)
+        return await self.transport.run(plan)
 
 
 class _Box:

@@ -13,7 +13,10 @@ never start with ``_``, so nothing can clash); unknown and private names raise
 
 from __future__ import annotations
 
+import getpass
 import inspect
+import os
+import socket
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
@@ -41,9 +44,11 @@ from ..errors import (
     remote_exception,
 )
 from ..notebook.display import describe_html, describe_text, summary_line
+from .progress import ProgressCallback, ProgressDisplay, Watcher, callback_events, interactive
 from .signature import signature_from_params
 
 __all__ = [
+    "CALLER",
     "LockCell",
     "ProxyBase",
     "ProxyState",
@@ -111,6 +116,10 @@ class ProxyState:
     lock: LockCell = field(default_factory=LockCell)
     channels: dict[Any, Any] = field(default_factory=dict)
     """Per-client I/O helpers, e.g. the asyncio multiplexer of each event loop."""
+    limit: float | None = None
+    """A hard limit on each call, in seconds; ``timeout`` measures silence."""
+    progress: ProgressCallback | None = None
+    """Set by :func:`~redisrpc.with_progress`; else a bar shows in interactive sessions."""
     reply_prefix: str = ""
     location: str = ""
     """Where the Redis is, for display (no secrets); read once, so display never asks."""
@@ -139,8 +148,16 @@ class ProxyState:
             max_size=self.max_size,
             registry_prefix=liveness_prefix(self.description),
             anonymous=anonymous,
+            limit=self.limit,
+            caller=CALLER,
             **options,
         )
+
+    def watcher(self, method: str) -> Watcher | None:
+        """What shows one call's progress: the user's callback, a bar, or nothing."""
+        if self.progress is not None:
+            return _CallbackWatcher(self.progress)
+        return ProgressDisplay(f"{self.name}.{method}()") if interactive() else None
 
     def describe_call(self) -> Call:
         """The ``__describe__`` call; against a name nothing serves, it fails fast."""
@@ -177,6 +194,33 @@ class ProxyState:
         if reply.error is not None:
             raise error_from_reply(reply.error, self.name)
         return reply.value
+
+
+class _CallbackWatcher:
+    """A user's progress callback, with the display's call-and-close shape."""
+
+    __slots__ = ("on_event",)
+
+    def __init__(self, callback: ProgressCallback) -> None:
+        self.on_event = callback_events(callback)
+
+    def __call__(self, kind: str, value: Any) -> None:
+        self.on_event(kind, value)
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _caller() -> str:
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name in some containers
+        user = "?"
+    return f"{user}@{socket.gethostname()}:{os.getpid()}"
+
+
+CALLER = _caller()
+"""Who this process's calls say they come from (shown while they run)."""
 
 
 def state_of(proxy: Any) -> ProxyState:

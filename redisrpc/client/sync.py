@@ -19,12 +19,21 @@ from typing import Any, TypeVar
 
 import redis
 
-from ..core.call import calling
-from ..core.plan import Plan, Receive, Recover, Send, drive
+from ..core.call import NOTE, OwnList, calling
+from ..core.plan import Recover, drive
 from ..core.transport import Transport
+from .progress import ProgressCallback
 from .proxy import ProxyBase, ProxyState, checked_timeout, state_of
+from .stream import RemoteStream
 
-__all__ = ["DEFAULT_TIMEOUT", "Client", "description", "refresh", "with_timeout"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "Client",
+    "description",
+    "refresh",
+    "with_progress",
+    "with_timeout",
+]
 
 DEFAULT_TIMEOUT = 30.0
 """Seconds a call waits for its reply unless the client or the call says otherwise."""
@@ -73,50 +82,47 @@ class Client(ProxyBase):
         if describe:
             self._rpc_refresh()
 
-    def _rpc_run(self, plan: Plan[Any]) -> Any:
-        """Carry out a plan: a call's own steps here, the rest by the transport."""
-        return drive(plan, _Direct(self._rpc_state.transport).step)
-
     def _rpc_call(self, name: str, args: Any, kwargs: dict[str, Any]) -> Any:
-        """Call ``name`` remotely and return its value, or raise its error."""
+        """Call ``name`` remotely and return its value (or its stream), or raise its error."""
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         state = self._rpc_state
-        return state.value(self._rpc_run(calling(state.call(name, args, kwargs))))
+        watcher = state.watcher(name)
+        call = state.call(name, args, kwargs, on_event=watcher)
+        channel = _Direct(state.transport)
+        try:
+            reply = drive(calling(call), channel.step)
+        except KeyboardInterrupt as exc:
+            # One line on what became of the call, not pages of library frames.
+            raise KeyboardInterrupt(getattr(exc, NOTE, "")) from None
+        finally:
+            if watcher is not None:
+                watcher.close()
+        if reply.interim == "item" or reply.stream:
+            return RemoteStream(state, call, reply, lambda plan: drive(plan, channel.step))
+        return state.value(reply)
 
     def _rpc_refresh(self) -> dict[str, Any] | None:
         """Fetch the description again and rebuild this proxy's class from it."""
-        return self._rpc_adopt(self._rpc_run(calling(self._rpc_state.describe_call())))
+        channel = _Direct(self._rpc_state.transport)
+        return self._rpc_adopt(drive(calling(self._rpc_state.describe_call()), channel.step))
 
 
 class _Direct:
-    """A call's steps on a reply list of its own: each wait is a BLPOP on it."""
+    """Carries out a call's steps on a reply list of its own (see :class:`OwnList`)."""
 
-    __slots__ = ("transport",)
+    __slots__ = ("own", "transport")
 
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
+        self.own = OwnList()
 
     def step(self, step: Any) -> Any:
-        if isinstance(step, Send):
-            # The request and the first wait share one round trip.
-            _, popped = self.transport.step(
-                (("RPUSH", step.service, step.data), ("BLPOP", step.reply_queue, step.wait))
-            )
-            return popped[1] if popped else None
-        if isinstance(step, Receive):
-            (popped,) = self.transport.step((("BLPOP", step.reply_queue, step.wait),))
-            return popped[1] if popped else None
+        plan = self.own.plan(step)
+        if plan is None:
+            return self.transport.step(step)
         if isinstance(step, Recover):
-            return self.transport.rescue(recovering_own(step))
-        return self.transport.step(step)
-
-
-def recovering_own(step: Recover) -> Plan[tuple[bool, Any]]:
-    """Withdraw the request if still queued, and take a reply waiting on the call's own list."""
-    removed, popped = yield (("LREM", step.service, 1, step.data), ("LPOP", step.reply_queue))
-    if not removed and step.marks:
-        yield step.marks
-    return bool(removed), popped
+            return self.transport.rescue(plan)
+        return self.transport.run(plan)
 
 
 def refresh(proxy: ProxyBase) -> dict[str, Any] | None:
@@ -129,10 +135,25 @@ def description(proxy: ProxyBase) -> dict[str, Any] | None:
     return state_of(proxy).description
 
 
-def with_timeout(proxy: P, timeout: float) -> P:
+def with_timeout(proxy: P, timeout: float, *, limit: float | None = None) -> P:
     """Return a proxy like ``proxy`` whose calls wait ``timeout`` seconds.
 
     ``redisrpc.with_timeout(stage, 120).home()`` gives one slow call more time
-    without changing the shared proxy.
+    without changing the shared proxy. The timeout measures silence: a call
+    whose server keeps reporting progress goes on; ``limit`` is a hard limit
+    in seconds however much progress comes.
     """
-    return proxy._rpc_with(timeout=checked_timeout(timeout))
+    return proxy._rpc_with(
+        timeout=checked_timeout(timeout),
+        limit=None if limit is None else checked_timeout(limit),
+    )
+
+
+def with_progress(proxy: P, callback: ProgressCallback) -> P:
+    """Return a proxy like ``proxy`` whose calls call ``callback(done, total, message)``.
+
+    Called on each progress update a call's server reports (see
+    :func:`redisrpc.progress`); ``total`` is None when unknown. Without it,
+    interactive sessions show a progress bar by themselves.
+    """
+    return proxy._rpc_with(progress=callback)

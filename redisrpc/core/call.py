@@ -29,8 +29,9 @@ import json
 import logging
 import secrets
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from ..errors import (
@@ -56,13 +57,17 @@ from .registry import DEFAULT_PREFIX, counting_live, listing_names
 
 __all__ = [
     "GONE_GRACE",
+    "NOTE",
+    "RECEIVE_BATCH",
     "UNKNOWN_GRACE",
     "WAIT_SLICE",
     "Anonymous",
     "Call",
+    "OwnList",
     "awaiting",
     "calling",
     "cancel_commands",
+    "cancelling",
     "checking_gone",
     "checking_unknown",
     "closing",
@@ -127,6 +132,8 @@ class Call:
     limit: float | None = None
     """A hard limit in seconds; ``timeout`` measures silence, so progress extends it."""
     caller: str | None = None
+    deadline: int | None = None
+    """The request's deadline (epoch ms, Redis clock), once :func:`calling` set it."""
     on_event: Callable[[str, Any], None] | None = None
     """Told of ``("progress", (done, total, message))`` and, while the call waits
     behind others, ``("waiting", [running calls])``; see :mod:`redisrpc.client.progress`."""
@@ -142,10 +149,10 @@ class Call:
         return f"{self.service}.{self.method}()"
 
 
-def encoded(call: Call, deadline: int) -> bytes:
+def encoded(call: Call) -> bytes:
     """The request bytes of ``call``; MessageTooLargeError if over the server's limit."""
     request = Request(
-        call.method, list(call.args), call.kwargs, call.reply_queue, call.call_id, deadline
+        call.method, list(call.args), call.kwargs, call.reply_queue, call.call_id, call.deadline
     )
     request.lock = call.lock_token
     request.caller = call.caller
@@ -165,8 +172,8 @@ def calling(call: Call, *, clock: Callable[[], float] = time.monotonic) -> Plan[
     item, or a final reply with ``stream`` set): the client then pulls the
     rest with :func:`awaiting`.
     """
-    deadline = (yield NOW) + int(call.timeout * 1000)
-    data = encoded(call, deadline)
+    call = replace(call, deadline=(yield NOW) + int(call.timeout * 1000))
+    data = encoded(call)
     wait = min(WAIT_SLICE, call.timeout)
     start = clock()
     try:
@@ -181,7 +188,7 @@ def calling(call: Call, *, clock: Callable[[], float] = time.monotonic) -> Plan[
 
 def awaiting(
     call: Call,
-    data: bytes,
+    data: bytes | None,
     raw: bytes | Reply | None = None,
     *,
     clock: Callable[[], float] = time.monotonic,
@@ -195,6 +202,7 @@ def awaiting(
     (when the request was sent; now by default).
     """
     start = clock() if start is None else start
+    request = b"" if data is None else data  # a running stream's request is long gone
     end = start + call.timeout
     hard_end = start + call.limit if call.limit is not None else float("inf")
     watch_unknown = call.find_unknown
@@ -212,26 +220,29 @@ def awaiting(
                 withdrawn = yield from giving_up(call, data)
                 raise timed_out(call, withdrawn)
             elif call.registry_prefix is not None:
-                raw = yield from checking_gone(call, data, call.registry_prefix)
+                raw = yield from checking_gone(call, request, call.registry_prefix)
                 if raw is not None:
                     continue
             elif watch_unknown and clock() - start >= UNKNOWN_GRACE:
-                watch_unknown = yield from checking_unknown(call, data)
+                watch_unknown = yield from checking_unknown(call, request)
             if call.on_event is not None and clock() >= next_look:
                 next_look = clock() + WAIT_SLICE
                 call.on_event("waiting", (yield from looking_around(call)))
             raw = yield Receive(call.reply_queue, call.call_id, _slice(min(end, hard_end), clock))
     except RedisConnectionError as exc:
-        return (yield from recovering(call, data, exc))
+        return (yield from recovering(call, request, exc))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         yield from giving_up(call, data, exc)
         raise
 
 
+NOTE = "redisrpc_note"
+"""The attribute an interrupt gets: one line on what became of the interrupted call."""
+
 _LOOK_AFTER = 0.5  # a call silent this long with a display attached shows what it waits for
 
 
-def giving_up(call: Call, data: bytes, interrupt: BaseException | None = None) -> Plan[bool]:
+def giving_up(call: Call, data: bytes | None, interrupt: BaseException | None = None) -> Plan[bool]:
     """The caller gives up: withdraw the request, and mark the call cancelled.
 
     Returns whether the request was withdrawn (it never runs). The mark keeps
@@ -241,16 +252,22 @@ def giving_up(call: Call, data: bytes, interrupt: BaseException | None = None) -
     interrupt says which of the two happened.
     """
     try:
-        withdrawn = yield from withdrawing(
-            call.service, data, call.reply_queue, own=call.shared_queue is None, call=call
-        )
+        if data is None:  # a running stream: nothing to withdraw, only to cancel
+            yield from cancelling(call)
+            withdrawn = False
+        else:
+            withdrawn = yield from withdrawing(
+                call.service, data, call.reply_queue, own=call.shared_queue is None, call=call
+            )
     except RedisRPCError as exc:
         if interrupt is None:
             raise
         log.warning("could not withdraw or cancel the interrupted call %s: %s", call.label, exc)
         return False
     if interrupt is not None:
-        _add_note(interrupt, interrupted(call, withdrawn))
+        note = interrupted(call, withdrawn)
+        setattr(interrupt, NOTE, note)
+        _add_note(interrupt, note)
     return withdrawn
 
 
@@ -285,7 +302,8 @@ def looking_around(call: Call) -> Plan[list[dict[str, Any]]]:
 
 def closing(call: Call) -> Plan[None]:
     """Close a stream: mark the call cancelled (the server closes its generator)."""
-    yield cancel_commands(call) + (
+    now = yield NOW
+    yield cancel_commands(call, now) + (
         (("DEL", call.reply_queue),) if call.shared_queue is None else ()
     )
 
@@ -333,16 +351,25 @@ def withdrawing(
         commands.append(("DEL", reply_queue))
     removed, *_ = yield tuple(commands)
     if not removed and call is not None:
-        yield cancel_commands(call)
+        yield from cancelling(call)
     return bool(removed)
 
 
-def cancel_commands(call: Call) -> tuple[tuple[Any, ...], ...]:
+def cancelling(call: Call) -> Plan[None]:
+    """Mark a call that a server took as cancelled (see :func:`cancel_commands`)."""
+    now = yield NOW
+    yield cancel_commands(call, now)
+
+
+def cancel_commands(call: Call, now: int) -> tuple[tuple[Any, ...], ...]:
     """Set the call's cancel mark and bump the service's counter; both expire.
 
-    The mark outlives the request's deadline, after which no server starts it.
+    The mark lives until the request's deadline (after which no server starts
+    it) and a margin more, in which a server running the call sees it; then
+    it expires, so giving up leaves no key behind for long.
     """
-    ttl_ms = int((call.timeout + _MARK_MARGIN) * 1000)
+    remaining = max(0, call.deadline - now) if call.deadline is not None else 0
+    ttl_ms = remaining + int(_MARK_MARGIN * 1000)
     counter = cancels_key(call.service)
     return (
         ("SET", cancel_key(call.service, call.call_id), b"1", "PX", ttl_ms),
@@ -351,7 +378,7 @@ def cancel_commands(call: Call) -> tuple[tuple[Any, ...], ...]:
     )
 
 
-_MARK_MARGIN = 10.0
+_MARK_MARGIN = 3.0
 
 
 def checking_gone(call: Call, data: bytes, prefix: str) -> Plan[bytes | Reply | None]:
@@ -404,8 +431,9 @@ def recovering(call: Call, data: bytes, exc: RedisConnectionError) -> Plan[Reply
     queued (``started=False``: it never runs).
     """
     try:
+        now = yield NOW
         withdrawn, raw = yield Recover(
-            call.service, data, call.reply_queue, call.call_id, cancel_commands(call)
+            call.service, data, call.reply_queue, call.call_id, cancel_commands(call, now)
         )
     except RedisRPCError:
         withdrawn, raw = False, None  # Redis is still out of reach
@@ -473,3 +501,56 @@ def lost(call: Call, exc: RedisConnectionError, withdrawn: bool) -> RedisConnect
         )
     error.__cause__ = exc
     return error
+
+
+class OwnList:
+    """A call's own steps for a call with a reply list of its own, as small plans.
+
+    Both clients carry these out for such calls (the asyncio client's
+    multiplexer does its own): ``Send`` is the push and the first wait in one
+    round trip; a ``Receive`` takes every message already there (a stream's
+    items come in batches) and hands out the rest on the next ones;
+    ``Recover`` withdraws the request and takes a waiting reply (run on a
+    fresh connection by the driver).
+    """
+
+    __slots__ = ("buffer",)
+
+    def __init__(self) -> None:
+        self.buffer: deque[bytes] = deque()
+
+    def plan(self, step: Any) -> Plan[Any] | None:
+        """The plan for ``step``, or None when it is not a call's own step."""
+        if isinstance(step, Send):
+            return self._sending(step)
+        if isinstance(step, Receive):
+            return self._receiving(step)
+        if isinstance(step, Recover):
+            return self._recovering(step)
+        return None
+
+    def _sending(self, step: Send) -> Plan[bytes | None]:
+        _, popped = yield (
+            ("RPUSH", step.service, step.data),
+            ("BLPOP", step.reply_queue, step.wait),
+        )
+        return popped[1] if popped else None
+
+    def _receiving(self, step: Receive) -> Plan[bytes | None]:
+        if not self.buffer:
+            popped, more = yield (
+                ("BLPOP", step.reply_queue, step.wait),
+                ("LPOP", step.reply_queue, RECEIVE_BATCH),
+            )
+            self.buffer.extend(([popped[1]] if popped else []) + (more or []))
+        return self.buffer.popleft() if self.buffer else None
+
+    def _recovering(self, step: Recover) -> Plan[tuple[bool, Any]]:
+        removed, popped = yield (("LREM", step.service, 1, step.data), ("LPOP", step.reply_queue))
+        if not removed and step.marks:
+            yield step.marks
+        return bool(removed), popped
+
+
+RECEIVE_BATCH = 64
+"""The most messages one wait takes from a call's own reply list (a stream's window)."""
