@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import builtins
 import keyword
+import sys
 import threading
+import traceback
 from collections import OrderedDict
 from typing import Any
 
@@ -144,6 +146,28 @@ class RemoteException(RedisRPCError):  # noqa: N818 - the classic name
 
     def __str__(self) -> str:
         return self.message
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython's traceback hook: the remote part once, then IPython's view of the local part.
+
+        IPython would otherwise give the remote part a local header of its own
+        ("RemoteTraceback ... Traceback (most recent call last)") above the one
+        the remote text already has.
+        """
+        shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+        cause = self.__cause__
+        if shell is None or not isinstance(cause, RemoteTraceback):
+            return traceback.format_exception(self)
+        saved = self.__suppress_context__
+        self.__cause__, self.__suppress_context__ = None, True
+        try:
+            local: list[str] = shell.InteractiveTB.structured_traceback(
+                type(self), self, self.__traceback__
+            )
+        finally:
+            self.__cause__, self.__suppress_context__ = cause, saved
+        remote = f"Remote traceback {cause}"
+        return [*local[:1], remote, "", *local[1:]]
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (
