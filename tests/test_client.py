@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import threading
 import time
@@ -553,3 +554,36 @@ def test_undescribed_proxies_check_nothing_locally(r, serve, lab):
         dynamic.add(1, 2, 3)
     assert info.value.remote_type == "TypeError"
     wait_for(lambda: r.llen("lab") == 0)
+
+
+def test_async_proxy_errors_read_as_remote_and_wrong_calls_fail_before_awaiting(redis_url, serve):
+    """The async proxy: remote errors (method, property) without library frames; arity at once."""
+    serve(Sensor(), "sensor")
+    serve(Lab(), "lab")
+
+    async def main() -> list[BaseException]:
+        lab = await redisrpc.AsyncClient(redis_url, "lab", timeout=5)
+        sensor = await redisrpc.AsyncClient(redis_url, "sensor", timeout=5)
+        caught: list[BaseException] = []
+        for attempt in (lambda: lab.div(1, 0), lambda: sensor.reading):
+            try:
+                await attempt()
+            except redisrpc.RemoteException as exc:
+                caught.append(exc)
+        try:
+            lab.add(1, 2, 3)  # no await: the check comes before any coroutine
+        except TypeError as exc:
+            caught.append(exc)
+        return caught
+
+    div, reading, wrong = asyncio.run(main())
+    for exc, last in (
+        (div, "redisrpc.errors.RemoteZeroDivisionError: division by zero"),
+        (reading, "redisrpc.errors.RemoteRuntimeError: sensor unplugged"),
+    ):
+        text = "".join(traceback.format_exception(exc))
+        assert text.count("RemoteTraceback") == 1, text
+        files = [ln for ln in _local_part(text) if ln.lstrip().startswith("File ")]
+        assert all(__file__ in f for f in files), text
+        assert text.rstrip().splitlines()[-1] == last
+    assert str(wrong) == "add() takes from 1 to 2 positional arguments but 3 were given"

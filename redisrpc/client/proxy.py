@@ -327,7 +327,7 @@ def _property(entry: dict[str, Any]) -> property:
     def fget(self: ProxyBase) -> Any:
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         try:
-            return self._rpc_call(GET_PROPERTY, [name], {})
+            return _settled(self._rpc_call(GET_PROPERTY, [name], {}))
         except RemoteException as exc:
             exc.__traceback__ = None  # see _settled: only the caller's frames remain
             raise
