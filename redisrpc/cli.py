@@ -50,6 +50,7 @@ from .errors import (
     TimeoutException,
     TransportError,
 )
+from .notebook import rst
 from .server.loop import Server
 
 __all__ = [
@@ -224,7 +225,8 @@ def _signature(entry: dict[str, Any]) -> str:
 
 
 def _indented(doc: str, pad: str = "      ") -> list[str]:
-    return [pad + line if line else "" for line in doc.strip().splitlines()]
+    # reST inline markup (:meth:`add`, double backquotes) shown as what it names.
+    return [pad + line if line else "" for line in rst.to_text(doc).strip().splitlines()]
 
 
 def _cmd_describe(args: argparse.Namespace) -> int:

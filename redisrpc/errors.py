@@ -17,11 +17,15 @@ escape: the transport boundary translates them into the classes below.
     │   └── UnknownServiceError         nothing serves that name (a typo?); close matches named
     ├── LockedError                     another client holds the server's advisory lock
     └── RemoteException                 the remote call raised; remote type and traceback
-        └── Remote<Builtin>             e.g. RemoteZeroDivisionError, also a ZeroDivisionError
+        ├── Remote<Builtin>             e.g. RemoteZeroDivisionError, also a ZeroDivisionError
+        └── <remote type name>          e.g. OverCurrentError for an instrument's own error
 
     RemoteTraceback                     not raised: carries the framed remote traceback as
                                         ``__cause__`` of a RemoteException, so Python and IPython
                                         print it above the local one.
+
+A remote error's local traceback holds only the caller's frames: the proxy
+drops redisrpc's own frames, which say nothing about the error.
 
 ``RemoteException`` and ``TimeoutException`` keep the classic RedisRPC names.
 """
@@ -29,6 +33,11 @@ escape: the transport boundary translates them into the classes below.
 from __future__ import annotations
 
 import builtins
+import keyword
+import sys
+import threading
+import traceback
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -130,7 +139,9 @@ class RemoteException(RedisRPCError):  # noqa: N818 - the classic name
 
     When the remote type is a Python builtin exception the raised object is a
     subclass that is also an instance of that builtin, so ``except KeyError``
-    works across the wire.
+    works across the wire. Any other remote type (an instrument's own
+    ``OverCurrentError``) gets a subclass named after it, so tracebacks name
+    it; catch it as ``RemoteException`` and look at ``remote_type``.
     """
 
     def __init__(
@@ -151,6 +162,28 @@ class RemoteException(RedisRPCError):  # noqa: N818 - the classic name
     def __str__(self) -> str:
         return self.message
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython's traceback hook: the remote part once, then IPython's view of the local part.
+
+        IPython would otherwise give the remote part a local header of its own
+        ("RemoteTraceback ... Traceback (most recent call last)") above the one
+        the remote text already has.
+        """
+        shell = getattr(sys.modules.get("IPython"), "get_ipython", lambda: None)()
+        cause = self.__cause__
+        if shell is None or not isinstance(cause, RemoteTraceback):
+            return traceback.format_exception(self)
+        saved = self.__suppress_context__
+        self.__cause__, self.__suppress_context__ = None, True
+        try:
+            local: list[str] = shell.InteractiveTB.structured_traceback(
+                type(self), self, self.__traceback__
+            )
+        finally:
+            self.__cause__, self.__suppress_context__ = cause, saved
+        remote = f"Remote traceback {cause}"
+        return [*local[:1], remote, "", *local[1:]]
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (
             remote_exception,
@@ -159,7 +192,13 @@ class RemoteException(RedisRPCError):  # noqa: N818 - the classic name
 
 
 class RemoteTraceback(Exception):  # noqa: N818 - a display carrier, never raised
-    """Shows a remote traceback, framed, as the cause of a RemoteException."""
+    """Shows a remote traceback, framed, as the cause of a RemoteException.
+
+    Its one line of ``traceback`` output is the header of the remote part
+    (``RemoteTraceback: from calc@lab:7 (most recent call last):``), so the
+    remote traceback is announced once, not once by the class and again by
+    the text; a bar closes it before the local part begins.
+    """
 
     def __init__(self, text: str, *, server: str = "") -> None:
         super().__init__(text)
@@ -167,13 +206,17 @@ class RemoteTraceback(Exception):  # noqa: N818 - a display carrier, never raise
         self.server = server
 
     def __str__(self) -> str:
-        where = f" from {self.server}" if self.server else ""
-        bar = "─" * 12
+        where = f"from {self.server}" if self.server else "from the server"
         body = self.text.rstrip("\n")
-        return f"\n{bar} remote traceback{where} {bar}\n{body}\n{bar} end of remote traceback {bar}"
+        first, _, rest = body.partition("\n")
+        if first.strip() == "Traceback (most recent call last):":
+            head, body = f"{where} (most recent call last):", rest
+        else:
+            head = f"{where}:"
+        return f"{head}\n{body}\n{_BAR} end of remote traceback {_BAR}"
 
 
-_REMOTE_CLASSES: dict[str, type[RemoteException]] = {}
+_BAR = "─" * 12
 
 # BaseException-only builtins (KeyboardInterrupt, SystemExit) are deliberately
 # absent: a remote Ctrl-C must not stop the local program.
@@ -183,28 +226,80 @@ _BUILTIN_EXCEPTIONS: dict[str, type[Exception]] = {
     if isinstance(obj, type) and issubclass(obj, Exception) and not name.startswith("_")
 }
 
+# How many classes for remote type names outside the builtins are kept (least
+# recently used go first); a name seen again after eviction gets an equivalent class.
+_REMOTE_CLASS_LIMIT = 256
+
+# Classes for builtin names are few (one per builtin) and kept for good, so
+# ``type(exc)`` stays the same class for a builtin name; other names arrive
+# from the network, unbounded in number, and share a bounded LRU.
+_BUILTIN_REMOTE_CLASSES: dict[str, type[RemoteException]] = {}
+_REMOTE_CLASSES: OrderedDict[str, type[RemoteException]] = OrderedDict()
+_CLASSES_LOCK = threading.Lock()
+_NAME_LIMIT = 200  # characters of a remote type name turned into a class name
+
+
+def _builtin_remote_class(type_name: str, builtin: type[Exception]) -> type[RemoteException]:
+    """``Remote<Builtin>``: a RemoteException that is also an instance of the builtin."""
+    try:
+        cls: type[RemoteException] = type(
+            f"Remote{type_name}",
+            (RemoteException, builtin),
+            {"__doc__": f"A remote {type_name}.", "__module__": __name__},
+        )
+        # Some builtins (MemoryError) refuse to be made this way: probe once.
+        RemoteException.__init__(cls.__new__(cls), type_name)
+    except TypeError:  # a C layout conflict or an unsafe __new__; the base class serves
+        return RemoteException
+    return cls
+
+
+def _named_remote_class(type_name: str) -> type[RemoteException]:
+    """A RemoteException subclass that shows under the remote type's own name.
+
+    ``mod.sub.OverCurrentError`` gives a class named ``OverCurrentError`` in
+    module ``mod.sub``, so the traceback's last line reads
+    ``mod.sub.OverCurrentError: message``. The name is only text: nothing is
+    imported or looked up, and a name that is not a plain dotted identifier
+    (or names a non-exception builtin such as ``SystemExit``) gives the base class.
+    """
+    parts = type_name.split(".")
+    if len(type_name) > _NAME_LIMIT or not all(
+        p.isidentifier() and not keyword.iskeyword(p) for p in parts
+    ):
+        return RemoteException
+    if len(parts) == 1 and parts[0] in vars(builtins):
+        return RemoteException  # e.g. SystemExit, object: never impersonate a builtin
+    module = ".".join(parts[:-1]) or "remote"
+    return type(
+        parts[-1],
+        (RemoteException,),
+        {
+            "__doc__": f"A remote {type_name} (see ``remote_type``, ``remote_traceback``).",
+            "__module__": module,
+            "__qualname__": parts[-1],
+        },
+    )
+
 
 def _remote_class(type_name: str) -> type[RemoteException]:
-    """Return the RemoteException subclass for a remote type name, made once per name."""
-    cls = _REMOTE_CLASSES.get(type_name)
-    if cls is not None:
-        return cls
-    # A dictionary lookup among builtins: nothing in the message is evaluated.
+    """Return the RemoteException subclass for a remote type name (cached, bounded)."""
+    # A dictionary lookup among builtins: nothing in the name is evaluated.
     builtin = _BUILTIN_EXCEPTIONS.get(type_name)
-    cls = RemoteException
-    if builtin is not None:
-        try:
-            cls = type(
-                f"Remote{type_name}",
-                (RemoteException, builtin),
-                {"__doc__": f"A remote {type_name}.", "__module__": __name__},
-            )
-            # Some builtins (MemoryError) refuse to be made this way: probe once.
-            RemoteException.__init__(cls.__new__(cls), type_name)
-        except TypeError:  # a C layout conflict or an unsafe __new__; the base class serves
-            cls = RemoteException
-    _REMOTE_CLASSES[type_name] = cls
-    return cls
+    with _CLASSES_LOCK:
+        if builtin is not None:
+            cls = _BUILTIN_REMOTE_CLASSES.get(type_name)
+            if cls is None:
+                cls = _BUILTIN_REMOTE_CLASSES[type_name] = _builtin_remote_class(type_name, builtin)
+            return cls
+        cls = _REMOTE_CLASSES.get(type_name)
+        if cls is not None:
+            _REMOTE_CLASSES.move_to_end(type_name)
+            return cls
+        cls = _REMOTE_CLASSES[type_name] = _named_remote_class(type_name)
+        while len(_REMOTE_CLASSES) > _REMOTE_CLASS_LIMIT:
+            _REMOTE_CLASSES.popitem(last=False)
+        return cls
 
 
 def remote_exception(

@@ -87,7 +87,8 @@ def test_describe_shows_doc_signatures_and_properties(spawn_server):
     out = proc.stdout
     assert "Thing" in out and "A small object for child-process tests." in out
     assert "incr(by: int = 1) -> int" in out
-    assert "Add ``by`` to the total and return it." in out
+    assert "Add by to the total and return it." in out  # reST literal shown as its text
+    assert "``" not in out
     assert "echo(value: object, *, twice: bool = False) -> object" in out
     assert "total: int  (read-only)" in out
     assert "Instances (1" in out

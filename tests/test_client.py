@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import sys
 import threading
 import time
 import traceback
@@ -10,11 +12,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 import redisrpc
 from redisrpc.core import call as call_module
 from redisrpc.core.plan import Plan
 from redisrpc.core.protocol import Reply, Request, decode_reply, encode_request
+from redisrpc.sim.instruments import PowerSupply
 
 
 class Lab:
@@ -146,7 +150,7 @@ def test_remote_exceptions_are_builtin_types_with_remote_tracebacks(client):
     assert isinstance(exc, redisrpc.RemoteException)
     assert exc.remote_type == "ZeroDivisionError" and str(exc) == "division by zero"
     text = "".join(traceback.format_exception(exc))
-    assert "remote traceback from lab@" in text and "end of remote traceback" in text
+    assert "RemoteTraceback: from lab@" in text and "end of remote traceback" in text
     assert "in div" in text and "return a / b" in text
     assert text.index("return a / b") < text.index("RemoteZeroDivisionError: division by zero")
     with pytest.raises(KeyError):
@@ -404,3 +408,186 @@ def test_malformed_or_hostile_descriptions_cannot_break_the_proxy(r, description
     assert type(proxy)._rpc_call is redisrpc.Client._rpc_call
     if "ok" in members:
         assert str(inspect.signature(proxy.ok)) == "(*args, **kwargs)"
+
+
+def _local_part(text: str) -> list[str]:
+    """The lines of a formatted traceback after the remote part."""
+    cause = "The above exception was the direct cause of the following exception:"
+    return text.rsplit(cause, maxsplit=1)[-1].splitlines()
+
+
+def _assert_reads_as_remote(exc: BaseException, call_line: str, last: str) -> None:
+    """Remote part once, then the caller's line as the only local frame, then the remote type."""
+    text = "".join(traceback.format_exception(exc))
+    assert text.count("RemoteTraceback") == 1, text  # the remote part is announced once
+    assert text.count("end of remote traceback") == 1, text
+    local = _local_part(text)
+    files = [line for line in local if line.lstrip().startswith("File ")]
+    assert len(files) == 1 and __file__ in files[0], text  # no redisrpc frame, proxy or client
+    assert call_line in text.split("direct cause")[-1], text
+    assert local[-1] == last, text
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 keeps the frames")
+def test_remote_error_traceback_shows_the_remote_part_then_the_callers_line_only(client):
+    """A remote builtin error: remote traceback once, the caller's line, the remote type."""
+    with pytest.raises(ZeroDivisionError) as info:
+        client.div(1, 0)
+    _assert_reads_as_remote(
+        info.value,
+        "client.div(1, 0)",
+        "redisrpc.errors.RemoteZeroDivisionError: division by zero",
+    )
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 keeps the frames")
+def test_an_instruments_own_error_arrives_under_its_remote_name(r, serve):
+    """OverCurrentError from the simulated power supply is named on the traceback's last line."""
+    serve(PowerSupply(), "psu")
+    psu = redisrpc.Client(r, "psu", timeout=5)
+    psu.connect_load(1, 1.0)
+    psu.voltage1 = 5
+    with pytest.raises(redisrpc.RemoteException) as info:
+        psu.output_on(1)
+    exc = info.value
+    assert type(exc).__name__ == "OverCurrentError"
+    assert exc.remote_type == "redisrpc.sim.instruments.OverCurrentError"
+    _assert_reads_as_remote(
+        exc, "psu.output_on(1)", f"redisrpc.sim.instruments.OverCurrentError: {exc.message}"
+    )
+
+
+class Sensor:
+    """A sensor whose property getter and setter raise."""
+
+    @property
+    def reading(self) -> float:
+        raise RuntimeError("sensor unplugged")
+
+    @property
+    def gain(self) -> int:
+        return 1
+
+    @gain.setter
+    def gain(self, value: int) -> None:
+        raise ValueError(f"gain {value} out of range")
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 keeps the frames")
+def test_remote_property_read_error_shows_no_library_frames(r, serve):
+    """A property whose remote getter raises: the caller's line is the only local frame."""
+    serve(Sensor(), "sensor")
+    sensor = redisrpc.Client(r, "sensor", timeout=5)
+    with pytest.raises(RuntimeError) as info:
+        sensor.reading  # noqa: B018
+    _assert_reads_as_remote(
+        info.value, "sensor.reading", "redisrpc.errors.RemoteRuntimeError: sensor unplugged"
+    )
+
+
+def test_remote_property_set_error_shows_no_library_frames(r, serve):
+    """Setting a property the server refuses: no proxy.py frame under the caller's line."""
+    serve(Sensor(), "sensor")
+    sensor = redisrpc.Client(r, "sensor", timeout=5)
+    with pytest.raises(ValueError) as info:
+        sensor.gain = 7
+    text = "".join(traceback.format_exception(info.value))
+    assert "in fset" not in text and "_rpc_call" not in text  # the generated setter's part
+    _assert_reads_as_remote(
+        info.value, "sensor.gain = 7", "redisrpc.errors.RemoteValueError: gain 7 out of range"
+    )
+
+
+def test_wrong_arguments_fail_at_once_with_pythons_wording_and_send_nothing(r, serve):
+    """A busy server, a wrong call: TypeError at once, for the remote signature, nothing queued."""
+    entered, release = threading.Event(), threading.Event()
+
+    class Bench:
+        def hold(self) -> str:
+            entered.set()
+            release.wait(10)
+            return "held"
+
+        def add(self, a: float, b: float = 1.0, *, note: str = "") -> float:
+            return a + b
+
+        def pair(self, x: int, y: int, /) -> int:
+            return x + y
+
+    serve(Bench(), "bench")
+    bench = redisrpc.Client(r, "bench", timeout=20)
+    results: list[Any] = []
+    worker = threading.Thread(target=lambda: results.append(bench.hold()))
+    worker.start()
+    try:
+        assert entered.wait(10)
+        wrong = {
+            (lambda: bench.add(1, 2, 3)): (
+                "add() takes from 1 to 2 positional arguments but 3 were given"
+            ),
+            bench.add: "add() missing 1 required positional argument: 'a'",
+            (lambda: bench.add(1, c=2)): "add() got an unexpected keyword argument 'c'",
+            (lambda: bench.add(1, a=2)): "add() got multiple values for argument 'a'",
+            (lambda: bench.pair(1)): "pair() missing 1 required positional argument: 'y'",
+            (lambda: bench.pair(1, y=2)): (
+                "pair() got some positional-only arguments passed as keyword arguments: 'y'"
+            ),
+        }
+        for call, message in wrong.items():
+            start = time.monotonic()
+            with pytest.raises(TypeError) as info:
+                call()
+            assert time.monotonic() - start < 1.0  # not after waiting behind `hold`
+            assert str(info.value) == message
+            assert not isinstance(info.value, redisrpc.RedisRPCError)  # local, Python's own
+            assert r.llen("bench") == 0  # nothing was sent
+        tb = "".join(traceback.format_exception(info.value))
+        assert "proxy.py" not in tb and "signature" not in tb
+    finally:
+        release.set()
+        worker.join(10)
+    assert results == ["held"]
+
+
+def test_undescribed_proxies_check_nothing_locally(r, serve, lab):
+    """Without a description the remote signature is unknown: the server judges the call."""
+    serve(lab, "lab")
+    dynamic = redisrpc.Client(r, "lab", describe=False, timeout=5)
+    with pytest.raises(redisrpc.RemoteException) as info:
+        dynamic.add(1, 2, 3)
+    assert info.value.remote_type == "TypeError"
+    wait_for(lambda: r.llen("lab") == 0)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 keeps the frames")
+def test_async_proxy_errors_read_as_remote_and_wrong_calls_fail_before_awaiting(redis_url, serve):
+    """The async proxy: remote errors (method, property) without library frames; arity at once."""
+    serve(Sensor(), "sensor")
+    serve(Lab(), "lab")
+
+    async def main() -> list[BaseException]:
+        lab = await redisrpc.AsyncClient(redis_url, "lab", timeout=5)
+        sensor = await redisrpc.AsyncClient(redis_url, "sensor", timeout=5)
+        caught: list[BaseException] = []
+        for attempt in (lambda: lab.div(1, 0), lambda: sensor.reading):
+            try:
+                await attempt()
+            except redisrpc.RemoteException as exc:
+                caught.append(exc)
+        try:
+            lab.add(1, 2, 3)  # no await: the check comes before any coroutine
+        except TypeError as exc:
+            caught.append(exc)
+        return caught
+
+    div, reading, wrong = asyncio.run(main())
+    for exc, last in (
+        (div, "redisrpc.errors.RemoteZeroDivisionError: division by zero"),
+        (reading, "redisrpc.errors.RemoteRuntimeError: sensor unplugged"),
+    ):
+        text = "".join(traceback.format_exception(exc))
+        assert text.count("RemoteTraceback") == 1, text
+        files = [ln for ln in _local_part(text) if ln.lstrip().startswith("File ")]
+        assert all(__file__ in f for f in files), text
+        assert text.rstrip().splitlines()[-1] == last
+    assert str(wrong) == "add() takes from 1 to 2 positional arguments but 3 were given"

@@ -44,7 +44,7 @@ def test_html_card_lists_class_docs_methods_properties(greeter):
     assert "Says hello &lt;b&gt;loudly&lt;/b&gt;." in card  # escaped, not markup
     assert "<b>loudly</b>" not in card
     assert "greet</b>(name: str, times: int = 1, *, shout: bool = False) -&gt; str" in card
-    assert "Greet ``name`` a number of times." in card
+    assert "Greet <code>name</code> a number of times." in card
     assert "mood</b>" in card and "The current mood." in card and "read-only" in card
     assert "clr" not in card  # nothing invented
 
@@ -67,7 +67,7 @@ def test_pretty_text_form(greeter):
     assert lines[0].startswith("<redisrpc proxy 'greeter': Greeter with 1 method and 2 properties")
     assert "Methods:" in lines
     assert "  greet(name: str, times: int = 1, *, shout: bool = False) -> str" in text
-    assert "# Greet ``name`` a number of times." in text
+    assert "# Greet name a number of times." in text
     assert "  mood (str, read-only)  # The current mood." in lines
     assert "  greeting (str)" in lines
 
@@ -118,3 +118,30 @@ def test_real_driver_card_shows_units():
     server = redisrpc.Server(None, "psu", PowerSupply(), register=False)
     card = describe_html("psu", server.describe(), "nowhere")
     assert "voltage1" in card and "(0 to 30 V)" in card and "over-current" in card
+
+
+SPHINX_DOC = {
+    "class": "Calc",
+    "doc": "Use :meth:`add` with ``number``; see :class:`~lab.calc.Calc` and `total`.",
+    "methods": [
+        {
+            "name": "add",
+            "params": [{"name": "number", "kind": "POSITIONAL_OR_KEYWORD"}],
+            "doc": "Add ``number``; :func:`reset <lab.reset>` clears <b>it</b>.",
+        }
+    ],
+    "properties": [{"name": "total", "doc": "Sum so far, see :meth:`add`."}],
+}
+
+
+def test_rest_roles_read_as_what_they_name_in_card_and_text():
+    """:meth:`x` reads x(), :class:`~a.B` reads B, double backquotes their text; all escaped."""
+    text = describe_text("calc", SPHINX_DOC, "lab:6379")
+    assert "Use add() with number; see Calc and total." in text
+    assert "add(number)  # Add number; reset clears <b>it</b>." in text
+    assert "total  # Sum so far, see add()." in text
+    card = describe_html("calc", SPHINX_DOC, "lab:6379")
+    assert "Use <code>add()</code> with <code>number</code>; see <code>Calc</code>" in card
+    assert "<code>reset</code> clears &lt;b&gt;it&lt;/b&gt;." in card
+    for raw in (":meth:", ":class:", ":func:", "``"):
+        assert raw not in text and raw not in card, raw

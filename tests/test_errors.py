@@ -80,8 +80,9 @@ def test_every_builtin_exception_name_gives_a_usable_exception():
 def test_non_builtin_and_hostile_type_names_give_plain_remote_exceptions():
     """Unknown type names are never looked up beyond the builtins, let alone evaluated."""
     for name in [
-        "mymod.MyError",
         "__import__('os').system('x')",
+        "mod.class.Error",
+        "a" * 300,
         "SystemExit",
         "KeyboardInterrupt",
         "object",
@@ -92,13 +93,50 @@ def test_non_builtin_and_hostile_type_names_give_plain_remote_exceptions():
         assert exc.remote_type == name
 
 
+def test_remote_type_names_become_classes_named_after_them():
+    """An instrument's own error shows under its remote name and module, as a RemoteException."""
+    name = "redisrpc.sim.instruments.OverCurrentError"
+    exc = remote_exception(name, "channel 1 tripped", "tb", "psu@lab:1")
+    cls = type(exc)
+    assert issubclass(cls, RemoteException) and cls is not RemoteException
+    assert (cls.__name__, cls.__qualname__, cls.__module__) == (
+        "OverCurrentError",
+        "OverCurrentError",
+        "redisrpc.sim.instruments",
+    )
+    assert not isinstance(exc, RuntimeError)  # nothing of the real class is imported
+    assert exc.remote_type == name and str(exc) == "channel 1 tripped"
+    last = traceback.format_exception_only(exc)[-1]
+    assert last == f"{name}: channel 1 tripped\n"
+    assert type(remote_exception(name, "again")) is cls
+    back = pickle.loads(pickle.dumps(exc))
+    assert type(back).__name__ == "OverCurrentError" and back.remote_type == name
+
+
+def test_remote_class_cache_stays_bounded_and_evicted_names_behave_the_same():
+    """10,000 distinct remote type names keep at most the bound of classes; builtins keep theirs."""
+    key_error = type(remote_exception("KeyError", "k"))
+    first = type(remote_exception("lab.Error0", "m"))
+    for i in range(10_000):
+        remote_exception(f"lab.Error{i}", "m")
+    assert len(errors._REMOTE_CLASSES) == errors._REMOTE_CLASS_LIMIT
+    again = type(remote_exception("lab.Error0", "m"))  # evicted long ago: made anew
+    assert again is not first and again.__name__ == first.__name__ == "Error0"
+    assert issubclass(again, RemoteException)
+    assert len(errors._REMOTE_CLASSES) == errors._REMOTE_CLASS_LIMIT
+    exc = remote_exception("KeyError", "k")
+    assert type(exc) is key_error and isinstance(exc, KeyError)
+    with pytest.raises(KeyError):
+        raise exc
+
+
 def test_remote_classes_are_made_once_per_name():
     """The same remote type name always maps to the same class."""
     assert type(remote_exception("KeyError", "a")) is type(remote_exception("KeyError", "b"))
 
 
 def test_remote_traceback_is_framed_and_marked_remote():
-    """traceback.format_exception shows the remote traceback, clearly framed, above ours."""
+    """format_exception shows the remote traceback once, framed and marked remote, above ours."""
     remote_tb = (
         "Traceback (most recent call last):\n"
         '  File "calc.py", line 3, in div\n'
@@ -107,10 +145,17 @@ def test_remote_traceback_is_framed_and_marked_remote():
     exc = remote_exception("ZeroDivisionError", "x", remote_tb, "calc@lab:7")
     assert isinstance(exc.__cause__, RemoteTraceback)
     text = "".join(traceback.format_exception(exc))
-    assert "remote traceback from calc@lab:7" in text
-    assert "end of remote traceback" in text
-    assert 'File "calc.py", line 3, in div' in text
-    assert text.index("remote traceback") < text.index("RemoteZeroDivisionError: x")
+    assert text.startswith(
+        "redisrpc.errors.RemoteTraceback: from calc@lab:7 (most recent call last):\n"
+        '  File "calc.py", line 3, in div\n'
+        "ZeroDivisionError: x\n"
+        "──────────── end of remote traceback ────────────\n"
+    )
+    assert text.count("RemoteTraceback") == 1 and text.count("calc@lab:7") == 1
+    assert text.count("Traceback (most recent call last)") == 0  # not raised: no local part
+    assert text.index("end of remote traceback") < text.index("RemoteZeroDivisionError: x")
+    other = RemoteTraceback("not a Python traceback", server="")
+    assert str(other).startswith("from the server:\nnot a Python traceback\n")
 
 
 def test_no_remote_traceback_means_no_cause():

@@ -91,6 +91,9 @@ def test_select_fills_methods_and_properties(explorer, serve):
     explorer.select("psu")
     assert explorer.wait(10)
     assert "PowerSupply" in explorer.header.value and "over-current" in explorer.header.value
+    # reST roles in the docstring read as what they name
+    assert "<code>clear_trip()</code>" in explorer.header.value
+    assert ":meth:" not in explorer.header.value and ":class:" not in explorer.header.value
     assert {"output_on", "measure", "connect_load"} <= set(explorer.forms)
     assert set(explorer.properties) >= {"voltage1", "current_limit2", "idn"}
     assert explorer.methods.titles[list(explorer.forms).index("measure")] == (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import pydoc
+import re
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -128,8 +130,12 @@ def test_help_shows_the_remote_object(proxy):
     text = pydoc.render_doc(proxy, renderer=pydoc.plaintext)
     assert "class Spectrometer" in text
     assert "A pretend spectrometer." in text
-    assert "acquire(self, /, frames: int = 1, *, dark: bool = False) -> list[float]" in text
+    assert "acquire(frames: int = 1, *, dark: bool = False) -> list[float]" in text
     assert "Acquire a spectrum." in text
+    assert "self" not in text  # no `self` on any remote method
+    # The client's constructor and the proxy machinery are not the remote object's.
+    for plumbing in ("__init__", "__getattr__", "__setattr__", "describe: ", "timeout: ", "_rpc"):
+        assert plumbing not in text, plumbing
     assert "temperature" in text and "Detector temperature in kelvin." in text
     method = pydoc.render_doc(proxy.set_grating, renderer=pydoc.plaintext)
     assert "set_grating(lines_per_mm: int) -> None" in method
@@ -176,3 +182,70 @@ def test_no_redis_commands_reach_the_server(r, serve):
     finally:
         ip.user_ns.pop("spec", None)
     assert set(stats) <= {"cmdstat_config|resetstat", "cmdstat_config", "cmdstat_info"}, stats
+
+
+def test_question_marks_show_the_remote_definition_not_library_code(shell):
+    """`?` names no redisrpc file as the definition; `??` shows signature and docs, no wrapper."""
+    for level in (0, 1):
+        info = shell.object_inspect("spec.acquire", detail_level=level)
+        assert info["found"]
+        assert "redisrpc" not in (info["file"] or ""), info["file"]
+        assert not info["source"], info["source"]  # never the generic wrapper's body
+        assert info["docstring"].startswith("Acquire a spectrum.")
+        assert info["definition"].endswith(
+            "(frames: int = 1, *, dark: bool = False) -> list[float]"
+        )
+    direct = shell.inspector.info(type(shell.user_ns["spec"]).acquire, detail_level=1)
+    assert "redisrpc" not in (direct["file"] or "") and not direct["source"]
+    assert "self" not in direct["definition"]
+
+
+class Motor:
+    """A motor stage."""
+
+    def move(self, mm: float) -> float:
+        """Move by ``mm``."""
+        if mm > 10:
+            raise ValueError(f"{mm} mm is past the end stop")
+        return mm
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="Python 3.10 keeps the frames")
+def test_ipython_shows_a_remote_error_once_then_the_callers_cell(r, serve, capsys):
+    """In IPython: the remote traceback once, the cell line, no library frames, the remote type."""
+    serve(Motor(), "stage")
+    ip = InteractiveShell.instance()
+    ip.user_ns["stage"] = redisrpc.Client(r, "stage", timeout=5)
+    try:
+        capsys.readouterr()
+        ip.run_cell("stage.move(20)")
+        out = _plain(capsys.readouterr().out)
+        ip.run_cell("stage.move(1, 2)")
+        wrong = _plain(capsys.readouterr().out)
+    finally:
+        ip.user_ns.pop("stage", None)
+    assert out.count("Remote traceback from stage@") == 1, out
+    assert "RemoteTraceback" not in out and out.count("(most recent call last)") == 2, out
+    assert "end of remote traceback" in out
+    assert "stage.move(20)" in out
+    local = out.split("end of remote traceback")[1]
+    assert "redisrpc" not in local.replace("RemoteValueError", ""), local
+    assert out.rstrip().splitlines()[-1] == "RemoteValueError: 20 mm is past the end stop", out
+    assert "TypeError: move() takes 1 positional argument but 2 were given" in wrong
+    assert "redisrpc" not in wrong, wrong
+
+
+def test_pytest_shows_a_remote_error_without_library_frames(r, serve):
+    """pytest's report of a remote error: the test's line, the remote part, the remote type."""
+    serve(Motor(), "stage")
+    stage = redisrpc.Client(r, "stage", timeout=5)
+    with pytest.raises(ValueError) as info:
+        stage.move(20)
+    report = str(info.getrepr(style="long", chain=True))
+    assert "stage.move(20)" in report
+    assert "proxy.py" not in report and "sync.py" not in report, report
+    assert "RemoteValueError: 20 mm is past the end stop" in report

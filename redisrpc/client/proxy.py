@@ -17,7 +17,9 @@ import getpass
 import inspect
 import os
 import socket
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
+from types import CoroutineType, FunctionType
 from typing import Any, TypeVar
 
 from ..core.call import Anonymous, Call
@@ -286,14 +288,18 @@ class ProxyBase:
         return _DynamicMethod(self, name)
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if isinstance(getattr(type(self), name, None), property):
-            object.__setattr__(self, name, value)
-        elif self._rpc_state.description is None and is_valid_name(name):
-            self._rpc_call(SET_PROPERTY, [name, value], {})
-        else:
-            raise AttributeError(
-                f"remote {self._rpc_state.name!r} has no writable property {name!r}"
-            )
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
+        try:
+            if isinstance(getattr(type(self), name, None), property):
+                object.__setattr__(self, name, value)
+                return
+            if self._rpc_state.description is None and is_valid_name(name):
+                self._rpc_call(SET_PROPERTY, [name, value], {})
+                return
+        except RemoteException as exc:
+            exc.__traceback__ = None  # see _settled: only the caller's frames remain
+            raise
+        raise AttributeError(f"remote {self._rpc_state.name!r} has no writable property {name!r}")
 
     def __repr__(self) -> str:
         state = self._rpc_state
@@ -329,33 +335,177 @@ class _DynamicMethod:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
-        return self._rpc_proxy._rpc_call(self._rpc_name, args, kwargs)
+        try:
+            return _settled(self._rpc_proxy._rpc_call(self._rpc_name, args, kwargs))
+        except RemoteException as exc:
+            exc.__traceback__ = None  # see _settled: only the caller's frames remain
+            raise
 
     def __repr__(self) -> str:
         service = self._rpc_proxy._rpc_state.name
         return f"<remote method {self._rpc_name!r} of {service!r} (undescribed)>"
 
 
+# Where a remote error's traceback is cut. A bare ``raise`` re-raises with the
+# exception's own ``__traceback__`` and adds no entry for the frame it runs in
+# (Python 3.11+), so clearing the traceback before it leaves the generated
+# method drops that frame and redisrpc's frames below it: the caller's line is
+# the only local frame, under the remote traceback. Python 3.10 keeps the frames.
+
+
+def _settled(result: Any) -> Any:
+    """``result``, or for an async proxy's coroutine one that cuts a remote error's traceback."""
+    if isinstance(result, CoroutineType):
+        return _awaited(result)
+    return result
+
+
+async def _awaited(call: Coroutine[Any, Any, Any]) -> Any:
+    __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
+    try:
+        return await call
+    except RemoteException as exc:
+        exc.__traceback__ = None
+        raise
+
+
+# A generated function's code names no file: IPython's ``?`` then shows no
+# library file as the definition and ``??`` shows the docstring and signature,
+# not redisrpc's generic body (IPython treats "<string>" as generated code).
+_GENERATED = "<string>"
+
+
+def _generated(function: Any, name: str) -> None:
+    function.__code__ = function.__code__.replace(co_filename=_GENERATED, co_name=name)
+
+
+_POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+
+
+def _listed(names: list[str]) -> str:
+    quoted = [repr(n) for n in names]
+    if len(quoted) <= 2:
+        return " and ".join(quoted)
+    return ", ".join(quoted[:-1]) + ", and " + quoted[-1]
+
+
+def _call_error(
+    name: str, sig: inspect.Signature, args: tuple[Any, ...], kwargs: dict[str, Any], why: str
+) -> str:
+    """Python's own wording for a call that does not fit ``sig`` (``why`` is bind's)."""
+    params = list(sig.parameters.values())
+    positional = [p for p in params if p.kind in _POSITIONAL]
+    if why == "too many positional arguments":
+        required = sum(p.default is p.empty for p in positional)
+        most = len(positional)
+        takes = str(most) if required == most else f"from {required} to {most}"
+        given = f"{len(args)} {'was' if len(args) == 1 else 'were'} given"
+        return f"{name}() takes {takes} positional argument{'s' * (takes != '1')} but {given}"
+    if why.startswith("missing a required argument"):
+        missing = [
+            p.name
+            for i, p in enumerate(positional)
+            if p.default is p.empty and i >= len(args) and p.name not in kwargs
+        ]
+        kind = "positional"
+        if not missing:
+            kind = "keyword-only"
+            missing = [
+                p.name
+                for p in params
+                if p.kind is inspect.Parameter.KEYWORD_ONLY
+                and p.default is p.empty
+                and p.name not in kwargs
+            ]
+        count = len(missing)
+        return (
+            f"{name}() missing {count} required {kind} argument{'s' * (count != 1)}:"
+            f" {_listed(missing)}"
+        )
+    if why.endswith("is positional only, but was passed as a keyword"):
+        bad = [
+            p.name
+            for p in params
+            if p.kind is inspect.Parameter.POSITIONAL_ONLY and p.name in kwargs
+        ]
+        return (
+            f"{name}() got some positional-only arguments passed as keyword arguments:"
+            f" {_listed(bad)}"
+        )
+    if why.startswith("multiple values"):
+        return f"{name}() got {why}"
+    return f"{name}() {why}"
+
+
+def _arguments_check(name: str, entry: dict[str, Any]) -> Any:
+    """A function that raises TypeError when arguments do not fit the described signature.
+
+    None when the description has no usable parameter list (nothing is checked,
+    as for an undescribed proxy). ``inspect.Signature.bind`` only matches names
+    and counts: values are never looked at.
+    """
+    sig = signature_from_params(entry.get("params"))
+    if sig == signature_from_params(None):
+        return None
+
+    def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        try:
+            sig.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise TypeError(_call_error(name, sig, args, kwargs, str(exc))) from None
+
+    return check
+
+
 def _method(class_name: str, entry: dict[str, Any]) -> Any:
+    """The function for one described remote method.
+
+    Arguments are checked against the described signature before anything is
+    sent (a wrong call fails at once with Python's wording, not after waiting
+    in the queue). The class holds it with ``self`` first, so bound methods
+    have the remote signature; ``help()`` of the class shows its ``_rpc_view``
+    (the same call, documented with the remote signature alone).
+    """
     name = entry["name"]
+    check = _arguments_check(name, entry)
 
     def method(self: ProxyBase, /, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
-        return self._rpc_call(name, args, kwargs)
+        if check is not None:
+            try:
+                check(args, kwargs)
+            except TypeError as exc:
+                exc.__traceback__ = None  # as for a Python function: the caller's line only
+                raise
+        try:
+            return _settled(self._rpc_call(name, args, kwargs))
+        except RemoteException as exc:
+            exc.__traceback__ = None  # see _settled: only the caller's frames remain
+            raise
 
-    method.__name__ = name
-    method.__qualname__ = f"{class_name}.{name}"
-    method.__doc__ = entry.get("doc") or None
+    def view(proxy: ProxyBase, /, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
+        try:
+            return method(proxy, *args, **kwargs)
+        except (RemoteException, TypeError) as exc:
+            exc.__traceback__ = None
+            raise
+
     remote = signature_from_params(entry.get("params"), entry.get("returns"))
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_ONLY)
     try:
-        method.__signature__ = remote.replace(  # type: ignore[attr-defined]
-            parameters=[self_param, *remote.parameters.values()]
-        )
+        with_self = remote.replace(parameters=[self_param, *remote.parameters.values()])
     except ValueError:  # e.g. a remote parameter itself named "self"
-        method.__signature__ = signature_from_params(None).replace(  # type: ignore[attr-defined]
-            parameters=[self_param, *signature_from_params(None).parameters.values()]
-        )
+        remote = signature_from_params(None)
+        with_self = remote.replace(parameters=[self_param, *remote.parameters.values()])
+    for function, sig in ((method, with_self), (view, remote)):
+        function.__name__ = name
+        function.__qualname__ = f"{class_name}.{name}"
+        function.__module__ = _REMOTE_MODULE
+        function.__doc__ = entry.get("doc") or None
+        function.__signature__ = sig  # type: ignore[attr-defined]
+        _generated(function, name)
+    method._rpc_view = view  # type: ignore[attr-defined]
     return method
 
 
@@ -364,17 +514,54 @@ def _property(entry: dict[str, Any]) -> property:
 
     def fget(self: ProxyBase) -> Any:
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
-        return self._rpc_call(GET_PROPERTY, [name], {})
+        try:
+            return _settled(self._rpc_call(GET_PROPERTY, [name], {}))
+        except RemoteException as exc:
+            exc.__traceback__ = None  # see _settled: only the caller's frames remain
+            raise
 
     def fset(self: ProxyBase, value: Any) -> None:
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
-        self._rpc_call(SET_PROPERTY, [name, value], {})
+        try:
+            self._rpc_call(SET_PROPERTY, [name, value], {})
+        except RemoteException as exc:
+            exc.__traceback__ = None  # see _settled: only the caller's frames remain
+            raise
 
+    for function in (fget, fset):
+        function.__module__ = _REMOTE_MODULE
+        _generated(function, name)
     doc = entry.get("doc") or ""
     annotation = entry.get("annotation")
     if annotation:
         doc = f"{doc}\n\n({annotation}{', read-only' if entry.get('readonly') else ''})".strip()
     return property(fget, None if entry.get("readonly") else fset, None, doc or None)
+
+
+_REMOTE_MODULE = "redisrpc.remote"  # the module every generated class and member claims
+
+
+class _RemoteClass(type):
+    """Metaclass of the generated proxy classes: the class documents the remote object.
+
+    ``help(proxy)`` (pydoc) reads the class: it lists the remote members only
+    (not the client's constructor or the proxy machinery), each method with the
+    remote signature alone. Instances are untouched: attribute lookup, ``dir()``
+    and Tab completion of a proxy do not go through the metaclass.
+    """
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        return inspect.Signature()  # no local constructor worth showing: proxies come from Client
+
+    def __dir__(cls) -> list[str]:
+        return sorted(n for n in vars(cls) if not n.startswith("_"))
+
+    def __getattribute__(cls, name: str) -> Any:
+        value = type.__getattribute__(cls, name)
+        if not name.startswith("_") and isinstance(value, FunctionType):
+            return getattr(value, "_rpc_view", value)
+        return value
 
 
 def build_proxy_class(base: type[ProxyBase], description: dict[str, Any]) -> type[ProxyBase]:
@@ -387,7 +574,7 @@ def build_proxy_class(base: type[ProxyBase], description: dict[str, Any]) -> typ
     class_name = class_name if is_valid_name(class_name.replace(".", "_")) else "Remote"
     namespace: dict[str, Any] = {
         "__slots__": (),
-        "__module__": "redisrpc.remote",
+        "__module__": _REMOTE_MODULE,
         "__qualname__": class_name,
         "__doc__": description.get("doc") or f"Remote {class_name} (served by redisrpc).",
     }
@@ -400,4 +587,5 @@ def build_proxy_class(base: type[ProxyBase], description: dict[str, Any]) -> typ
         name = entry.get("name") if isinstance(entry, dict) else None
         if isinstance(name, str) and is_valid_name(name) and not name.startswith("_"):
             namespace[name] = _property(entry)
-    return type(class_name.rsplit(".", 1)[-1], (base,), namespace)
+    made = _RemoteClass(class_name.rsplit(".", 1)[-1], (base,), namespace)
+    return made  # type: ignore[return-value]  # a subclass of base, made by the metaclass

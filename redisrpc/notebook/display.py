@@ -13,6 +13,7 @@ from typing import Any
 
 from ..client.signature import signature_from_params
 from ..core.protocol import is_valid_name
+from . import rst
 
 __all__ = ["describe_html", "describe_text", "member_signature", "summary_line"]
 
@@ -37,7 +38,7 @@ def member_signature(entry: dict[str, Any]) -> str:
 
 
 def _first_line(doc: Any) -> str:
-    text = _text(doc).strip()
+    text = rst.to_text(_text(doc)).strip()
     return text.splitlines()[0] if text else ""
 
 
@@ -69,7 +70,7 @@ def describe_text(name: str, description: dict[str, Any] | None, location: str) 
     if description is None:
         lines.append("  An original RedisRPC server: any public name is a remote call.")
         return "\n".join(lines)
-    doc = _text(description.get("doc")).strip()
+    doc = rst.to_text(_text(description.get("doc"))).strip()
     if doc:
         lines.extend("  " + line for line in doc.splitlines())
     methods = _entries(description, "methods")
@@ -107,7 +108,7 @@ def _doc_block(doc: Any) -> str:
         return ""
     return (
         '<pre style="white-space: pre-wrap; margin: 2px 0 6px 1em; font-size: 90%;'
-        f' {_CODE}">{html.escape(text)}</pre>'
+        f' {_CODE}">{rst.to_html(text)}</pre>'
     )
 
 

@@ -36,6 +36,7 @@ from ..client.sync import Client, description
 from ..core.registry import DEFAULT_PREFIX, ServiceInfo, discover
 from ..core.transport import Transport
 from ..errors import RemoteException
+from ..notebook import rst
 from ..notebook.display import member_signature
 from ..notebook.forms import (
     Field,
@@ -118,7 +119,7 @@ class CallForm:
         self.button = widgets.Button(description="Call", button_style="primary", icon="play")
         self.result = widgets.HTML()
         self.code = widgets.Text(description="code", style=style, layout={"width": "95%"})
-        doc = widgets.HTML(f'<pre style="{_PRE} color: #555;">{html.escape(self.doc)}</pre>')
+        doc = widgets.HTML(f'<pre style="{_PRE} color: #555;">{rst.to_html(self.doc)}</pre>')
         self.widget = widgets.VBox(
             [doc, *self.inputs.values(), self.button, self.result, self.code]
         )
@@ -165,7 +166,7 @@ class PropertyRow:
         self.readonly = bool(entry.get("readonly"))
         note = entry.get("annotation") if isinstance(entry.get("annotation"), str) else ""
         note = ", ".join(x for x in (note, "read-only" if self.readonly else "") if x)
-        doc = str(entry.get("doc") or "").strip().split("\n")[0]
+        doc = rst.to_text(str(entry.get("doc") or "").strip().split("\n")[0])
         self.label = widgets.HTML(
             f'<b style="{_PRE}">{html.escape(self.name)}</b>'
             + (f' <span style="color: #777;">({html.escape(note)})</span>' if note else "")
@@ -467,7 +468,7 @@ class Explorer:
             lines.append(f'<div style="color: #777;">{html.escape(hosts)}</div>')
         doc = str(found.get("doc") or "")
         if doc:
-            lines.append(f'<pre style="{_PRE}">{html.escape(doc)}</pre>')
+            lines.append(f'<pre style="{_PRE}">{rst.to_html(doc)}</pre>')
         connect = f'{variable_name(name)} = redisrpc.Client(redis, "{name}")'
         lines.append(
             f'<div style="color: #555;">In Python: <code>{html.escape(connect)}</code></div>'
