@@ -30,6 +30,7 @@ PUBLIC = {
     "RemoteTraceback",
     "Server",
     "ServerGoneError",
+    "ServiceConflictError",
     "ServiceInfo",
     "TimeoutException",
     "TransportError",

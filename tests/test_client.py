@@ -133,7 +133,7 @@ def test_unencodable_return_value_raises_encoding_error(client, lab):
     """A return value the server cannot encode raises EncodingError naming its type."""
     lab.thing = lambda: {1, object()}  # type: ignore[attr-defined]
     with pytest.raises(redisrpc.EncodingError, match="object"):
-        redisrpc.Client(client._rpc_transport.redis, "lab", timeout=5).thing()
+        redisrpc.Client(client._rpc_transport, "lab", timeout=5).thing()
 
 
 def test_remote_exceptions_are_builtin_types_with_remote_tracebacks(client):

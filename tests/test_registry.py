@@ -13,8 +13,10 @@ import redis.connection
 from conftest import wait_for
 
 import redisrpc
-from redisrpc.core.registry import STALE_BEATS, Registration, discover, live_instances
+from redisrpc.client.discovery import discover
+from redisrpc.core.registry import STALE_BEATS, live_instances
 from redisrpc.core.transport import Transport
+from redisrpc.server.registration import Registration
 
 
 class Probe:
