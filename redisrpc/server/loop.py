@@ -93,7 +93,7 @@ class Server:
     """Serve ``obj`` on the Redis list ``name``.
 
     Args:
-        redis: a redis-py client, a URL, or None for ``REDIS_URL``.
+        redis: a redis-py client, a URL, None for ``REDIS_URL``, or a transport.
         name: the service name, which is also the request list's key.
         obj: any object; its public methods and properties become callable.
         expose: an explicit allow-list of names (otherwise see
@@ -122,7 +122,7 @@ class Server:
 
     def __init__(
         self,
-        redis: redis.Redis | str | None,
+        redis: Transport | redis.Redis | str | None,
         name: str,
         obj: Any,
         *,
