@@ -23,6 +23,7 @@ from .client.sync import DEFAULT_TIMEOUT, Client, description, refresh, with_tim
 from .core.protocol import PROTOCOL_VERSION
 from .embedded import EmbeddedRedis, ensure_redis
 from .errors import (
+    CommandError,
     EncodingError,
     LockedError,
     MessageTooLargeError,
@@ -49,6 +50,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "AsyncClient",
     "Client",
+    "CommandError",
     "EmbeddedRedis",
     "EncodingError",
     "InstanceInfo",

@@ -15,6 +15,7 @@ PUBLIC = {
     "PROTOCOL_VERSION",
     "AsyncClient",
     "Client",
+    "CommandError",
     "EmbeddedRedis",
     "EncodingError",
     "InstanceInfo",

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 import redisrpc
 from redisrpc.core.protocol import Request, decode_reply, encode_request
+from redisrpc.core.transport import Transport
 
 
 class MyError(Exception):
@@ -512,14 +513,14 @@ def test_an_idle_server_with_a_long_poll_interval_logs_nothing(r, redis_url, dev
     Socket timeout 1 s, poll interval 2 s, watched for 3 s: no "did not answer
     in time ... retrying" warning, and the server still answers.
     """
-    from redisrpc.core.transport import Transport
-
     transport = Transport.of(redis_url, socket_timeout=1.0)
-    with caplog.at_level(logging.WARNING, logger="redisrpc"):
-        with redisrpc.Server(transport, "idle", device, poll_interval=2.0):
-            time.sleep(3.0)  # the behaviour under test is what happens while waiting
-            client = redisrpc.Client(redis_url, "idle", timeout=10)
-            assert client.add(1, 2) == 3
+    with (
+        caplog.at_level(logging.WARNING, logger="redisrpc"),
+        redisrpc.Server(transport, "idle", device, poll_interval=2.0),
+    ):
+        time.sleep(3.0)  # the behaviour under test is what happens while waiting
+        client = redisrpc.Client(redis_url, "idle", timeout=10)
+        assert client.add(1, 2) == 3
     warnings = [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
     assert warnings == []
 
