@@ -188,8 +188,16 @@ def test_blocking_time_of_each_blocking_command():
     assert blocking_seconds(("LPOP", "a", 3)) is None
 
 
-def test_a_block_longer_than_the_socket_timeout_is_waited_for(r: redis.Redis, redis_url: str):
-    """A BLPOP of 1 s on a transport whose socket timeout is 0.3 s returns None, no error."""
+@pytest.mark.parametrize("read_timeout", [True, False], ids=["read_response", "can_read"])
+def test_a_block_longer_than_the_socket_timeout_is_waited_for(
+    r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, read_timeout: bool
+):
+    """A BLPOP of 1 s on a transport whose socket timeout is 0.3 s returns None, no error.
+
+    Both ways of bounding a read: redis-py 8's read_response(timeout=), and
+    can_read(timeout) for older redis-py.
+    """
+    monkeypatch.setattr(transport_module, "_READ_TIMEOUT", read_timeout)
     transport = Transport.of(redis_url, socket_timeout=0.3)
     began = time.monotonic()
     assert transport.execute(("SET", "k", "v"), ("BLPOP", "q", 1)) == [b"OK", None]
@@ -225,8 +233,12 @@ class _Echo:
         return value
 
 
-def test_a_call_on_a_stalled_redis_fails_within_its_timeout(own_redis: RedisProcess):
+@pytest.mark.parametrize("read_timeout", [True, False], ids=["read_response", "can_read"])
+def test_a_call_on_a_stalled_redis_fails_within_its_timeout(
+    own_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch, read_timeout: bool
+):
     """SIGSTOP of redis-server: a call with timeout=2 fails with our error in well under 11 s."""
+    monkeypatch.setattr(transport_module, "_READ_TIMEOUT", read_timeout)
     server = redisrpc.Server(own_redis.url, "svc", _Echo(), poll_interval=0.2).start()
     assert own_redis.proc is not None
     pid = own_redis.proc.pid

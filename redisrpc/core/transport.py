@@ -162,6 +162,14 @@ _BLOCKING: dict[str, tuple[int | None, float]] = {
 }
 
 
+# Every usual spelling, so the hot path (non-blocking commands, spelt in capitals) is one lookup.
+_BLOCKING_SPELT: dict[Any, tuple[int | None, float]] = {
+    spelt: where
+    for name, where in _BLOCKING.items()
+    for spelt in (name, name.lower(), name.encode(), name.lower().encode())
+}
+
+
 def _word(arg: Any) -> str:
     return arg.upper() if isinstance(arg, str) else bytes(arg).decode("ascii", "replace").upper()
 
@@ -172,11 +180,14 @@ def blocking_seconds(command: Sequence[Any]) -> float | None:
     Covers the list, sorted-set and stream pops (BLPOP ... XREADGROUP) and
     WAIT/WAITAOF. A malformed blocking time is left to Redis to refuse (0).
     """
-    if not command or not isinstance(command[0], (str, bytes)):
-        return None
-    where = _BLOCKING.get(_word(command[0]))
+    name = command[0] if command else None
+    where = _BLOCKING_SPELT.get(name)
     if where is None:
-        return None
+        if not isinstance(name, (str, bytes)) or name.isupper() or name.islower():
+            return None
+        where = _BLOCKING.get(_word(name))  # a mixed-case spelling
+        if where is None:
+            return None
     index, unit = where
     if index is None:  # XREAD[GROUP] ... [BLOCK ms] ... STREAMS ...
         words = [_word(a) if isinstance(a, (str, bytes)) else "" for a in command]
@@ -184,7 +195,8 @@ def blocking_seconds(command: Sequence[Any]) -> float | None:
             return None
         index = words.index("BLOCK") + 1
     try:
-        value = float(_arg_bytes(command[index]))
+        arg = command[index]
+        value = float(arg if isinstance(arg, (int, float)) else _arg_bytes(arg))
     except (IndexError, TypeError, ValueError):
         return 0.0
     return math.inf if value == 0 else max(0.0, value * unit)
@@ -204,6 +216,11 @@ def _read_timeout(commands: Sequence[Sequence[Any]]) -> float | None:
     return None if total is None else total + BLOCK_MARGIN
 
 
+# redis-py 8 added a per-read timeout to the sync read_response: one settimeout per
+# socket read, cheaper than can_read's extra polls on the hot path.
+_READ_TIMEOUT = "timeout" in inspect.signature(AbstractConnection.read_response).parameters
+
+
 def _read(conn: AbstractConnection, deadline: float | None = None) -> Any:
     """One reply; an error reply is returned as its exception instance.
 
@@ -211,13 +228,15 @@ def _read(conn: AbstractConnection, deadline: float | None = None) -> Any:
     instead of for the socket timeout; the rest of a reply that has started
     arriving is read with the socket timeout.
     """
-    if deadline is not None:
-        wait = deadline - time.monotonic()
-        # can_read(timeout) is redis-py's public bounded wait (read_response has
-        # no timeout before redis-py 8).
-        if not conn.can_read(max(0.0, min(wait, _FOREVER))):
-            raise rexc.TimeoutError("no reply within the blocking time")
     try:
+        if deadline is None:
+            return conn.read_response()
+        wait = max(0.0, min(deadline - time.monotonic(), _FOREVER))
+        if _READ_TIMEOUT:
+            return conn.read_response(timeout=wait)  # type: ignore[call-arg,unused-ignore]
+        # Before redis-py 8, can_read(timeout) is the public bounded wait.
+        if not conn.can_read(wait):
+            raise rexc.TimeoutError("no reply within the blocking time")
         return conn.read_response()
     except rexc.ResponseError as exc:
         return exc
