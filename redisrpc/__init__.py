@@ -17,12 +17,13 @@ from importlib.util import find_spec as _find_spec
 
 from ._version import __version__
 from .client.aio import AsyncClient
+from .client.discovery import InstanceInfo, ServiceInfo, discover
 from .client.lock import Lock, lock, lock_info, lock_info_async
 from .client.sync import DEFAULT_TIMEOUT, Client, description, refresh, with_timeout
 from .core.protocol import PROTOCOL_VERSION
-from .core.registry import InstanceInfo, ServiceInfo, discover
 from .embedded import EmbeddedRedis, ensure_redis
 from .errors import (
+    CommandError,
     EncodingError,
     LockedError,
     MessageTooLargeError,
@@ -32,6 +33,7 @@ from .errors import (
     RemoteException,
     RemoteTraceback,
     ServerGoneError,
+    ServiceConflictError,
     TimeoutException,
     TransportError,
     UnknownServiceError,
@@ -49,6 +51,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "AsyncClient",
     "Client",
+    "CommandError",
     "EmbeddedRedis",
     "EncodingError",
     "InstanceInfo",
@@ -64,6 +67,7 @@ __all__ = [
     "RemoteTraceback",
     "Server",
     "ServerGoneError",
+    "ServiceConflictError",
     "ServiceInfo",
     "TimeoutException",
     "TransportError",

@@ -37,9 +37,10 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from ._version import __version__
+from .client.discovery import ServiceInfo, discover
 from .client.signature import signature_from_params
 from .client.sync import Client, description
-from .core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, ServiceInfo, discover
+from .core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX
 from .core.transport import Transport, resolve_url
 from .errors import (
     EncodingError,
@@ -156,8 +157,7 @@ def _keywords(items: Sequence[str]) -> dict[str, Any]:
 def _transport(args: argparse.Namespace) -> Transport:
     """A transport on the chosen Redis, checked with one PING so failures come first."""
     transport = Transport.of(resolve_url(args.url), connect_timeout=3.0)
-    with transport.translated():
-        transport.redis.ping()
+    transport.ping()
     return transport
 
 

@@ -119,8 +119,7 @@ def is_reachable(url: str | None = None, *, timeout: float = 1.0) -> bool:
     """
     transport = Transport.of(resolve_url(url), socket_timeout=timeout, connect_timeout=timeout)
     try:
-        with transport.translated():
-            transport.redis.ping()
+        transport.ping()
         return True
     except RedisConnectionError:
         return False

@@ -9,6 +9,8 @@ escape: the transport boundary translates them into the classes below.
     RedisRPCError                       base of everything redisrpc raises
     ├── RedisConnectionError            Redis unreachable or connection lost (also ConnectionError)
     ├── TransportError                  Redis answered with an error (auth, ACL, wrong type)
+    │   └── CommandError                one or more commands of an exchange got an error reply;
+    │                                   ``.replies`` holds every reply, errors as TransportError
     ├── ProtocolError                   a message breaks the wire format (also ValueError)
     │   └── MessageTooLargeError        a message exceeds the configured size limit
     ├── EncodingError                   a value has no JSON wire encoding (also TypeError)
@@ -16,6 +18,7 @@ escape: the transport boundary translates them into the classes below.
     ├── ServerGoneError                 every instance of the service vanished mid-call
     │   └── UnknownServiceError         nothing serves that name (a typo?); close matches named
     ├── LockedError                     another client holds the server's advisory lock
+    ├── ServiceConflictError            a server would join a service that serves another class
     └── RemoteException                 the remote call raised; remote type and traceback
         ├── Remote<Builtin>             e.g. RemoteZeroDivisionError, also a ZeroDivisionError
         └── <remote type name>          e.g. OverCurrentError for an instrument's own error
@@ -42,6 +45,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "CommandError",
     "EncodingError",
     "LockedError",
     "MessageTooLargeError",
@@ -51,6 +55,7 @@ __all__ = [
     "RemoteException",
     "RemoteTraceback",
     "ServerGoneError",
+    "ServiceConflictError",
     "TimeoutException",
     "TransportError",
     "UnknownServiceError",
@@ -76,6 +81,20 @@ class RedisConnectionError(RedisRPCError, ConnectionError):
 
 class TransportError(RedisRPCError):
     """Redis answered a command with an error (authentication, ACL, wrong key type)."""
+
+
+class CommandError(TransportError):
+    """Redis answered one or more commands of an exchange with an error reply.
+
+    Every reply was read before this was raised, so the connection stays in
+    step. ``replies`` holds them all, in command order; each error reply is a
+    :class:`TransportError` instance, the others are Redis's raw replies.
+    The message is the first error's.
+    """
+
+    def __init__(self, message: str, *, replies: list[Any]) -> None:
+        super().__init__(message)
+        self.replies = replies
 
 
 class ProtocolError(RedisRPCError, ValueError):
@@ -132,6 +151,20 @@ class LockedError(RedisRPCError):
     def __init__(self, message: str, *, holder: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.holder = holder or {}
+
+
+class ServiceConflictError(RedisRPCError):
+    """A server was asked to join a service whose live instances serve another class.
+
+    Calls to one service name go to any of its instances, so two different
+    objects under one name answer calls at random. Serve under another name,
+    or pass ``share=True`` to :class:`~redisrpc.Server` when the sharing is
+    deliberate. ``serving`` lists the classes the live instances serve.
+    """
+
+    def __init__(self, message: str, *, serving: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.serving = serving
 
 
 class RemoteException(RedisRPCError):  # noqa: N818 - the classic name

@@ -147,3 +147,25 @@ def test_redis_restart_is_not_mistaken_for_a_gone_service(own_redis):
         assert client.incr() == 2
     finally:
         server.stop(10)
+
+
+def test_a_server_whose_clock_steps_back_does_not_look_gone(r, serve, monkeypatch):
+    """The server's wall clock steps back 20 s mid-call: its heartbeats keep it live.
+
+    The step hits only the server's threads (the client's clock is right), as
+    when the server runs on another host. The heartbeat scores are in the
+    Redis clock, so no false ServerGoneError.
+    """
+    server = serve(Thing(), "svc", heartbeat=0.2)  # stale after 1 s of missed heartbeats
+    client = redisrpc.Client(r, "svc", timeout=TIMEOUT)
+    assert client.echo(1) == 1
+    wall = time.time
+
+    def stepped() -> float:
+        name = threading.current_thread().name
+        server_side = name.startswith(("redisrpc-heartbeat-svc", "redisrpc-svc"))
+        return wall() - 20.0 if server_side else wall()
+
+    monkeypatch.setattr(time, "time", stepped)
+    assert client.sleep(3.0) == 3.0  # several stale windows long
+    assert live_instances(server.transport, "svc") == 1

@@ -13,8 +13,10 @@ import redis.connection
 from conftest import wait_for
 
 import redisrpc
-from redisrpc.core.registry import STALE_BEATS, Registration, discover, live_instances
+from redisrpc.client.discovery import discover
+from redisrpc.core.registry import STALE_BEATS, live_instances
 from redisrpc.core.transport import Transport
+from redisrpc.server.registration import Registration
 
 
 class Probe:
@@ -90,7 +92,9 @@ def test_instances_are_grouped_per_service_with_queue_depth(r, serve):
         def both_listed() -> dict[str, redisrpc.ServiceInfo] | None:
             found = services(r)
             probe = found.get("probe")
-            return found if probe is not None and len(probe.instances) == 2 else None
+            # The idle entry is written by its own heartbeat thread: wait for it too.
+            listed = probe is not None and len(probe.instances) == 2 and "idle" in found
+            return found if listed else None
 
         found = wait_for(both_listed)
         assert sorted(found) == ["idle", "probe"]

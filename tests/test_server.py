@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
 import textwrap
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 
 import redisrpc
 from redisrpc.core.protocol import Request, decode_reply, encode_request
+from redisrpc.core.transport import Transport
 
 
 class MyError(Exception):
@@ -503,3 +505,56 @@ def test_server_refuses_an_empty_name(r, device):
     """A service needs a name."""
     with pytest.raises(ValueError, match="non-empty"):
         redisrpc.Server(r, "", device)
+
+
+def test_an_idle_server_with_a_long_poll_interval_logs_nothing(r, redis_url, device, caplog):
+    """A poll interval longer than the socket timeout is a long wait, not a Redis failure.
+
+    Socket timeout 1 s, poll interval 2 s, watched for 3 s: no "did not answer
+    in time ... retrying" warning, and the server still answers.
+    """
+    transport = Transport.of(redis_url, socket_timeout=1.0)
+    with (
+        caplog.at_level(logging.WARNING, logger="redisrpc"),
+        redisrpc.Server(transport, "idle", device, poll_interval=2.0),
+    ):
+        time.sleep(3.0)  # the behaviour under test is what happens while waiting
+        client = redisrpc.Client(redis_url, "idle", timeout=10)
+        assert client.add(1, 2) == 3
+    warnings = [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+    assert warnings == []
+
+
+class Other:
+    """Not a Device."""
+
+    def add(self, a: int, b: int = 1) -> int:
+        """Add, differently."""
+        return a + b + 1000
+
+
+def test_a_server_refuses_to_join_a_service_of_another_class(r, serve, device):
+    """A second class under a live service's name raises ServiceConflictError and never serves."""
+    serve(device, "calc")
+    intruder = redisrpc.Server(r, "calc", Other(), poll_interval=0.1)
+    with pytest.raises(redisrpc.ServiceConflictError, match="share=True") as caught:
+        intruder.start()
+    assert caught.value.serving == (f"{__name__}.Device",)
+    assert not intruder.running
+    with pytest.raises(redisrpc.ServiceConflictError):
+        intruder.run()
+    (service,) = redisrpc.discover(r)
+    assert len(service.instances) == 1
+    client = redisrpc.Client(r, "calc", timeout=10)
+    assert {client.add(1, 2) for _ in range(10)} == {3}  # only the Device answers
+
+
+def test_share_joins_a_service_of_another_class_deliberately(r, serve, device):
+    """share=True lets a different class join; the same class never needs it."""
+    serve(device, "calc")
+    serve(Device(), "calc")  # the same class: no conflict
+    serve(Other(), "calc", share=True)
+    (service,) = wait_for(
+        lambda: [s for s in redisrpc.discover(r) if len(s.instances) == 3], timeout=10
+    )
+    assert service.name == "calc"

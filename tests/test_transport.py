@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 import os
+import signal
+import threading
+import time
+from collections.abc import Generator
 
 import pytest
 import redis
-from conftest import RedisProcess
+from conftest import RedisProcess, free_port, wait_for
 from redis.connection import Connection
 
+import redisrpc
 from redisrpc.core import transport as transport_module
-from redisrpc.core.transport import Transport, pack_commands
+from redisrpc.core.protocol import decode_request
+from redisrpc.core.transport import AsyncTransport, Transport, blocking_seconds, pack_commands
 from redisrpc.embedded import EmbeddedRedis
+from redisrpc.errors import CommandError, RedisConnectionError, TransportError
 
 COMMANDS = [
     ("RPUSH", "calc", b'{"function_call": {}}', b"\x00\xff"),
@@ -62,9 +71,11 @@ def test_without_client_reply_quiet_commands_are_answered(own_redis: RedisProces
         admin.execute_command("ACL", "SETUSER", "noclient", "on", ">pw", "~*", "+@all", "-client")
     url = f"redis://noclient:pw@127.0.0.1:{own_redis.port}/0"
     transport = Transport.of(url)
-    replies = transport.execute(("SET", "k", "v"), ("LPUSH", "k", "x"), ("GET", "k"), quiet=2)
+    with pytest.raises(CommandError, match="WRONGTYPE") as caught:
+        transport.execute(("SET", "k", "v"), ("LPUSH", "k", "x"), ("GET", "k"), quiet=2)
+    replies = caught.value.replies
     assert replies[0] == b"OK"
-    assert isinstance(replies[1], redis.ResponseError) and "WRONGTYPE" in str(replies[1])
+    assert isinstance(replies[1], TransportError) and "WRONGTYPE" in str(replies[1])
     assert replies[2] == b"v"
     assert transport.execute(("PING",)) == [b"PONG"]
     transport.close()
@@ -77,9 +88,11 @@ def test_skip_refused_after_the_probe_is_noticed(own_redis: RedisProcess):
         transport = Transport.of(f"redis://lab:pw@127.0.0.1:{own_redis.port}/0")
         assert transport.execute(("RPUSH", "q", "a"), ("LLEN", "q"), quiet=1) == [None, 1]
         admin.execute_command("ACL", "SETUSER", "lab", "-client")
-    replies = transport.execute(("RPUSH", "q", "b"), ("SET", "q", "x", "GET"), quiet=1)
+    with pytest.raises(CommandError) as caught:
+        transport.execute(("RPUSH", "q", "b"), ("SET", "q", "x", "GET"), quiet=1)
+    replies = caught.value.replies
     assert replies[0] == 2  # the quiet command's real reply
-    assert isinstance(replies[1], redis.ResponseError) and "WRONGTYPE" in str(replies[1])
+    assert isinstance(replies[1], TransportError) and "WRONGTYPE" in str(replies[1])
     # Probed again, SKIP is refused: quiet commands are now sent acknowledged.
     assert transport.execute(("LRANGE", "q", 0, -1), ("PING",), quiet=1) == [[b"a", b"b"], b"PONG"]
     transport.close()
@@ -123,3 +136,175 @@ def test_close_disconnects_every_connection(r: redis.Redis, redis_url: str):
     transport.close()
     listed = [client["id"] for client in r.client_list()]
     assert conn_id not in [int(i) for i in listed]
+
+
+# -- errors are translated inside execute ------------------------------------------
+
+
+def test_an_error_reply_raises_command_error_after_every_reply(r: redis.Redis, redis_url: str):
+    """An error reply raises CommandError holding every reply; the connection stays in step."""
+    transport = Transport.of(redis_url)
+    with pytest.raises(CommandError, match="WRONGTYPE") as caught:
+        transport.execute(("SET", "k", "v"), ("LPUSH", "k", "x"), ("GET", "k"))
+    ok, error, value = caught.value.replies
+    assert (ok, value) == (b"OK", b"v")
+    assert isinstance(error, TransportError)
+    assert not isinstance(error, redis.RedisError)
+    assert transport.execute(("PING",)) == [b"PONG"]
+    transport.close()
+
+
+def test_unreachable_redis_raises_our_connection_error():
+    """A refused connection raises redisrpc's RedisConnectionError, never redis-py's."""
+    transport = Transport.of(f"redis://127.0.0.1:{free_port()}/0", connect_timeout=1.0)
+    with pytest.raises(RedisConnectionError) as caught:
+        transport.execute(("PING",))
+    assert not isinstance(caught.value, redis.RedisError)
+    with pytest.raises(RedisConnectionError):
+        transport.ping()
+
+
+# -- timeouts that hold ------------------------------------------------------------
+
+
+def test_blocking_time_of_each_blocking_command():
+    """Each blocking command's own blocking time is found, in seconds; others never block."""
+    assert blocking_seconds(("BLPOP", "a", "b", 2.5)) == 2.5
+    assert blocking_seconds((b"brpop", "a", "1")) == 1.0
+    assert blocking_seconds(("BLMOVE", "a", "b", "LEFT", "RIGHT", 3)) == 3.0
+    assert blocking_seconds(("BLMPOP", 4, 2, "a", "b", "LEFT", "COUNT", 9)) == 4.0
+    assert blocking_seconds(("BZPOPMIN", "z", 0.5)) == 0.5
+    assert blocking_seconds(("BZMPOP", 1.5, 1, "z", "MIN")) == 1.5
+    assert blocking_seconds(("XREAD", "COUNT", 5, "BLOCK", 1500, "STREAMS", "s", "$")) == 1.5
+    assert (
+        blocking_seconds(("XREADGROUP", "GROUP", "g", "c", "block", 200, "STREAMS", "s", ">"))
+        == 0.2
+    )
+    assert blocking_seconds(("XREAD", "STREAMS", "s", "0")) is None
+    assert blocking_seconds(("WAIT", 1, 250)) == 0.25
+    assert blocking_seconds(("WAITAOF", 1, 0, 100)) == 0.1
+    assert blocking_seconds(("BLPOP", "a", 0)) == math.inf
+    assert blocking_seconds(("GET", "BLOCK")) is None
+    assert blocking_seconds(("LPOP", "a", 3)) is None
+
+
+@pytest.mark.parametrize("read_timeout", [True, False], ids=["read_response", "can_read"])
+def test_a_block_longer_than_the_socket_timeout_is_waited_for(
+    r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, read_timeout: bool
+):
+    """A BLPOP of 1 s on a transport whose socket timeout is 0.3 s returns None, no error.
+
+    Both ways of bounding a read: redis-py 8's read_response(timeout=), and
+    can_read(timeout) for older redis-py.
+    """
+    monkeypatch.setattr(transport_module, "_READ_TIMEOUT", read_timeout)
+    transport = Transport.of(redis_url, socket_timeout=0.3)
+    began = time.monotonic()
+    assert transport.execute(("SET", "k", "v"), ("BLPOP", "q", 1)) == [b"OK", None]
+    assert time.monotonic() - began >= 0.9
+    # rescue() (socket timeout 0.3 s here) derives its wait the same way.
+    assert transport.rescue(_one_step(("BLPOP", "q", 0.8)), timeout=0.3) == [None]
+    transport.close()
+
+
+def test_async_block_longer_than_the_socket_timeout_is_waited_for(r: redis.Redis, redis_url: str):
+    """The asyncio transport derives each exchange's wait from its blocking commands too."""
+
+    async def main() -> list[object]:
+        transport = AsyncTransport(redis_url, socket_timeout=0.3)
+        try:
+            return await transport.execute(("BLPOP", "q", 1))
+        finally:
+            await transport.close()
+
+    assert asyncio.run(main()) == [None]
+
+
+def _one_step(step: tuple[object, ...]) -> Generator[object, list[object], list[object]]:
+    replies = yield (step,)
+    return replies
+
+
+class _Echo:
+    """Echoes."""
+
+    def echo(self, value: object) -> object:
+        """Return ``value``."""
+        return value
+
+
+@pytest.mark.parametrize("read_timeout", [True, False], ids=["read_response", "can_read"])
+def test_a_call_on_a_stalled_redis_fails_within_its_timeout(
+    own_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch, read_timeout: bool
+):
+    """SIGSTOP of redis-server: a call with timeout=2 fails with our error in well under 11 s."""
+    monkeypatch.setattr(transport_module, "_READ_TIMEOUT", read_timeout)
+    server = redisrpc.Server(own_redis.url, "svc", _Echo(), poll_interval=0.2).start()
+    assert own_redis.proc is not None
+    pid = own_redis.proc.pid
+    try:
+        client = redisrpc.Client(own_redis.url, "svc", timeout=2)
+        assert client.echo(1) == 1  # described, clock measured: only the call is left
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            began = time.monotonic()
+            with pytest.raises(redisrpc.RedisRPCError):
+                client.echo(2)
+            took = time.monotonic() - began
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert took < 4.0, f"the call failed after {took:.1f} s"
+    finally:
+        server.stop(15)
+
+
+# -- the Redis clock ---------------------------------------------------------------
+
+
+def _redis_ms(r: redis.Redis) -> int:
+    seconds, micros = r.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def test_the_redis_clock_ignores_a_wall_clock_step(r: redis.Redis, redis_url: str, monkeypatch):
+    """time.time() jumping 10 min forward does not move either transport's Redis clock."""
+    transport = Transport.of(redis_url)
+    async_transport = AsyncTransport(redis_url)
+    transport.now_ms()
+    asyncio.run(async_transport.now_ms())
+    wall = time.time
+    monkeypatch.setattr(time, "time", lambda: wall() + 600.0)
+    assert abs(transport.now_ms() - _redis_ms(r)) < 1000
+    assert abs(asyncio.run(async_transport.now_ms()) - _redis_ms(r)) < 1000
+    transport.close()
+
+
+def test_a_client_whose_clock_jumps_forward_sends_a_correct_deadline(
+    r: redis.Redis, redis_url: str, monkeypatch
+):
+    """After a +10 min wall-clock step the request's deadline is still now + timeout (Redis clock).
+
+    Nobody serves the queue: the call times out and its request is withdrawn on time.
+    """
+    client = redisrpc.Client(redis_url, "nobody", timeout=1.5, describe=False)
+    client._rpc_transport.now_ms()  # the clock is measured before the step
+    wall = time.time
+    monkeypatch.setattr(time, "time", lambda: wall() + 600.0)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.echo(1)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    caller = threading.Thread(target=call)
+    caller.start()
+    (raw,) = wait_for(lambda: r.lrange("nobody", 0, -1))
+    sent_at = _redis_ms(r)
+    deadline = decode_request(raw, queue="nobody").deadline
+    assert deadline is not None
+    assert sent_at < deadline <= sent_at + 1500 + 500
+    caller.join(10)
+    assert outcome and isinstance(outcome[0], redisrpc.TimeoutException)
+    assert r.llen("nobody") == 0  # withdrawn: it will never run

@@ -2,6 +2,7 @@
 
 * :mod:`~redisrpc.core.protocol` -- the JSON wire format (pure code, no I/O);
 * :mod:`~redisrpc.core.transport` -- the one boundary to redis-py;
+* :mod:`~redisrpc.core.clock` -- the Redis clock estimate, immune to local clock steps;
 * :mod:`~redisrpc.core.registry` -- the registry's layout and its plans.
 
 Nothing here imports the client, the server or the notebook packages.

@@ -3,8 +3,14 @@
 Every Redis command redisrpc sends goes through a :class:`Transport`: it owns
 a connection pool configured for RPC (no automatic retries, so a request is
 never pushed twice; bounded socket timeouts, so nothing hangs), estimates the
-Redis server's clock for deadlines, and translates redis-py exceptions into
-:mod:`redisrpc.errors` so users never catch ``redis.exceptions``.
+Redis server's clock for deadlines (:mod:`redisrpc.core.clock`), and
+translates redis-py exceptions into :mod:`redisrpc.errors` inside
+:meth:`Transport.execute`, so nobody else ever sees ``redis.exceptions``.
+
+Each exchange waits for Redis as long as its own commands may block, plus
+:data:`BLOCK_MARGIN`: a ``BLPOP`` of 1 s gives up on a stalled Redis after
+about 2 s, and one of 12 s does not fail at the 10 s socket timeout. Other
+exchanges wait ``socket_timeout``.
 
 Logic that both the sync and the asyncio clients need (the liveness check, the
 advisory lock) is written once as a :data:`Plan`, a generator of steps that
@@ -16,12 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import os
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -31,17 +37,19 @@ from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
 from redis.retry import Retry
 
-from ..errors import RedisConnectionError, RedisRPCError, TransportError
+from ..errors import CommandError, RedisConnectionError, RedisRPCError, TransportError
+from .clock import RedisClock
 from .plan import NOW, Plan, drive, drive_async
 
 __all__ = [
+    "BLOCK_MARGIN",
     "DEFAULT_URL",
     "RESCUE_TIMEOUT",
     "AsyncTransport",
     "Transport",
+    "blocking_seconds",
     "pack_commands",
     "resolve_url",
-    "translated",
 ]
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -49,19 +57,10 @@ DEFAULT_URL = "redis://localhost:6379/0"
 # Connection settings that belong to one pool instance and must not be copied.
 _POOL_PRIVATE_KWARGS = frozenset({"maint_notifications_pool_handler", "retry", "retry_on_error"})
 
-_CLOCK_REFRESH_S = 60.0
 RESCUE_TIMEOUT = 1.0
 """Seconds :meth:`Transport.rescue` waits to connect or for a reply (the path after a failure)."""
 
 T = TypeVar("T")
-
-
-def _replies(replies: list[Any]) -> list[Any]:
-    """The replies to a plan's step, raising the first error reply (inside translated())."""
-    for reply in replies:
-        if isinstance(reply, Exception):
-            raise reply
-    return replies
 
 
 def _arg_bytes(arg: Any) -> bytes:
@@ -109,29 +108,137 @@ def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> bytes
 _SKIP = _pack_python(("CLIENT", "REPLY", "SKIP"))
 
 
-def _read(conn: AbstractConnection) -> Any:
-    """One reply; an error reply is returned as its exception instance."""
+BLOCK_MARGIN = 1.0
+"""Seconds an exchange with blocking commands waits beyond their blocking time."""
+
+_FOREVER = 10.0**7  # a blocking time of 0 means "no limit"; asyncio needs a number
+
+# Where each blocking command keeps its blocking time: (argument index, unit in seconds).
+# A negative index counts from the end; None means "after the BLOCK keyword".
+_BLOCKING: dict[str, tuple[int | None, float]] = {
+    "BLPOP": (-1, 1.0),
+    "BRPOP": (-1, 1.0),
+    "BRPOPLPUSH": (-1, 1.0),
+    "BLMOVE": (-1, 1.0),
+    "BZPOPMIN": (-1, 1.0),
+    "BZPOPMAX": (-1, 1.0),
+    "BLMPOP": (1, 1.0),
+    "BZMPOP": (1, 1.0),
+    "WAIT": (2, 0.001),
+    "WAITAOF": (3, 0.001),
+    "XREAD": (None, 0.001),
+    "XREADGROUP": (None, 0.001),
+}
+
+
+# Every usual spelling, so the hot path (non-blocking commands, spelt in capitals) is one lookup.
+_BLOCKING_SPELT: dict[Any, tuple[int | None, float]] = {
+    spelt: where
+    for name, where in _BLOCKING.items()
+    for spelt in (name, name.lower(), name.encode(), name.lower().encode())
+}
+
+
+def _word(arg: Any) -> str:
+    return arg.upper() if isinstance(arg, str) else bytes(arg).decode("ascii", "replace").upper()
+
+
+def blocking_seconds(command: Sequence[Any]) -> float | None:
+    """How long ``command`` may block in Redis, in seconds (``inf``: no limit; None: never).
+
+    Covers the list, sorted-set and stream pops (BLPOP ... XREADGROUP) and
+    WAIT/WAITAOF. A malformed blocking time is left to Redis to refuse (0).
+    """
+    name = command[0] if command else None
+    where = _BLOCKING_SPELT.get(name)
+    if where is None:
+        if not isinstance(name, (str, bytes)) or name.isupper() or name.islower():
+            return None
+        where = _BLOCKING.get(_word(name))  # a mixed-case spelling
+        if where is None:
+            return None
+    index, unit = where
+    if index is None:  # XREAD[GROUP] ... [BLOCK ms] ... STREAMS ...
+        words = [_word(a) if isinstance(a, (str, bytes)) else "" for a in command]
+        if "BLOCK" not in words:
+            return None
+        index = words.index("BLOCK") + 1
     try:
+        arg = command[index]
+        value = float(arg if isinstance(arg, (int, float)) else _arg_bytes(arg))
+    except (IndexError, TypeError, ValueError):
+        return 0.0
+    return math.inf if value == 0 else max(0.0, value * unit)
+
+
+def _read_timeout(commands: Sequence[Sequence[Any]]) -> float | None:
+    """Seconds to wait for an exchange's replies, or None for the socket timeout.
+
+    Only exchanges with blocking commands get their own: the sum of their
+    blocking times (Redis runs them one after another) plus the margin.
+    """
+    total: float | None = None
+    for command in commands:
+        blocks = blocking_seconds(command)
+        if blocks is not None:
+            total = (total or 0.0) + blocks
+    return None if total is None else total + BLOCK_MARGIN
+
+
+# redis-py 8 added a per-read timeout to the sync read_response: one settimeout per
+# socket read, cheaper than can_read's extra polls on the hot path.
+_READ_TIMEOUT = "timeout" in inspect.signature(AbstractConnection.read_response).parameters
+
+
+def _read(conn: AbstractConnection, deadline: float | None = None) -> Any:
+    """One reply; an error reply is returned as its exception instance.
+
+    With a ``deadline`` (time.monotonic()), wait for its first byte until then
+    instead of for the socket timeout; the rest of a reply that has started
+    arriving is read with the socket timeout.
+    """
+    try:
+        if deadline is None:
+            return conn.read_response()
+        wait = max(0.0, min(deadline - time.monotonic(), _FOREVER))
+        if _READ_TIMEOUT:
+            return conn.read_response(timeout=wait)  # type: ignore[call-arg,unused-ignore]
+        # Before redis-py 8, can_read(timeout) is the public bounded wait.
+        if not conn.can_read(wait):
+            raise rexc.TimeoutError("no reply within the blocking time")
         return conn.read_response()
     except rexc.ResponseError as exc:
         return exc
 
 
-def _exchange(conn: AbstractConnection, packed: bytes, count: int) -> list[Any]:
-    """Send ``packed`` (``count`` commands) and read their replies.
+def _deadline(commands: Sequence[Sequence[Any]]) -> float | None:
+    timeout = _read_timeout(commands)
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _exchange(
+    conn: AbstractConnection, packed: bytes, count: int, deadline: float | None = None
+) -> list[Any]:
+    """Send ``packed`` (``count`` commands) and read their replies (until ``deadline``).
 
     On any failure the connection is dropped: a half-read socket is never reused.
     """
     try:
         conn.send_packed_command((packed,), check_health=False)  # type: ignore[no-untyped-call]
-        return [_read(conn) for _ in range(count)]
+        return [_read(conn, deadline) for _ in range(count)]
     except BaseException:
         conn.disconnect()  # type: ignore[no-untyped-call]
         raise
 
 
 def _exchange_quietly(
-    conn: AbstractConnection, packed: bytes, count: int, skipped: int, marker: bytes
+    conn: AbstractConnection,
+    packed: bytes,
+    count: int,
+    skipped: int,
+    marker: bytes,
+    *,
+    deadline: float | None = None,
 ) -> tuple[list[Any], bool]:
     """Like :func:`_exchange` for commands whose first ``skipped`` were sent with SKIP.
 
@@ -144,7 +251,7 @@ def _exchange_quietly(
         conn.send_packed_command((packed,), check_health=False)  # type: ignore[no-untyped-call]
         got: list[Any] = []
         for _ in range(count + skipped + 1):
-            reply = _read(conn)
+            reply = _read(conn, deadline)
             if reply == marker:
                 break
             got.append(reply)
@@ -169,29 +276,47 @@ def _describe_location(kwargs: dict[str, Any]) -> str:
     return f"{kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}"
 
 
-@contextmanager
-def translated(location: str = "Redis") -> Iterator[None]:
-    """Translate redis-py exceptions raised inside the block into redisrpc errors."""
-    try:
-        yield
-    except RedisRPCError:
-        raise
-    except (rexc.AuthenticationError, rexc.NoPermissionError) as exc:
-        raise TransportError(f"Redis at {location} refused access: {exc}") from exc
-    except rexc.ConnectionError as exc:
-        raise RedisConnectionError(f"cannot talk to Redis at {location}: {exc}") from exc
-    except rexc.TimeoutError as exc:
-        raise RedisConnectionError(f"Redis at {location} did not answer in time: {exc}") from exc
-    except rexc.RedisError as exc:
-        raise TransportError(f"Redis at {location} returned an error: {exc}") from exc
-    except OSError as exc:  # sockets and TLS errors that redis-py lets through
-        raise RedisConnectionError(f"cannot talk to Redis at {location}: {exc}") from exc
+def _translation(exc: BaseException, location: str) -> RedisRPCError:
+    """The redisrpc error for a redis-py (or socket) exception; raise it ``from exc``."""
+    if isinstance(exc, (rexc.AuthenticationError, rexc.NoPermissionError)):
+        return TransportError(f"Redis at {location} refused access: {exc}")
+    if isinstance(exc, rexc.ConnectionError):
+        return RedisConnectionError(f"cannot talk to Redis at {location}: {exc}")
+    if isinstance(exc, rexc.TimeoutError):
+        return RedisConnectionError(f"Redis at {location} did not answer in time: {exc}")
+    if isinstance(exc, rexc.RedisError):
+        return TransportError(f"Redis at {location} returned an error: {exc}")
+    # sockets and TLS errors that redis-py lets through
+    return RedisConnectionError(f"cannot talk to Redis at {location}: {exc}")
+
+
+def _checked(replies: list[Any], location: str) -> list[Any]:
+    """``replies``, or raise :class:`CommandError` when any is an error reply."""
+    for reply in replies:
+        if isinstance(reply, rexc.ResponseError):
+            break
+    else:
+        return replies
+    translated_replies = [
+        _error_reply(reply, location) if isinstance(reply, rexc.ResponseError) else reply
+        for reply in replies
+    ]
+    first = next(r for r in translated_replies if isinstance(r, TransportError))
+    raise CommandError(str(first), replies=translated_replies)
+
+
+def _error_reply(reply: rexc.ResponseError, location: str) -> RedisRPCError:
+    error = _translation(reply, location)
+    error.__cause__ = reply
+    return error
 
 
 class Transport:
     """A retry-free Redis connection pool plus a Redis clock estimate.
 
     Build one with :meth:`Transport.of`; servers and clients each own one.
+    Everything goes through :meth:`execute` (or a plan run by :meth:`run`);
+    the redis-py pool underneath is private.
     """
 
     def __init__(
@@ -215,11 +340,9 @@ class Transport:
         )
         kwargs.pop("orig_socket_timeout", None)
         self.location = _describe_location(kwargs)
-        self.pool = redis.ConnectionPool(connection_class=source.connection_class, **kwargs)
-        self.redis = redis.Redis(connection_pool=self.pool)
+        self._pool = redis.ConnectionPool(connection_class=source.connection_class, **kwargs)
         self.socket_timeout = socket_timeout
-        self._offset_ms: float | None = None
-        self._offset_at = 0.0
+        self._clock = RedisClock()
         self._clock_lock = threading.Lock()
         # execute()'s own idle connections: a list's pop and append are atomic, which
         # makes taking one far cheaper than redis-py's pool (the hot path of every call).
@@ -231,8 +354,11 @@ class Transport:
         self._marker = b"redisrpc-" + os.urandom(8).hex().encode()  # ends a quiet exchange
 
     @classmethod
-    def of(cls, target: redis.Redis | str | None, **options: Any) -> Transport:
-        """Build a transport from a redis-py client, a URL, or None (``REDIS_URL``)."""
+    def of(cls, target: Transport | redis.Redis | str | None, **options: Any) -> Transport:
+        """Build a transport from a redis-py client, a URL, or None (``REDIS_URL``).
+
+        A transport is returned as it is (``options`` then do not apply).
+        """
         if isinstance(target, Transport):
             return target
         if target is None or isinstance(target, str):
@@ -245,23 +371,28 @@ class Transport:
             client = target
         return cls(client, **options)
 
-    def translated(self) -> Any:
-        """A context manager that translates redis-py errors, naming this Redis."""
-        return translated(self.location)
-
     def close(self) -> None:
         """Close every pooled connection."""
-        self.pool.disconnect()
+        self._pool.disconnect()
         for conn in list(self._made):
             conn.disconnect()  # type: ignore[no-untyped-call]
+
+    def ping(self) -> None:
+        """Check that Redis answers (one PING); raises the usual redisrpc errors."""
+        self.execute(("PING",))
 
     def execute(self, *commands: Sequence[Any], quiet: int = 0) -> list[Any]:
         """Send ``commands`` in one write and return their raw replies, in order.
 
         A non-transactional pipeline without redis-py's per-pipeline overhead
-        (the hot path of every call). Error replies are returned as exception
-        instances; connection failures raise redis-py errors, so wrap calls in
-        :meth:`translated`. A connection is never reused half-read.
+        (the hot path of every call). A connection is never reused half-read.
+
+        Raises :class:`~redisrpc.RedisConnectionError` when Redis cannot be
+        reached or does not answer in time (the socket timeout, or for an
+        exchange with blocking commands their blocking time plus
+        :data:`BLOCK_MARGIN`), :class:`~redisrpc.TransportError` when it
+        refuses access, and :class:`~redisrpc.errors.CommandError` after
+        reading every reply when any of them is an error reply.
 
         The first ``quiet`` commands are sent with ``CLIENT REPLY SKIP`` where
         Redis supports it: their replies are None, as Redis sends none. Each
@@ -270,22 +401,27 @@ class Transport:
         are returned; an ECHO sent last shows which replies came, so a Redis
         that stops honouring SKIP later is noticed (and probed again).
         """
-        if quiet and self._skips is None:
-            self._skips = self._probe_skip()
-        skipped = quiet if self._skips else 0
-        conn = self._take()
         try:
-            if not skipped:
-                return _exchange(conn, pack_commands(commands), len(commands))
-            packed = pack_commands((*commands, ("ECHO", self._marker)), quiet=skipped)
-            replies, honoured = _exchange_quietly(
-                conn, packed, len(commands), skipped, self._marker
-            )
-            if not honoured:
-                self._skips = None  # probe again before the next quiet command
-            return replies
-        finally:
-            self._idle.append(conn)
+            if quiet and self._skips is None:
+                self._skips = self._probe_skip()
+            skipped = quiet if self._skips else 0
+            deadline = _deadline(commands)
+            conn = self._take()
+            try:
+                if not skipped:
+                    replies = _exchange(conn, pack_commands(commands), len(commands), deadline)
+                else:
+                    packed = pack_commands((*commands, ("ECHO", self._marker)), quiet=skipped)
+                    replies, honoured = _exchange_quietly(
+                        conn, packed, len(commands), skipped, self._marker, deadline=deadline
+                    )
+                    if not honoured:
+                        self._skips = None  # probe again before the next quiet command
+            finally:
+                self._idle.append(conn)
+        except (rexc.RedisError, OSError) as exc:
+            raise _translation(exc, self.location) from exc
+        return _checked(replies, self.location)
 
     def _take(self) -> AbstractConnection:
         """An idle connection that is ready to send, or a new one."""
@@ -297,7 +433,7 @@ class Transport:
             conn = self._idle.pop()
         except IndexError:
             with self._made_lock:
-                conn = self.pool.make_connection()  # type: ignore[assignment]
+                conn = self._pool.make_connection()  # type: ignore[assignment]
                 self._made.add(conn)
         try:
             conn.connect()  # type: ignore[no-untyped-call]  # a no-op while connected
@@ -349,8 +485,7 @@ class Transport:
     def step(self, step: Any) -> Any:
         """Carry out one generic plan step: a tuple of commands, :data:`NOW` or a pause."""
         if isinstance(step, tuple):
-            with self.translated():
-                return _replies(self.execute(*step))
+            return self.execute(*step)
         if step is NOW:
             return self.now_ms()
         if isinstance(step, (int, float)):
@@ -364,15 +499,18 @@ class Transport:
         The path after a connection failure: it must neither reuse a broken
         connection nor keep its caller waiting as long as a normal command may.
         """
-        kwargs = dict(self.pool.connection_kwargs)
+        kwargs = dict(self._pool.connection_kwargs)
         kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
-        conn = self.pool.connection_class(**kwargs)
+        conn = self._pool.connection_class(**kwargs)
 
         def step(step: Any) -> Any:
             if not isinstance(step, tuple):
                 return self.step(step)
-            with self.translated():
-                return _replies(_exchange(conn, pack_commands(step), len(step)))
+            try:
+                replies = _exchange(conn, pack_commands(step), len(step), _deadline(step))
+            except (rexc.RedisError, OSError) as exc:
+                raise _translation(exc, self.location) from exc
+            return _checked(replies, self.location)
 
         try:
             return drive(plan, step)
@@ -385,47 +523,30 @@ class Transport:
         """Return an estimate of the Redis server's clock, in epoch milliseconds.
 
         Deadlines and heartbeats use the Redis clock, so hosts whose clocks
-        disagree still agree on time. The offset is measured with ``TIME``
-        and refreshed every minute.
+        disagree still agree on time, and a step of the local wall clock
+        changes nothing (see :class:`~redisrpc.core.clock.RedisClock`). The
+        offset is measured with ``TIME`` and refreshed every minute.
         """
-        local = time.time() * 1000.0
-        if self._offset_ms is None or time.monotonic() - self._offset_at > _CLOCK_REFRESH_S:
-            self._measure_offset()
-        assert self._offset_ms is not None
-        return int(local + self._offset_ms)
-
-    def _measure_offset(self) -> None:
-        with self._clock_lock:
-            samples = []
-            for _ in range(3):
-                before = time.time() * 1000.0
-                with self.translated():
-                    seconds, micros = self.redis.time()
-                samples.append((before, time.time() * 1000.0, int(seconds), int(micros)))
-            self._offset_ms = _best_offset(samples)
-            self._offset_at = time.monotonic()
-
-
-def _best_offset(samples: list[tuple[float, float, int, int]]) -> float:
-    """Redis clock minus local clock (ms), from (before, after, seconds, micros) TIME samples.
-
-    The sample with the shortest round trip wins; its midpoint is taken as the
-    moment Redis read its clock.
-    """
-    before, after, seconds, micros = min(samples, key=lambda s: s[1] - s[0])
-    return seconds * 1000.0 + micros / 1000.0 - (before + after) / 2.0
+        if self._clock.due:
+            with self._clock_lock:
+                if self._clock.due:  # another thread may have measured meanwhile
+                    self.run(self._clock.measuring())
+        return self._clock.now_ms()
 
 
 async def _exchange_async(
     conn: redis.asyncio.connection.AbstractConnection, commands: Sequence[Sequence[Any]]
 ) -> list[Any]:
     """The asyncio form of :func:`_exchange` (every command answered)."""
+    deadline = _deadline(commands)
     try:
         await conn.send_packed_command(pack_commands(commands), check_health=False)
         replies: list[Any] = []
         for _ in commands:
+            # None: the socket timeout; else what is left of the exchange's wait.
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
             try:
-                replies.append(await conn.read_response())
+                replies.append(await conn.read_response(timeout=wait))
             except rexc.ResponseError as exc:
                 replies.append(exc)
     except BaseException:
@@ -475,11 +596,11 @@ class AsyncTransport:
     ) -> None:
         source_pool: Any
         if isinstance(target, (Transport, AsyncTransport)):
-            source_pool = target.pool if isinstance(target, Transport) else target._source
+            source_pool = target._pool if isinstance(target, Transport) else target._source
         elif isinstance(target, redis.asyncio.Redis):
             source_pool = target.connection_pool
         else:
-            source_pool = Transport.of(target).pool
+            source_pool = Transport.of(target)._pool
         self._source = source_pool
         connection_class = _async_connection_class(source_pool.connection_class)
         accepted = _accepted_kwargs(connection_class)
@@ -505,8 +626,7 @@ class AsyncTransport:
         self._pools: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, redis.asyncio.ConnectionPool
         ] = weakref.WeakKeyDictionary()
-        self._offset_ms: float | None = None
-        self._offset_at = 0.0
+        self._clock = RedisClock()
 
     @classmethod
     def of(cls, target: Any, **options: Any) -> AsyncTransport:
@@ -514,7 +634,7 @@ class AsyncTransport:
         return target if isinstance(target, AsyncTransport) else cls(target, **options)
 
     @property
-    def pool(self) -> redis.asyncio.ConnectionPool:
+    def _pool(self) -> redis.asyncio.ConnectionPool:
         """The connection pool of the running event loop."""
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
@@ -525,29 +645,28 @@ class AsyncTransport:
             self._pools[loop] = pool
         return pool
 
-    @property
-    def redis(self) -> redis.asyncio.Redis:
-        """A redis.asyncio client on this loop's pool."""
-        return redis.asyncio.Redis(connection_pool=self.pool)
-
-    def translated(self) -> Any:
-        """A context manager that translates redis-py errors, naming this Redis."""
-        return translated(self.location)
-
     async def close(self) -> None:
         """Close the running loop's pooled connections."""
         pool = self._pools.pop(asyncio.get_running_loop(), None)
         if pool is not None:
             await pool.disconnect()
 
+    async def ping(self) -> None:
+        """Check that Redis answers (one PING), as :meth:`Transport.ping`."""
+        await self.execute(("PING",))
+
     async def execute(self, *commands: Sequence[Any]) -> list[Any]:
-        """Like :meth:`Transport.execute`: one write, raw replies, errors as instances."""
-        pool = self.pool
-        conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+        """Like :meth:`Transport.execute`: one write, raw replies, the same errors."""
         try:
-            return await _exchange_async(conn, commands)
-        finally:
-            await pool.release(conn)
+            pool = self._pool
+            conn = await pool.get_connection()  # type: ignore[no-untyped-call]
+            try:
+                replies = await _exchange_async(conn, commands)
+            finally:
+                await pool.release(conn)
+        except (rexc.RedisError, OSError) as exc:
+            raise _translation(exc, self.location) from exc
+        return _checked(replies, self.location)
 
     async def run(self, plan: Plan[T]) -> T:
         """Carry out a plan in the running loop and return its result."""
@@ -556,8 +675,7 @@ class AsyncTransport:
     async def step(self, step: Any) -> Any:
         """Carry out one generic plan step, as :meth:`Transport.step`."""
         if isinstance(step, tuple):
-            with self.translated():
-                return _replies(await self.execute(*step))
+            return await self.execute(*step)
         if step is NOW:
             return await self.now_ms()
         if isinstance(step, (int, float)):
@@ -573,8 +691,11 @@ class AsyncTransport:
         async def step(step: Any) -> Any:
             if not isinstance(step, tuple):
                 return await self.step(step)
-            with self.translated():
-                return _replies(await _exchange_async(conn, step))
+            try:
+                replies = await _exchange_async(conn, step)
+            except (rexc.RedisError, OSError) as exc:
+                raise _translation(exc, self.location) from exc
+            return _checked(replies, self.location)
 
         try:
             return await drive_async(plan, step)
@@ -582,18 +703,7 @@ class AsyncTransport:
             await conn.disconnect()
 
     async def now_ms(self) -> int:
-        """The Redis server clock estimate, as :meth:`Transport.now_ms`."""
-        if self._offset_ms is None or time.monotonic() - self._offset_at > _CLOCK_REFRESH_S:
-            samples = []
-            for _ in range(3):
-                before = time.time() * 1000.0
-                with self.translated():
-                    (reply,) = await self.execute(("TIME",))
-                if isinstance(reply, Exception):
-                    with self.translated():
-                        raise reply
-                seconds, micros = reply
-                samples.append((before, time.time() * 1000.0, int(seconds), int(micros)))
-            self._offset_ms = _best_offset(samples)
-            self._offset_at = time.monotonic()
-        return int(time.time() * 1000.0 + self._offset_ms)
+        """The Redis server clock estimate, as :meth:`Transport.now_ms` (the same clock)."""
+        if self._clock.due:
+            await self.run(self._clock.measuring())
+        return self._clock.now_ms()

@@ -27,13 +27,14 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import ipywidgets as widgets
 import redis
 
+from ..client.discovery import ServiceInfo, discover
 from ..client.sync import Client, description
-from ..core.registry import DEFAULT_PREFIX, ServiceInfo, discover
+from ..core.registry import DEFAULT_PREFIX
 from ..core.transport import Transport
 from ..errors import RemoteException
 from ..notebook import rst
@@ -439,7 +440,8 @@ class Explorer:
                 return cached[1]
             service = self.services.get(name)
             ids = frozenset(i.id for i in service.instances) if service else frozenset()
-        client = Client(self.transport.redis, name, timeout=self.timeout)
+        # Client takes a transport as it is (Transport.of): the explorer's one pool.
+        client = Client(cast("redis.Redis", self.transport), name, timeout=self.timeout)
         with self._lock:
             self._clients[name] = (ids, client)
         return client

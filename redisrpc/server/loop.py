@@ -52,10 +52,17 @@ from ..core.protocol import (
     ErrorInfo,
     Request,
 )
-from ..core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, Registration
+from ..core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, serving_types, type_name
 from ..core.transport import Transport
-from ..errors import RedisConnectionError, RedisRPCError
+from ..errors import (
+    CommandError,
+    RedisConnectionError,
+    RedisRPCError,
+    ServiceConflictError,
+    TransportError,
+)
 from ..server.dispatch import Dispatcher
+from ..server.registration import Registration
 
 __all__ = ["Server"]
 
@@ -86,7 +93,7 @@ class Server:
     """Serve ``obj`` on the Redis list ``name``.
 
     Args:
-        redis: a redis-py client, a URL, or None for ``REDIS_URL``.
+        redis: a redis-py client, a URL, None for ``REDIS_URL``, or a transport.
         name: the service name, which is also the request list's key.
         obj: any object; its public methods and properties become callable.
         expose: an explicit allow-list of names (otherwise see
@@ -107,11 +114,15 @@ class Server:
         registry_prefix: the registry's key prefix.
         heartbeat: seconds between registry heartbeats; an instance that
             missed five is no longer listed.
+        share: join the service even when its live instances serve another
+            class. Without it, :meth:`run` and :meth:`start` raise
+            :class:`~redisrpc.ServiceConflictError` then: calls would reach
+            either object at random.
     """
 
     def __init__(
         self,
-        redis: redis.Redis | str | None,
+        redis: Transport | redis.Redis | str | None,
         name: str,
         obj: Any,
         *,
@@ -126,6 +137,7 @@ class Server:
         register: bool = True,
         registry_prefix: str = DEFAULT_PREFIX,
         heartbeat: float = DEFAULT_HEARTBEAT,
+        share: bool = False,
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError("a server needs a non-empty service name")
@@ -163,6 +175,8 @@ class Server:
             if register
             else None
         )
+        self.share = share
+        self._registry_prefix = registry_prefix
 
     def __repr__(self) -> str:
         state = "stopped" if self._stopped.is_set() else "running"
@@ -207,13 +221,12 @@ class Server:
         if request.name in (PING, DESCRIBE):
             return None  # others may still look at a locked server
         try:
-            with self.transport.translated():
-                if prefetched:
-                    stored = prefetched[0]
-                    if isinstance(stored, Exception):
-                        raise stored
-                else:
-                    stored = self.transport.redis.get(self._lock_key)
+            if prefetched:
+                stored = prefetched[0]
+                if isinstance(stored, TransportError):  # its GET got an error reply
+                    raise stored
+            else:
+                (stored,) = self.transport.execute(("GET", self._lock_key))
         except RedisRPCError as exc:
             # Unknown lock state: not running the call is the at-most-once choice.
             return ErrorInfo(
@@ -225,8 +238,44 @@ class Server:
 
     # -- the loop -----------------------------------------------------------
 
+    def _check_conflict(self) -> None:
+        """Raise ServiceConflictError if live instances of this name serve another class.
+
+        Unless ``share``. Redis out of reach is not a conflict: the loop then
+        waits for it as it always does.
+        """
+        if self.share:
+            return
+        prefix = (
+            self.registration.prefix if self.registration is not None else self._registry_prefix
+        )
+        try:
+            serving = self.transport.run(serving_types(self.name, prefix=prefix))
+        except RedisRPCError as exc:
+            log.warning("%s: cannot check who else serves it (%s)", self.name, exc)
+            return
+        ours = type_name(self.obj)
+        bare = type(self.obj).__qualname__
+        own = self.registration.id if self.registration is not None else None
+        others = sorted(
+            {served for instance, served in serving.items() if instance != own}
+            - {ours, bare}  # ``bare``: an instance of an older version, same class name
+        )
+        if others:
+            raise ServiceConflictError(
+                f"service {self.name!r} is already served by {len(serving)} live instance(s) of"
+                f" {', '.join(others)}, not {ours}: calls would reach either at random. Serve"
+                " under another name, or pass share=True to share it deliberately.",
+                serving=tuple(others),
+            )
+
     def run(self) -> None:
-        """Serve until stop(), SIGINT or SIGTERM; the current call always completes."""
+        """Serve until stop(), SIGINT or SIGTERM; the current call always completes.
+
+        Raises :class:`~redisrpc.ServiceConflictError` first when live
+        instances of this name serve another class (see ``share``).
+        """
+        self._check_conflict()
         self._stop.clear()
         self._stopped.clear()
         restore = self._install_signal_handlers()
@@ -269,8 +318,9 @@ class Server:
             extra = [] if stopping else self._pop_commands(self._batch_size())
             quiet = 0 if stopping else self._quiet(commands)
             try:
-                with self.transport.translated():
-                    results = self.transport.execute(*commands, *extra, quiet=quiet)
+                results = self.transport.execute(*commands, *extra, quiet=quiet)
+            except CommandError as exc:
+                results = exc.replies  # a reply or a pop refused: handled one by one below
             except RedisConnectionError as exc:
                 failures += 1
                 if self._wait_after_failure(failures, exc, pending):
@@ -327,14 +377,13 @@ class Server:
     def _took(self, results: list[Any]) -> tuple[list[bytes], list[Any]]:
         """Unpack the replies of _pop_commands into (requests, prefetched replies)."""
         blocked, rest = results[0], results[1:]
-        if isinstance(blocked, Exception):
-            with self.transport.translated():
-                raise blocked  # e.g. WRONGTYPE: the service key is not a list
+        if isinstance(blocked, TransportError):
+            raise blocked  # e.g. WRONGTYPE: the service key is not a list
         taken = [] if blocked is None else [blocked[1]]
         prefetched = rest[len(rest) - len(self._prefetch_commands()) :]
         if len(rest) > len(prefetched):
             more = rest[0]
-            if isinstance(more, Exception):  # Redis before 6.2 has no LPOP count
+            if isinstance(more, TransportError):  # Redis before 6.2 has no LPOP count
                 log.info(
                     "%s: Redis cannot pop in batches (%s); taking one at a time", self.name, more
                 )
@@ -369,7 +418,7 @@ class Server:
 
     def _log_reply_failures(self, commands: list[tuple[Any, ...]], results: list[Any]) -> None:
         for command, result in zip(commands, results, strict=False):
-            if isinstance(result, Exception):
+            if isinstance(result, TransportError):
                 log.warning("%s: could not reply on %r: %s", self.name, command[1], result)
 
     def _loop_workers(self) -> None:
@@ -384,8 +433,10 @@ class Server:
                 while slots < min(self.workers, self._batch_size()) and free.acquire(False):
                     slots += 1
                 try:
-                    with self.transport.translated():
+                    try:
                         results = self.transport.execute(*self._pop_commands(slots))
+                    except CommandError as exc:
+                        results = exc.replies  # _took raises or copes, as in _loop
                     popped, prefetched = self._took(results)
                 except RedisConnectionError as exc:
                     for _ in range(slots):
@@ -411,8 +462,10 @@ class Server:
             while pending:
                 try:
                     commands = _reply_commands(pending, self.reply_ttl_ms)
-                    with self.transport.translated():
+                    try:
                         results = self.transport.execute(*commands, quiet=self._quiet(commands))
+                    except CommandError as exc:
+                        results = exc.replies
                     self._log_reply_failures(commands, results)
                     break
                 except RedisConnectionError as exc:
@@ -449,10 +502,12 @@ class Server:
 
         Returns once the instance is in the registry (or its first heartbeat
         failed, or ``ready_timeout`` passed), so ``discover()`` right after
-        sees it.
+        sees it. Raises :class:`~redisrpc.ServiceConflictError` when live
+        instances of this name serve another class (see ``share``).
         """
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError(f"server {self.name!r} is already running")
+        self._check_conflict()  # here, so the caller gets the error (run() checks again)
         self._stopped.clear()
         self._stop.clear()
         if self.registration is not None:

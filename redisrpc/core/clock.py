@@ -1,0 +1,91 @@
+"""The Redis clock: an estimate of the Redis server's time that ignores local clock steps.
+
+Deadlines and heartbeats are written in the Redis server's clock (epoch ms),
+so hosts whose wall clocks disagree still agree on time. A :class:`RedisClock`
+keeps the offset between Redis ``TIME`` and a local monotonic clock, so an
+NTP step, a manual ``date -s`` or a VM resume that moves ``time.time()``
+changes nothing: the estimate only moves as real time passes. Both
+transports use it (:meth:`Transport.now_ms <redisrpc.core.transport.Transport.now_ms>`
+and its asyncio twin); only how the measuring plan is run differs.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Generator
+from typing import Any
+
+__all__ = ["REFRESH_S", "SAMPLES", "RedisClock", "best_offset", "local_seconds"]
+
+REFRESH_S = 60.0
+"""Seconds between two measurements of the offset (drift between the clocks is slow)."""
+SAMPLES = 3
+"""TIME round trips per measurement; the shortest one wins."""
+
+
+def _local_clock() -> Callable[[], float]:
+    # CLOCK_BOOTTIME (Linux) is monotonic and, unlike CLOCK_MONOTONIC, keeps
+    # counting while the machine sleeps: a resumed laptop is not hours behind.
+    boottime = getattr(time, "CLOCK_BOOTTIME", None)
+    if boottime is not None:
+        try:
+            time.clock_gettime(boottime)
+        except OSError:  # pragma: no cover - a kernel without it
+            return time.monotonic
+        return lambda: time.clock_gettime(boottime)
+    return time.monotonic  # pragma: no cover - not Linux
+
+
+local_seconds: Callable[[], float] = _local_clock()
+"""The local clock the offset is kept against: monotonic, in seconds, origin unspecified."""
+
+
+class RedisClock:
+    """Redis ``TIME`` minus a local monotonic clock, measured now and then.
+
+    Not thread-safe on its own: a transport runs :meth:`measuring` under its
+    own lock. Reading (:meth:`now_ms`) is safe from any thread.
+
+    Args:
+        refresh: seconds after which :attr:`due` asks for a new measurement.
+    """
+
+    def __init__(self, *, refresh: float = REFRESH_S) -> None:
+        self.refresh = refresh
+        self._offset_ms: float | None = None
+        self._measured_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"<redisrpc.RedisClock offset={self._offset_ms} ms>"
+
+    @property
+    def due(self) -> bool:
+        """Whether the offset is unknown or older than ``refresh`` seconds."""
+        return self._offset_ms is None or local_seconds() - self._measured_at > self.refresh
+
+    def measuring(self) -> Generator[Any, Any, None]:
+        """The plan that measures the offset: :data:`SAMPLES` ``TIME`` round trips.
+
+        The sample with the shortest round trip wins; its midpoint is taken as
+        the moment Redis read its clock. Run it with ``transport.run(...)``.
+        """
+        samples: list[tuple[float, float, float]] = []
+        for _ in range(SAMPLES):
+            before = local_seconds()
+            ((seconds, micros),) = yield (("TIME",),)
+            after = local_seconds()
+            samples.append((before, after, int(seconds) * 1000.0 + int(micros) / 1000.0))
+        self._offset_ms = best_offset(samples)
+        self._measured_at = samples[-1][1]
+
+    def now_ms(self) -> int:
+        """The Redis clock estimate, in epoch milliseconds (run :meth:`measuring` first)."""
+        if self._offset_ms is None:
+            raise RuntimeError("the Redis clock has not been measured yet")
+        return int(local_seconds() * 1000.0 + self._offset_ms)
+
+
+def best_offset(samples: list[tuple[float, float, float]]) -> float:
+    """Redis ms minus local ms, from (local before s, local after s, Redis ms) samples."""
+    before, after, redis_ms = min(samples, key=lambda s: s[1] - s[0])
+    return redis_ms - (before + after) * 500.0
