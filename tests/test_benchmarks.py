@@ -27,7 +27,7 @@ def test_quick_benchmark_prints_every_row(redis_url):
     out = run_module("benchmarks", "--quick", timeout=180)
     assert "redisrpc benchmarks: " in out and "Redis " in out
     for row in [
-        "| redis-py PING (same pool) |",
+        "| redis-py PING |",
         "| redisrpc call, sync client |",
         "| redisrpc, 2 threads, one proxy |",
         "| redisrpc, async client, 4 in flight |",

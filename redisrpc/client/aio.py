@@ -37,7 +37,7 @@ import redis
 from ..core.call import Call, OwnList, calling
 from ..core.plan import Plan, Receive, Recover, Send, drive_async
 from ..core.protocol import SET_PROPERTY, Reply, decode_reply
-from ..core.transport import AsyncTransport
+from ..core.transport import AsyncTransport, Transport
 from ..errors import RedisRPCError
 from .proxy import ProxyBase, ProxyState, checked_timeout
 from .stream import AsyncRemoteStream
@@ -70,7 +70,7 @@ class AsyncClient(ProxyBase):
 
     def __init__(
         self,
-        redis: redis.Redis | Any | str | None,
+        redis: redis.Redis | AsyncTransport | Transport | Any | str | None,
         name: str,
         *,
         timeout: float = DEFAULT_TIMEOUT,

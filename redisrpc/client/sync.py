@@ -54,7 +54,8 @@ class Client(ProxyBase):
     """A proxy for the remote object served on ``name``.
 
     Args:
-        redis: a redis-py client, a URL, or None for ``REDIS_URL``.
+        redis: a redis-py client, a URL, None for ``REDIS_URL``, or another
+            client's transport (to share its connections).
         name: the service name (the server's request list).
         timeout: seconds each call waits for its reply (finite; default 30).
         describe: fetch ``__describe__`` now and build a typed proxy (default).
@@ -69,7 +70,7 @@ class Client(ProxyBase):
 
     def __init__(
         self,
-        redis: redis.Redis | str | None,
+        redis: redis.Redis | Transport | str | None,
         name: str,
         *,
         timeout: float = DEFAULT_TIMEOUT,

@@ -27,7 +27,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import ipywidgets as widgets
 import redis
@@ -441,7 +441,7 @@ class Explorer:
             service = self.services.get(name)
             ids = frozenset(i.id for i in service.instances) if service else frozenset()
         # Client takes a transport as it is (Transport.of): the explorer's one pool.
-        client = Client(cast("redis.Redis", self.transport), name, timeout=self.timeout)
+        client = Client(self.transport, name, timeout=self.timeout)
         with self._lock:
             self._clients[name] = (ids, client)
         return client

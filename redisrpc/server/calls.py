@@ -1,0 +1,352 @@
+"""What a served method knows about the call it runs: progress, cancellation, streams.
+
+Inside a served method, with no change to its signature::
+
+    def move_to(self, mm: float) -> float:
+        for step in self._steps_to(mm):
+            if redisrpc.cancelled():          # the caller pressed Ctrl-C, or gave up
+                break
+            self._step(step)
+            redisrpc.progress(step, total, "moving")
+        return self.position
+
+    @redisrpc.expose(on_cancel="halt")        # called from another thread on cancel
+    def home(self) -> None: ...
+
+A method that returns a generator (or any iterator) streams: each item
+reaches the caller as it is made, the server staying at most
+:data:`STREAM_WINDOW` items ahead of what the caller has read.
+
+The server side of all this is the :class:`Watcher`: a thread that, once a
+call has run for :data:`LONG_CALL` seconds, publishes it as running (method,
+caller, elapsed, progress) and looks for its cancel mark every
+:data:`LONG_CALL` seconds; and :class:`Cancellations`, the check that keeps a
+server from starting a request whose caller already gave up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
+from typing import Any
+
+from ..core.protocol import (
+    INTERIM_VERSION,
+    Request,
+    cancel_key,
+    cancels_key,
+    encode_item,
+    encode_progress,
+    running_key,
+)
+from ..core.transport import Transport
+from ..errors import RedisRPCError
+
+__all__ = [
+    "LONG_CALL",
+    "STREAM_WINDOW",
+    "CallContext",
+    "Cancellations",
+    "Watcher",
+    "cancelled",
+    "current",
+    "progress",
+]
+
+log = logging.getLogger("redisrpc.server")
+
+LONG_CALL = 0.2
+"""Seconds after which a running call is published and checked for cancellation."""
+STREAM_WINDOW = 64
+"""The most stream items a server puts on a caller's reply list ahead of its reading."""
+RECHECK_AFTER = 0.005
+"""A server re-reads the cancellation counter before starting a request when its last
+reading is older than this (a previous call ran long, or the process was paused)."""
+
+_PROGRESS_EVERY = 0.1  # at most ten progress messages a second reach a caller
+_PUBLISH_EVERY = 1.0  # how often a running call's published state is refreshed
+_RUNNING_TTL_MS = 10_000  # the running hash outlives its last refresh this long
+_STALL_LIMIT = 60.0  # a stream whose caller reads nothing for this long is abandoned
+
+_current: ContextVar[CallContext | None] = ContextVar("redisrpc_call", default=None)
+
+
+def current() -> CallContext | None:
+    """The call the current thread runs for a server, or None outside one."""
+    return _current.get()
+
+
+def progress(done: float, total: float | None = None, message: str = "") -> None:
+    """Report the progress of the call being served (a no-op outside a served call).
+
+    The caller's progress callback, or its progress bar, shows it; while
+    progress keeps coming, the caller's timeout does not run out (it measures
+    silence). Reports come through at most ten times a second.
+    """
+    context = _current.get()
+    if context is not None:
+        context.report(done, total, message)
+
+
+def cancelled() -> bool:
+    """True once the caller of the call being served gave up on it (Ctrl-C, a timeout).
+
+    Long loops check it and stop early; see also ``@expose(on_cancel=...)``.
+    """
+    context = _current.get()
+    return context is not None and context.cancel.is_set()
+
+
+class CallContext:
+    """One call a server runs: its request, its cancel flag, its progress."""
+
+    def __init__(
+        self,
+        transport: Transport,
+        request: Request,
+        *,
+        instance: str,
+        reply_ttl_ms: int,
+        on_cancel: Callable[[], Any] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.request = request
+        self.instance = instance
+        self.reply_ttl_ms = reply_ttl_ms
+        self.on_cancel = on_cancel
+        self.cancel = threading.Event()
+        self.started = time.monotonic()
+        self.started_epoch = time.time()
+        self.last_progress: dict[str, Any] | None = None
+        self.published = False
+        self._sent_at = 0.0
+
+    @property
+    def interim(self) -> bool:
+        """Whether the caller takes interim messages (protocol 3 and a call id)."""
+        return self.request.protocol >= INTERIM_VERSION and self.request.id is not None
+
+    def activate(self) -> Any:
+        """Make this the current call of this thread; returns the token to reset it."""
+        return _current.set(self)
+
+    @staticmethod
+    def deactivate(token: Any) -> None:
+        """Undo :meth:`activate`."""
+        _current.reset(token)
+
+    def report(self, done: float, total: float | None, message: str) -> None:
+        """Send a progress message to the caller (rate-limited; the last one always goes)."""
+        self.last_progress = {"done": done, "total": total, "message": str(message)[:200]}
+        if not self.interim:
+            return
+        now = time.monotonic()
+        final = total is not None and done >= total
+        if now - self._sent_at < _PROGRESS_EVERY and not final:
+            return
+        self._sent_at = now
+        data = encode_progress(self.request.id, done, total, str(message)[:200])
+        self._push(data)
+
+    def _push(self, data: bytes) -> int:
+        queue = self.request.response_queue
+        length, _ = self.transport.execute(
+            ("RPUSH", queue, data), ("PEXPIRE", queue, self.reply_ttl_ms)
+        )
+        return int(length)
+
+    def cancel_now(self) -> None:
+        """The caller gave up: set the flag, and call the method's on_cancel hook once."""
+        if self.cancel.is_set():
+            return
+        self.cancel.set()
+        log.info("%s: %s() cancelled by its caller", self.instance, self.request.name)
+        if self.on_cancel is not None:
+            try:
+                self.on_cancel()
+            except Exception:
+                log.exception(
+                    "%s: the on_cancel hook of %s() failed", self.instance, self.request.name
+                )
+
+    def stream(self, items: Iterator[Any]) -> tuple[bool, Any]:
+        """Send a generator's items to the caller; returns (finished, its return value).
+
+        ``finished`` is False when the caller cancelled (the generator is
+        closed, so its ``finally`` runs) or stopped reading for a minute.
+        """
+        try:
+            while True:
+                if self.cancel.is_set():
+                    return False, None
+                try:
+                    item = next(items)
+                except StopIteration as stop:
+                    return True, stop.value
+                waited = 0.0
+                length = self._push(encode_item(self.request.id, item))
+                while length > STREAM_WINDOW:  # the caller is behind: wait for it to read
+                    if self.cancel.wait(0.01 if waited < 0.1 else 0.05):
+                        return False, None
+                    waited += 0.05
+                    if waited > _STALL_LIMIT:
+                        log.warning(
+                            "%s: %s() stream abandoned: its caller stopped reading",
+                            self.instance,
+                            self.request.name,
+                        )
+                        return False, None
+                    (length,) = self.transport.execute(("LLEN", self.request.response_queue))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # runs the generator's finally (a no-op once it is exhausted)
+
+    def running(self) -> dict[str, Any]:
+        """What ``redisrpc list``, the explorer and a waiting caller see of this call."""
+        return {
+            "id": self.request.id,
+            "method": self.request.name,
+            "caller": self.request.caller,
+            "instance": self.instance,
+            "since": round(self.started_epoch, 3),
+            "progress": self.last_progress,
+        }
+
+
+class Watcher:
+    """A server's thread that watches its long calls: publishes them, and stops cancelled ones."""
+
+    def __init__(self, transport: Transport, service: str) -> None:
+        self.transport = transport
+        self.service = service
+        self._calls: dict[int, CallContext] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def begin(self, context: CallContext) -> None:
+        """A call starts (no I/O: the watcher looks at it only once it runs long)."""
+        with self._lock:
+            self._calls[id(context)] = context
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._run, name=f"redisrpc-watch-{self.service}", daemon=True
+            )
+            self._thread.start()
+        self._wake.set()
+
+    def end(self, context: CallContext) -> None:
+        """A call ended; if it was published, take it off the running list."""
+        with self._lock:
+            self._calls.pop(id(context), None)
+        if context.published and context.request.id is not None:
+            try:
+                self.transport.execute(("HDEL", running_key(self.service), context.request.id))
+            except RedisRPCError as exc:
+                log.debug("%s: could not unpublish a call: %s", self.service, exc)
+
+    def stop(self) -> None:
+        """Stop the thread (the server stops)."""
+        self._stop.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        next_publish = 0.0
+        while not self._stop.is_set():
+            with self._lock:
+                calls = list(self._calls.values())
+            if not calls:
+                self._wake.clear()
+                self._wake.wait(1.0)
+                continue
+            now = time.monotonic()
+            long = [c for c in calls if now - c.started >= LONG_CALL and c.request.id is not None]
+            if long:
+                publish = now >= next_publish or any(not c.published for c in long)
+                try:
+                    self._look(long, publish)
+                except RedisRPCError as exc:
+                    log.debug("%s: watching long calls: %s", self.service, exc)
+                if publish:
+                    next_publish = now + _PUBLISH_EVERY
+            self._stop.wait(LONG_CALL)
+
+    def _look(self, calls: list[CallContext], publish: bool) -> None:
+        """One round trip: the cancel marks of the long calls, and (re)publishing them."""
+        commands: list[tuple[Any, ...]] = [
+            ("EXISTS", cancel_key(self.service, str(c.request.id))) for c in calls
+        ]
+        if publish:
+            until = int((time.time() + 2 * _PUBLISH_EVERY + LONG_CALL) * 1000)
+            fields: list[Any] = []
+            for call in calls:
+                entry = call.running()
+                entry["until"] = until
+                fields += [str(call.request.id), json.dumps(entry)]
+            key = running_key(self.service)
+            commands += [("HSET", key, *fields), ("PEXPIRE", key, _RUNNING_TTL_MS)]
+        replies = self.transport.execute(*commands)
+        for call, marked in zip(calls, replies, strict=False):
+            if publish:
+                call.published = True
+            if marked:
+                call.cancel_now()
+
+
+class Cancellations:
+    """Keeps a server from starting a request whose caller already gave up.
+
+    A caller that gives up on a request a server already took sets the
+    request's cancel mark and bumps the service's counter
+    (:func:`~redisrpc.core.protocol.cancels_key`). A server reads the counter
+    in the round trip that pops its requests; a mark for one of them can only
+    be set after that pop, so while the counter still has that value, none
+    is marked and nothing more is asked. Before starting a request, a reading
+    older than :data:`RECHECK_AFTER` (a long previous call, a paused
+    process) is refreshed first; only if the counter moved is the request's
+    own mark looked at (and removed).
+    """
+
+    def __init__(self, transport: Transport, service: str) -> None:
+        self.transport = transport
+        self.service = service
+        self.key = cancels_key(service)
+        self._value: Any = None  # the counter's latest reading
+        self._read_at = 0.0
+        self._read_wall = 0.0
+
+    def prefetch(self) -> tuple[Any, ...]:
+        """The command sent with each pop: the counter's GET."""
+        return ("GET", self.key)
+
+    def read(self, value: Any) -> Any:
+        """Note the counter's value, as fetched with a pop (or afresh); returns it."""
+        self._value, self._read_at, self._read_wall = value, time.monotonic(), time.time()
+        return value
+
+    def cancelled(self, request: Request, at_pop: Any) -> bool:
+        """Whether ``request``'s caller gave up; ``at_pop`` is the counter when it was popped."""
+        if request.id is None:
+            return False
+        try:
+            current = self._value
+            if (
+                time.monotonic() - self._read_at > RECHECK_AFTER
+                or abs(time.time() - self._read_wall) > RECHECK_AFTER + 1.0  # a suspended VM
+            ):
+                (value,) = self.transport.execute(self.prefetch())
+                current = self.read(value)
+            if current == at_pop:
+                return False
+            (deleted,) = self.transport.execute(("DEL", cancel_key(self.service, request.id)))
+        except RedisRPCError as exc:
+            # Unknown: not starting would lose a call nobody gave up on; the deadline still holds.
+            log.warning("%s: cannot check for cancellation (%s)", self.service, exc)
+            return False
+        return bool(deleted)
