@@ -19,7 +19,14 @@ from ._version import __version__
 from .client.aio import AsyncClient
 from .client.discovery import InstanceInfo, ServiceInfo, discover
 from .client.lock import Lock, lock, lock_info, lock_info_async
-from .client.sync import DEFAULT_TIMEOUT, Client, description, refresh, with_timeout
+from .client.sync import (
+    DEFAULT_TIMEOUT,
+    Client,
+    description,
+    refresh,
+    with_progress,
+    with_timeout,
+)
 from .core.protocol import PROTOCOL_VERSION
 from .embedded import EmbeddedRedis, ensure_redis
 from .errors import (
@@ -38,6 +45,7 @@ from .errors import (
     TransportError,
     UnknownServiceError,
 )
+from .server.calls import cancelled, progress
 from .server.exposure import expose
 from .server.loop import Server
 
@@ -73,6 +81,7 @@ __all__ = [
     "TransportError",
     "UnknownServiceError",
     "__version__",
+    "cancelled",
     "description",
     "discover",
     "ensure_redis",
@@ -80,7 +89,9 @@ __all__ = [
     "lock",
     "lock_info",
     "lock_info_async",
+    "progress",
     "refresh",
+    "with_progress",
     "with_timeout",
 ]
 

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections.abc import Iterator
 
-__all__ = ["Thing", "make_thing"]
+import redis
+
+import redisrpc
+
+__all__ = ["Mover", "Thing", "make_thing"]
 
 
 class Thing:
@@ -48,3 +54,54 @@ class Thing:
 def make_thing() -> Thing:
     """A factory, for ``redisrpc serve servable:make_thing``."""
     return Thing()
+
+
+class Mover:
+    """A slow instrument for long-call tests, served in a child process.
+
+    It leaves marks in Redis (``REDIS_URL``) that the test reads: ``mover:started``,
+    ``mover:saw_cancel`` (the step at which it saw ``redisrpc.cancelled()``),
+    ``mover:finished``, ``mover:halted`` (its on_cancel hook ran) and
+    ``mover:closed`` (a stream's generator ran its ``finally``).
+    """
+
+    def __init__(self) -> None:
+        self._redis = redis.Redis.from_url(os.environ["REDIS_URL"])
+        self._halt = threading.Event()
+
+    def move(self, steps: int, step_s: float = 0.05) -> int:
+        """Take ``steps`` steps, reporting progress; stop early once cancelled."""
+        self._redis.set("mover:started", 1)
+        for i in range(steps):
+            if redisrpc.cancelled():
+                self._redis.set("mover:saw_cancel", i)
+                return i
+            time.sleep(step_s)
+            redisrpc.progress(i + 1, steps, "moving")
+        self._redis.set("mover:finished", 1)
+        return steps
+
+    @redisrpc.expose(on_cancel="halt")
+    def drift(self, seconds: float) -> str:
+        """Run ``seconds`` without ever checking cancelled(); only halt() stops it."""
+        self._redis.set("mover:started", 1)
+        self._halt.clear()
+        stopped = self._halt.wait(seconds)
+        self._redis.set("mover:finished", 1)
+        return "halted" if stopped else "drifted"
+
+    def halt(self) -> None:
+        """The on_cancel hook of drift()."""
+        self._halt.set()
+        self._redis.set("mover:halted", 1)
+
+    def count(self, n: int, step_s: float = 0.0) -> Iterator[int]:
+        """Yield 0..n-1; return n; note in Redis when the generator is closed or ends."""
+        try:
+            for i in range(n):
+                if step_s:
+                    time.sleep(step_s)
+                yield i
+            return n
+        finally:
+            self._redis.set("mover:closed", 1)

@@ -37,6 +37,7 @@ PUBLIC = {
     "TransportError",
     "UnknownServiceError",
     "__version__",
+    "cancelled",
     "description",
     "discover",
     "ensure_redis",
@@ -44,7 +45,9 @@ PUBLIC = {
     "lock",
     "lock_info",
     "lock_info_async",
+    "progress",
     "refresh",
+    "with_progress",
     "with_timeout",
 }
 NOTEBOOK = {"Explorer", "explore"}  # only where ipywidgets is installed

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .aio import AsyncClient
 from .lock import Lock, lock, lock_info, lock_info_async
-from .sync import DEFAULT_TIMEOUT, Client, description, refresh, with_timeout
+from .sync import DEFAULT_TIMEOUT, Client, description, refresh, with_progress, with_timeout
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -16,5 +16,6 @@ __all__ = [
     "lock_info",
     "lock_info_async",
     "refresh",
+    "with_progress",
     "with_timeout",
 ]

@@ -13,6 +13,7 @@ events (:attr:`redisrpc.core.call.Call.on_event`).
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -59,12 +60,15 @@ def callback_events(callback: ProgressCallback) -> Callable[[str, Any], None]:
 def _progress(value: Any) -> tuple[float, float | None, str]:
     """(done, total, message) from a progress message's body; junk is read as 0 of unknown."""
     body = value if isinstance(value, dict) else {}
-    done, total = body.get("done"), body.get("total")
-    return (
-        float(done) if isinstance(done, (int, float)) else 0.0,
-        float(total) if isinstance(total, (int, float)) and total > 0 else None,
-        str(body.get("message") or ""),
-    )
+    done, total = _number(body.get("done")), _number(body.get("total"))
+    return done or 0, total if total else None, str(body.get("message") or "")
+
+
+def _number(value: Any) -> float | None:
+    """A count as sent: whole numbers stay whole (a bar shows 5/10, not 5.0/10.0)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        return None
+    return int(value) if float(value).is_integer() else float(value)
 
 
 def _who(entry: dict[str, Any], now_s: float) -> str:

@@ -109,12 +109,14 @@ class CallContext:
         transport: Transport,
         request: Request,
         *,
+        service: str,
         instance: str,
         reply_ttl_ms: int,
         on_cancel: Callable[[], Any] | None = None,
     ) -> None:
         self.transport = transport
         self.request = request
+        self.service = service
         self.instance = instance
         self.reply_ttl_ms = reply_ttl_ms
         self.on_cancel = on_cancel
@@ -172,6 +174,20 @@ class CallContext:
                 log.exception(
                     "%s: the on_cancel hook of %s() failed", self.instance, self.request.name
                 )
+
+    def discard(self) -> None:
+        """A cancelled call is over: remove its reply list and its cancel mark.
+
+        Nobody reads them any more; progress or items sent before the server
+        saw the mark would otherwise keep the list alive until it expires.
+        """
+        commands: list[tuple[Any, ...]] = [("DEL", self.request.response_queue)]
+        if self.request.id is not None:
+            commands.append(("DEL", cancel_key(self.service, self.request.id)))
+        try:
+            self.transport.execute(*commands)
+        except RedisRPCError as exc:
+            log.debug("%s: could not clean up after a cancelled call: %s", self.instance, exc)
 
     def stream(self, items: Iterator[Any]) -> tuple[bool, Any]:
         """Send a generator's items to the caller; returns (finished, its return value).
@@ -317,32 +333,27 @@ class Cancellations:
         self.transport = transport
         self.service = service
         self.key = cancels_key(service)
-        self._value: Any = None  # the counter's latest reading
-        self._read_at = 0.0
-        self._read_wall = 0.0
 
     def prefetch(self) -> tuple[Any, ...]:
-        """The command sent with each pop: the counter's GET."""
+        """The command sent with each pop: the counter's GET (the server adds a TIME)."""
         return ("GET", self.key)
 
-    def read(self, value: Any) -> Any:
-        """Note the counter's value, as fetched with a pop (or afresh); returns it."""
-        self._value, self._read_at, self._read_wall = value, time.monotonic(), time.time()
-        return value
+    def cancelled(self, request: Request, at_pop: tuple[Any, int]) -> bool:
+        """Whether ``request``'s caller gave up.
 
-    def cancelled(self, request: Request, at_pop: Any) -> bool:
-        """Whether ``request``'s caller gave up; ``at_pop`` is the counter when it was popped."""
+        ``at_pop`` is the counter's value and the Redis clock (epoch ms) in
+        the round trip that popped the request.
+        """
         if request.id is None:
             return False
+        counter, popped_ms = at_pop
         try:
-            current = self._value
-            if (
-                time.monotonic() - self._read_at > RECHECK_AFTER
-                or abs(time.time() - self._read_wall) > RECHECK_AFTER + 1.0  # a suspended VM
-            ):
-                (value,) = self.transport.execute(self.prefetch())
-                current = self.read(value)
-            if current == at_pop:
+            if self.transport.now_ms() - popped_ms > RECHECK_AFTER * 1000:
+                # A long call before it, or a paused process: ask again now.
+                (counter_now,) = self.transport.execute(self.prefetch())
+            else:
+                counter_now = counter
+            if counter_now == counter:
                 return False
             (deleted,) = self.transport.execute(("DEL", cancel_key(self.service, request.id)))
         except RedisRPCError as exc:

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from ..core.protocol import (
+    BUILTIN_CALLS,
     DESCRIBE,
     GET_PROPERTY,
     OWN_ERROR_PREFIX,
@@ -36,12 +38,18 @@ from ..core.protocol import (
 from ..errors import MessageTooLargeError, RedisRPCError
 from ..server.exposure import Member, describe, exposed_members
 
-__all__ = ["Dispatcher"]
+__all__ = ["SKIP", "Check", "Contexts", "Dispatcher"]
 
 log = logging.getLogger("redisrpc.server")
 
+SKIP = ErrorInfo(OWN_ERROR_PREFIX + "Cancelled", "the caller gave up")
+"""What a check returns for a request whose caller gave up: it is dropped, with no reply."""
+
 Check = Callable[[Request], "ErrorInfo | None"]
-"""A per-call check: returns an error to refuse the request, or None to run it."""
+"""A per-call check: returns an error to refuse the request, :data:`SKIP`, or None to run it."""
+
+Contexts = Callable[[Request, "Member | None"], AbstractContextManager[Any]]
+"""Makes the context a call runs in (see :class:`redisrpc.server.calls.CallContext`)."""
 
 
 class _CallError(Exception):
@@ -85,6 +93,8 @@ class Dispatcher:
         expose, readonly, deny_tags: the exposure rule's options (see
             :func:`redisrpc.server.exposure.exposed_members`).
         max_message_size: the largest request, and reply, in bytes.
+        contexts: makes the context each call runs in (progress, cancellation,
+            streams); the server supplies it, the I/O is its own.
     """
 
     def __init__(
@@ -97,8 +107,10 @@ class Dispatcher:
         readonly: bool = False,
         deny_tags: Collection[str] = (),
         max_message_size: int,
+        contexts: Contexts | None = None,
     ) -> None:
         self.obj = obj
+        self.contexts = contexts
         self.name = name
         self.ident = ident
         self.allow = frozenset(expose) if expose is not None else None
@@ -173,6 +185,12 @@ class Dispatcher:
             )
         return getattr(self.obj, name)(*args, **kwargs)
 
+    def _context(self, request: Request) -> AbstractContextManager[Any]:
+        """The context the call runs in: the server's, or none (a bare dispatcher)."""
+        if self.contexts is None or request.name in BUILTIN_CALLS:
+            return nullcontext()
+        return self.contexts(request, self.members.get(request.name))
+
     def _error(self, request: Request, type_name: str, message: str, tb: str = "") -> bytes:
         return encode_reply(
             Reply(error=ErrorInfo(type_name, message, tb, self.ident), id=request.id)
@@ -229,23 +247,41 @@ class Dispatcher:
                 message = f"deadline passed {late_ms} ms before the call could start; not executed"
                 return queue, self._error(request, OWN_ERROR_PREFIX + "TimeoutException", message)
         refused = check(request)
+        if refused is SKIP:
+            log.info("%s: not running %s(): its caller gave up", self.name, request.name[:80])
+            return None, None
         if refused is not None:
             log.info("%s: refused %s(): %s", self.name, request.name[:80], refused.message)
             return queue, encode_reply(Reply(error=refused, id=request.id))
+        context: Any = None
         try:
-            value = self.invoke(request.name, request.args, request.kwargs, describe_extra)
+            with self._context(request) as context:
+                value = self.invoke(request.name, request.args, request.kwargs, describe_extra)
+                stream = _is_stream(value)
+                if stream and context is not None and context.interim:
+                    finished, value = context.stream(value)
+                    if not finished:
+                        return None, None  # cancelled: the caller reads no more
+                elif stream:
+                    value = list(value)  # a caller before protocol 3 gets the items at once
             self.calls += 1
+            if context is not None and context.cancel.is_set():
+                return None, None  # the caller gave up: nobody reads a reply
         except _CallError as exc:
             log.info("%s: refused %s(): %s", self.name, request.name[:80], exc.message)
             return queue, self._error(request, exc.type_name, exc.message)
         except (Exception, SystemExit) as exc:
             # SystemExit too: a served method calling sys.exit() must not end the server.
             self.calls += 1
+            if context is not None and context.cancel.is_set():
+                return None, None  # stopped because its caller gave up: nobody reads a reply
             message = _message(exc)
             kind = _error_type(exc)
             log.info("%s: %s() raised %s: %s", self.name, request.name, kind, message)
             return queue, self._error(request, kind, message, _user_traceback(exc))
-        data = encode_reply(Reply(value=value, id=request.id))
+        data = encode_reply(
+            Reply(value=value, id=request.id, stream=stream and context is not None)
+        )
         if len(data) > self.max_message_size:
             message = (
                 f"the return value of {request.name}() is {len(data)} bytes,"
@@ -253,3 +289,8 @@ class Dispatcher:
             )
             data = self._error(request, OWN_ERROR_PREFIX + "MessageTooLargeError", message)
         return queue, data
+
+
+def _is_stream(value: Any) -> bool:
+    """A generator or other iterator (not a container, string or file-like value) streams."""
+    return isinstance(value, Iterator) and not isinstance(value, (str, bytes, bytearray))

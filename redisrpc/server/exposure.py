@@ -44,19 +44,35 @@ F = TypeVar("F")
 @overload
 def expose(member: F) -> F: ...
 @overload
-def expose(*, readonly: bool = ..., tags: Collection[str] = ...) -> Callable[[F], F]: ...
+def expose(
+    *, readonly: bool = ..., tags: Collection[str] = ..., on_cancel: str | None = ...
+) -> Callable[[F], F]: ...
 
 
-def expose(member: Any = None, *, readonly: bool = False, tags: Collection[str] = ()) -> Any:
+def expose(
+    member: Any = None,
+    *,
+    readonly: bool = False,
+    tags: Collection[str] = (),
+    on_cancel: str | None = None,
+) -> Any:
     """Mark a method or property as callable remotely.
 
     Once any member of a class is marked, only marked members are exposed.
     ``readonly=True`` on a property refuses remote writes; ``tags`` (e.g.
     ``{"admin"}``) travel in the description for clients and servers to act on.
+    ``on_cancel="halt"`` names a method the server calls, from another thread,
+    when this method's caller cancels it (Ctrl-C, a timeout): a stage's
+    ``stop()`` stops a move even if the move never checks
+    :func:`redisrpc.cancelled`. A mark with only ``on_cancel`` exposes nothing
+    by itself: the other members stay served as before.
     Use it bare (``@expose``) or with options (``@expose(tags={"admin"})``);
     put it above ``@property``.
     """
-    mark = {"readonly": readonly, "tags": sorted(tags)}
+    if on_cancel is not None and not is_valid_name(on_cancel):
+        raise ValueError(f"on_cancel must name a method of the object, not {on_cancel!r}")
+    selects = member is not None or readonly or bool(tags) or on_cancel is None
+    mark = {"readonly": readonly, "tags": sorted(tags), "on_cancel": on_cancel, "selects": selects}
 
     def apply(target: Any) -> Any:
         holder = target.fget if isinstance(target, property) else target
@@ -82,6 +98,8 @@ class Member:
     kind: str  # "method" | "property" | "attribute"
     readonly: bool = False
     tags: list[str] = field(default_factory=list)
+    on_cancel: str | None = None
+    """A method of the object to call when this method's caller cancels it."""
 
 
 def _classify(obj: Any, name: str) -> Member | None:
@@ -92,14 +110,15 @@ def _classify(obj: Any, name: str) -> Member | None:
     mark = _mark_of(raw) or {}
     readonly = bool(mark.get("readonly", False))
     tags = list(mark.get("tags", []))
+    on_cancel = mark.get("on_cancel") if isinstance(mark.get("on_cancel"), str) else None
     if isinstance(raw, property):
         return Member(name, "property", readonly or raw.fset is None, tags)
     if isinstance(raw, (staticmethod, classmethod)):
-        return Member(name, "method", readonly, tags)
+        return Member(name, "method", readonly, tags, on_cancel)
     if isinstance(raw, type) or inspect.ismodule(raw):
         return None  # classes and modules are namespaces, not operations
     if callable(raw):
-        return Member(name, "method", readonly, tags)
+        return Member(name, "method", readonly, tags, on_cancel)
     if hasattr(type(raw), "__get__"):
         return None  # other descriptors (slots, cached_property) run code on read: not exposed
     if isinstance(raw, _DATA_TYPES):
@@ -129,7 +148,8 @@ def exposed_members(
         if member is not None:
             members[name] = member
     if allow is None and any(
-        _mark_of(inspect.getattr_static(obj, name, None)) is not None for name in members
+        (_mark_of(inspect.getattr_static(obj, name, None)) or {}).get("selects", False)
+        for name in members
     ):
         members = {
             name: m
@@ -140,7 +160,7 @@ def exposed_members(
         members = {name: m for name, m in members.items() if not set(m.tags) & set(deny_tags)}
     if readonly:
         members = {
-            name: Member(m.name, m.kind, True, m.tags)
+            name: Member(m.name, m.kind, True, m.tags, m.on_cancel)
             for name, m in members.items()
             if m.kind != "method" or m.readonly
         }
@@ -209,6 +229,10 @@ def _describe_member(obj: Any, member: Member) -> dict[str, Any]:
             entry["returns"] = returns
         if not known:
             entry["signature_known"] = False
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            entry["stream"] = True  # its result arrives item by item
+        if member.on_cancel:
+            entry["on_cancel"] = member.on_cancel
         return entry
     raw = inspect.getattr_static(obj, member.name)
     entry["readonly"] = member.readonly

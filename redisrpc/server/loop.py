@@ -35,8 +35,9 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -61,8 +62,10 @@ from ..errors import (
     ServiceConflictError,
     TransportError,
 )
-from ..server.dispatch import Dispatcher
 from ..server.registration import Registration
+from .calls import CallContext, Cancellations, Watcher
+from .dispatch import SKIP, Dispatcher
+from .exposure import Member
 
 __all__ = ["Server"]
 
@@ -72,6 +75,15 @@ _BATCH_MAX = 32  # the most queued requests one server takes at once
 _BATCH_BUDGET_S = 0.005  # ...and at most about this much work, so others can share the load
 _STOP_RETRIES = 5  # when stopping, attempts to deliver the last replies (about 3 s)
 _REPLY_CHECK_S = 1.0  # replies go unacknowledged, except about once a second (see _quiet)
+
+
+def _epoch_ms(reply: Any) -> int:
+    """A TIME reply as epoch milliseconds (0 if it is not one)."""
+    try:
+        seconds, micros = reply
+        return int(seconds) * 1000 + int(micros) // 1000
+    except (TypeError, ValueError):
+        return 0
 
 
 def _reply_commands(pending: list[tuple[str, bytes]], ttl_ms: int) -> list[tuple[Any, ...]]:
@@ -157,6 +169,8 @@ class Server:
         self._check_replies_at = 0.0  # when the replies are next acknowledged (see _quiet)
         self.ident = f"{name}@{socket.gethostname()}:{os.getpid()}"
         self._lock_key = lock_key(name)
+        self.watcher = Watcher(self.transport, name)
+        self.cancellations = Cancellations(self.transport, name)
         self.dispatcher = Dispatcher(
             obj,
             name,
@@ -165,6 +179,7 @@ class Server:
             readonly=readonly,
             deny_tags=deny_tags,
             max_message_size=max_message_size,
+            contexts=self._call_context,
         )
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -208,9 +223,41 @@ class Server:
         return self.dispatcher.handle(
             raw,
             now_ms=self.transport.now_ms,
-            check=lambda request: self._lock_refusal(request, prefetched),
+            check=lambda request: self._check(request, prefetched),
             describe_extra=self._describe_extra,
         )
+
+    def _check(self, request: Request, prefetched: Sequence[Any] = ()) -> ErrorInfo | None:
+        """Before a call starts: its caller has not given up, and the lock lets it run."""
+        if len(prefetched) >= 3 and self.cancellations.cancelled(
+            request, at_pop=(prefetched[1], _epoch_ms(prefetched[2]))
+        ):
+            return SKIP
+        return self._lock_refusal(request, prefetched)
+
+    @contextmanager
+    def _call_context(self, request: Request, member: Member | None) -> Iterator[CallContext]:
+        """The context a call runs in: progress, cancellation and streams (server.calls)."""
+        hook = None
+        if member is not None and member.on_cancel:
+            hook = getattr(self.obj, member.on_cancel, None)
+        context = CallContext(
+            self.transport,
+            request,
+            service=self.name,
+            instance=self.ident,
+            reply_ttl_ms=self.reply_ttl_ms,
+            on_cancel=hook if callable(hook) else None,
+        )
+        token = context.activate()
+        self.watcher.begin(context)
+        try:
+            yield context
+        finally:
+            self.watcher.end(context)
+            CallContext.deactivate(token)
+            if context.cancel.is_set():
+                context.discard()
 
     def _lock_refusal(self, request: Request, prefetched: Sequence[Any] = ()) -> ErrorInfo | None:
         """Check the advisory lock (one GET; see redisrpc.client.lock); None means run the call.
@@ -288,6 +335,7 @@ class Server:
             self._loop()
         finally:
             try:
+                self.watcher.stop()
                 if self.registration is not None:
                     self.registration.stop()
             finally:
@@ -372,7 +420,7 @@ class Server:
         Their replies reach :meth:`handle` as ``prefetched`` (e.g. the lock's
         GET), so a per-call check costs no round trip of its own.
         """
-        return [("GET", self._lock_key)]
+        return [("GET", self._lock_key), self.cancellations.prefetch(), ("TIME",)]
 
     def _took(self, results: list[Any]) -> tuple[list[bytes], list[Any]]:
         """Unpack the replies of _pop_commands into (requests, prefetched replies)."""
