@@ -19,6 +19,7 @@ from ._version import __version__
 from .client.aio import AsyncClient
 from .client.discovery import InstanceInfo, ServiceInfo, discover
 from .client.lock import Lock, lock, lock_info, lock_info_async
+from .client.running import cancel, running
 from .client.sync import (
     DEFAULT_TIMEOUT,
     Client,
@@ -30,6 +31,7 @@ from .client.sync import (
 from .core.protocol import PROTOCOL_VERSION
 from .embedded import EmbeddedRedis, ensure_redis
 from .errors import (
+    CallCancelledError,
     CommandError,
     EncodingError,
     LockedError,
@@ -58,6 +60,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "PROTOCOL_VERSION",
     "AsyncClient",
+    "CallCancelledError",
     "Client",
     "CommandError",
     "EmbeddedRedis",
@@ -81,6 +84,7 @@ __all__ = [
     "TransportError",
     "UnknownServiceError",
     "__version__",
+    "cancel",
     "cancelled",
     "description",
     "discover",
@@ -91,6 +95,7 @@ __all__ = [
     "lock_info_async",
     "progress",
     "refresh",
+    "running",
     "with_progress",
     "with_timeout",
 ]

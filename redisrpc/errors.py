@@ -17,6 +17,7 @@ escape: the transport boundary translates them into the classes below.
     ├── TimeoutException                no reply within the timeout (also TimeoutError)
     ├── ServerGoneError                 every instance of the service vanished mid-call
     │   └── UnknownServiceError         nothing serves that name (a typo?); close matches named
+    ├── CallCancelledError              someone else cancelled the call while it ran
     ├── LockedError                     another client holds the server's advisory lock
     ├── ServiceConflictError            a server would join a service that serves another class
     └── RemoteException                 the remote call raised; remote type and traceback
@@ -45,6 +46,7 @@ from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
+    "CallCancelledError",
     "CommandError",
     "EncodingError",
     "LockedError",
@@ -131,6 +133,13 @@ class ServerGoneError(RedisRPCError):
     def __init__(self, message: str, *, started: bool | None = None) -> None:
         super().__init__(message)
         self.started = started
+
+
+class CallCancelledError(RedisRPCError):
+    """Someone else cancelled the call while it ran (``redisrpc.cancel``).
+
+    It may have partly run; the message names who cancelled it.
+    """
 
 
 class UnknownServiceError(ServerGoneError):

@@ -14,6 +14,7 @@ PUBLIC = {
     "DEFAULT_TIMEOUT",
     "PROTOCOL_VERSION",
     "AsyncClient",
+    "CallCancelledError",
     "Client",
     "CommandError",
     "EmbeddedRedis",
@@ -37,6 +38,7 @@ PUBLIC = {
     "TransportError",
     "UnknownServiceError",
     "__version__",
+    "cancel",
     "cancelled",
     "description",
     "discover",
@@ -47,6 +49,7 @@ PUBLIC = {
     "lock_info_async",
     "progress",
     "refresh",
+    "running",
     "with_progress",
     "with_timeout",
 }

@@ -271,3 +271,29 @@ def test_paused_server_never_starts_a_call_whose_caller_already_failed(r, spawn_
         os.kill(server.pid, signal.SIGCONT)
     assert redisrpc.Client(r, "svc", timeout=10).total == 0  # none of the eight ran
     wait_for(lambda: not r.keys("svc:cancel:*") and not r.keys("svc:rpc:*"), timeout=10)
+
+
+def test_running_lists_a_long_call_and_cancel_stops_it_naming_who(r, serve):
+    """redisrpc.running() shows the call; redisrpc.cancel() stops it; its caller is told who."""
+    stepper = Stepper()
+    serve(stepper, "stepper")
+    caller = redisrpc.Client(r, "stepper", timeout=10)
+    observer = redisrpc.Client(r, "stepper", timeout=10)
+    outcome: list[BaseException] = []
+
+    def move() -> None:
+        try:
+            caller.move(200, 0.05)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=move)
+    worker.start()
+    calls = wait_for(lambda: redisrpc.running(observer), timeout=5)
+    assert calls[0]["method"] == "move" and calls[0]["caller"].endswith(f":{os.getpid()}")
+    redisrpc.cancel(observer, calls[0]["id"])
+    worker.join(5)
+    assert stepper.saw_cancel.is_set()
+    assert isinstance(outcome[0], redisrpc.CallCancelledError)
+    assert "cancelled by" in str(outcome[0])
+    wait_for(lambda: not redisrpc.running(observer) and not r.keys("stepper:cancel:*"), timeout=5)

@@ -116,7 +116,7 @@ def test_hand_built_v2_request_with_every_optional_key(r, serve, calc):
             {"k": {"__redisrpc__": "float", "value": "inf"}},
         ],
         "id": "req-7",
-        "protocol": 2,
+        "protocol": redisrpc.PROTOCOL_VERSION,
     }
     assert calc.seen == [[([1, 2], b"\x00\x01"), {"k": float("inf")}]]
 

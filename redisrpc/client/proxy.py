@@ -36,6 +36,7 @@ from ..core.protocol import (
 )
 from ..core.registry import liveness_prefix
 from ..errors import (
+    CallCancelledError,
     EncodingError,
     LockedError,
     MessageTooLargeError,
@@ -64,6 +65,7 @@ _OWN_ERRORS: dict[str, type[RedisRPCError]] = {
     OWN_ERROR_PREFIX + "ProtocolError": ProtocolError,
     OWN_ERROR_PREFIX + "MessageTooLargeError": MessageTooLargeError,
     OWN_ERROR_PREFIX + "EncodingError": EncodingError,
+    OWN_ERROR_PREFIX + "CallCancelledError": CallCancelledError,
 }
 
 

@@ -68,6 +68,7 @@ __all__ = [
     "calling",
     "cancel_commands",
     "cancelling",
+    "cancelling_running",
     "checking_gone",
     "checking_unknown",
     "closing",
@@ -79,6 +80,7 @@ __all__ = [
     "lost",
     "new_call_id",
     "recovering",
+    "running_calls",
     "timed_out",
     "unknown",
     "withdrawing",
@@ -285,8 +287,19 @@ def _add_note(exc: BaseException, note: str) -> None:
 
 
 def looking_around(call: Call) -> Plan[list[dict[str, Any]]]:
-    """What the service's instances are running now (for a call that waits behind them)."""
-    (raw,) = yield (("HGETALL", running_key(call.service)),)
+    """What the service's instances are running now (for a call that waits behind them).
+
+    Each entry gets ``mine``: whether it is this call (then it runs, not waits).
+    """
+    running = yield from running_calls(call.service)
+    for entry in running:
+        entry["mine"] = entry.get("id") == call.call_id
+    return running
+
+
+def running_calls(service: str) -> Plan[list[dict[str, Any]]]:
+    """The calls ``service``'s instances run now, as they publish them (PROTOCOL.md)."""
+    (raw,) = yield (("HGETALL", running_key(service)),)
     now = yield NOW
     running = []
     for value in (raw or {}).values():
@@ -295,9 +308,19 @@ def looking_around(call: Call) -> Plan[list[dict[str, Any]]]:
         except ValueError:
             continue
         if isinstance(entry, dict) and isinstance(entry.get("until"), int) and entry["until"] > now:
-            entry["mine"] = entry.get("id") == call.call_id
             running.append(entry)
-    return running
+    return sorted(running, key=lambda e: e.get("since") or 0)
+
+
+def cancelling_running(service: str, call_id: str, *, by: str) -> Plan[None]:
+    """Cancel a call that runs now, whoever made it (its server stops it within 0.2 s).
+
+    The mark names ``by``: the server answers the call's own caller with
+    :class:`~redisrpc.CallCancelledError` saying who cancelled it.
+    """
+    now = yield NOW
+    stub = Call(service, "", (), {}, _MARK_MARGIN, "", call_id=call_id, deadline=now)
+    yield cancel_commands(stub, now, by=by)
 
 
 def closing(call: Call) -> Plan[None]:
@@ -361,18 +384,20 @@ def cancelling(call: Call) -> Plan[None]:
     yield cancel_commands(call, now)
 
 
-def cancel_commands(call: Call, now: int) -> tuple[tuple[Any, ...], ...]:
+def cancel_commands(call: Call, now: int, *, by: str | None = None) -> tuple[tuple[Any, ...], ...]:
     """Set the call's cancel mark and bump the service's counter; both expire.
 
     The mark lives until the request's deadline (after which no server starts
     it) and a margin more, in which a server running the call sees it; then
-    it expires, so giving up leaves no key behind for long.
+    it expires, so giving up leaves no key behind for long. A mark set by
+    someone else than the caller (``by``) names them: the server then still
+    answers the caller, with the error that says who cancelled the call.
     """
     remaining = max(0, call.deadline - now) if call.deadline is not None else 0
     ttl_ms = remaining + int(_MARK_MARGIN * 1000)
     counter = cancels_key(call.service)
     return (
-        ("SET", cancel_key(call.service, call.call_id), b"1", "PX", ttl_ms),
+        ("SET", cancel_key(call.service, call.call_id), by or b"1", "PX", ttl_ms),
         ("INCR", counter),
         ("PEXPIRE", counter, ttl_ms),
     )

@@ -124,6 +124,8 @@ class CallContext:
         self.started = time.monotonic()
         self.started_epoch = time.time()
         self.last_progress: dict[str, Any] | None = None
+        self.cancelled_by: str | None = None
+        """Who cancelled the call, when not its own caller (who then still gets an answer)."""
         self.published = False
         self._sent_at = 0.0
 
@@ -161,10 +163,17 @@ class CallContext:
         )
         return int(length)
 
-    def cancel_now(self) -> None:
-        """The caller gave up: set the flag, and call the method's on_cancel hook once."""
+    def cancel_now(self, mark: Any = b"1") -> None:
+        """The call was cancelled: set the flag, and call the method's on_cancel hook once.
+
+        ``mark`` is the cancel mark's value: ``1`` from the caller itself, who
+        is gone; anything else names someone else, and the caller is answered.
+        """
         if self.cancel.is_set():
             return
+        if mark not in (b"1", "1", 1):
+            by = mark.decode("utf-8", "replace") if isinstance(mark, bytes) else str(mark)
+            self.cancelled_by = by[:200]
         self.cancel.set()
         log.info("%s: %s() cancelled by its caller", self.instance, self.request.name)
         if self.on_cancel is not None:
@@ -176,12 +185,15 @@ class CallContext:
                 )
 
     def discard(self) -> None:
-        """A cancelled call is over: remove its reply list and its cancel mark.
+        """A cancelled call is over: remove its cancel mark, and its reply list if unread.
 
-        Nobody reads them any more; progress or items sent before the server
-        saw the mark would otherwise keep the list alive until it expires.
+        A caller that gave up reads nothing more; progress or items sent before
+        the server saw the mark would otherwise keep the list alive until it
+        expires. A call someone else cancelled is still answered.
         """
-        commands: list[tuple[Any, ...]] = [("DEL", self.request.response_queue)]
+        commands: list[tuple[Any, ...]] = []
+        if self.cancelled_by is None:
+            commands.append(("DEL", self.request.response_queue))
         if self.request.id is not None:
             commands.append(("DEL", cancel_key(self.service, self.request.id)))
         try:
@@ -296,7 +308,7 @@ class Watcher:
     def _look(self, calls: list[CallContext], publish: bool) -> None:
         """One round trip: the cancel marks of the long calls, and (re)publishing them."""
         commands: list[tuple[Any, ...]] = [
-            ("EXISTS", cancel_key(self.service, str(c.request.id))) for c in calls
+            ("GET", cancel_key(self.service, str(c.request.id))) for c in calls
         ]
         if publish:
             until = int((time.time() + 2 * _PUBLISH_EVERY + LONG_CALL) * 1000)
@@ -311,8 +323,8 @@ class Watcher:
         for call, marked in zip(calls, replies, strict=False):
             if publish:
                 call.published = True
-            if marked:
-                call.cancel_now()
+            if marked is not None:
+                call.cancel_now(marked)
 
 
 class Cancellations:

@@ -191,6 +191,16 @@ class Dispatcher:
             return nullcontext()
         return self.contexts(request, self.members.get(request.name))
 
+    def _cancelled(self, request: Request, context: Any) -> tuple[str | None, bytes | None]:
+        """The end of a cancelled call: no reply for a caller who gave up, else who cancelled."""
+        by = getattr(context, "cancelled_by", None)
+        if by is None:
+            return None, None  # the caller gave up: nobody reads a reply
+        message = f"{request.name}() was cancelled by {by} while it ran"
+        return request.response_queue, self._error(
+            request, OWN_ERROR_PREFIX + "CallCancelledError", message
+        )
+
     def _error(self, request: Request, type_name: str, message: str, tb: str = "") -> bytes:
         return encode_reply(
             Reply(error=ErrorInfo(type_name, message, tb, self.ident), id=request.id)
@@ -261,12 +271,12 @@ class Dispatcher:
                 if stream and context is not None and context.interim:
                     finished, value = context.stream(value)
                     if not finished:
-                        return None, None  # cancelled: the caller reads no more
+                        return self._cancelled(request, context)
                 elif stream:
                     value = list(value)  # a caller before protocol 3 gets the items at once
             self.calls += 1
             if context is not None and context.cancel.is_set():
-                return None, None  # the caller gave up: nobody reads a reply
+                return self._cancelled(request, context)
         except _CallError as exc:
             log.info("%s: refused %s(): %s", self.name, request.name[:80], exc.message)
             return queue, self._error(request, exc.type_name, exc.message)
@@ -274,7 +284,7 @@ class Dispatcher:
             # SystemExit too: a served method calling sys.exit() must not end the server.
             self.calls += 1
             if context is not None and context.cancel.is_set():
-                return None, None  # stopped because its caller gave up: nobody reads a reply
+                return self._cancelled(request, context)
             message = _message(exc)
             kind = _error_type(exc)
             log.info("%s: %s() raised %s: %s", self.name, request.name, kind, message)

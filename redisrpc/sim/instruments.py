@@ -19,7 +19,11 @@ import importlib
 import random
 import threading
 import time
+from collections.abc import Generator
 from typing import Any
+
+from ..server.calls import cancelled, progress
+from ..server.exposure import expose
 
 __all__ = [
     "FunctionGenerator",
@@ -429,6 +433,21 @@ class Oscilloscope:
             return self._random.random() * period  # no edge at this level: untriggered
         return float(probe[crossing[0]])
 
+    def stream(self, count: int, interval: float = 0.1) -> Generator[Any, None, int]:
+        """Acquire ``count`` records, one every ``interval`` seconds, as a stream.
+
+        Each record reaches the caller as it is taken (``for trace in
+        scope.stream(10): ...``); returns the number of records taken.
+        """
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(f"count must be a whole number of records, not {count!r}")
+        taken = 0
+        for _ in range(count):
+            yield self.acquire()
+            taken += 1
+            time.sleep(max(0.0, float(interval)))
+        return taken
+
     def acquire(self) -> Any:
         """Acquire one record: the input voltage in volts, as a numpy float64 array.
 
@@ -481,14 +500,17 @@ class LinearStage:
     """Simulated motorised linear stage with 100 mm of travel.
 
     Moves block for the real travel time (distance / ``velocity``), as a
-    driver that waits for "in position" does. Targets outside the travel raise
-    :class:`ValueError` without moving.
+    driver that waits for "in position" does, reporting progress
+    (:func:`redisrpc.progress`) as they go. Targets outside the travel raise
+    :class:`ValueError` without moving. :meth:`stop` halts a move where it is;
+    a caller who cancels a move (Ctrl-C) stops the stage the same way.
     """
 
     def __init__(self) -> None:
         self._position = 0.0
         self._velocity = 20.0
         self._homed = False
+        self._halt = threading.Event()
 
     @property
     def idn(self) -> str:
@@ -515,17 +537,35 @@ class LinearStage:
         self._velocity = _check_range("velocity", mm_per_s, 0.1, 50.0, "mm/s")
 
     def _travel(self, target: float) -> float:
-        duration = abs(target - self._position) / self._velocity
-        time.sleep(duration)
-        self._position = target
-        return duration
+        """Move to ``target`` in 50 ms steps; InstrumentError if stopped on the way."""
+        self._halt.clear()
+        start, distance = self._position, target - self._position
+        duration = abs(distance) / self._velocity
+        began = time.monotonic()
+        while True:
+            elapsed = time.monotonic() - began
+            fraction = 1.0 if duration <= 0 else min(1.0, elapsed / duration)
+            self._position = start + distance * fraction
+            if fraction < 1.0 and (self._halt.is_set() or cancelled()):
+                raise InstrumentError(f"move stopped at {self.position:.3f} mm")
+            done = round(abs(self._position - start), 3)
+            progress(done, round(abs(distance), 3), f"at {self._position:.1f} mm")
+            if fraction >= 1.0:
+                return duration
+            self._halt.wait(min(0.05, duration - elapsed))
 
+    def stop(self) -> None:
+        """Stop a move where it is (a cancelled move calls this too)."""
+        self._halt.set()
+
+    @expose(on_cancel="stop")
     def home(self) -> float:
         """Drive to the 0 mm home switch and zero the position; returns seconds taken."""
         duration = self._travel(0.0)
         self._homed = True
         return duration
 
+    @expose(on_cancel="stop")
     def move_to(self, position: float) -> float:
         """Move to an absolute ``position`` in mm and wait until there; returns the new position.
 
@@ -537,6 +577,7 @@ class LinearStage:
         self._travel(target)
         return self.position
 
+    @expose(on_cancel="stop")
     def move_by(self, distance: float) -> float:
         """Move by ``distance`` mm (negative: towards home); returns the new position."""
         if isinstance(distance, bool) or not isinstance(distance, (int, float)):
