@@ -179,7 +179,7 @@ def test_a_reply_that_arrived_while_the_connection_was_lost_is_returned(r, serve
         (push, wait) = commands
         real(push)  # the request goes out; then the connection "drops" before the wait
         wait_for(lambda: r.llen(wait[1]), message="no reply")
-        raise redis.ConnectionError("connection lost")
+        raise redisrpc.RedisConnectionError("connection lost")  # as execute() raises it
 
     monkeypatch.setattr(transport, "execute", push_then_fail)
     assert proxy.work("answered") == "answered"

@@ -40,7 +40,10 @@ def test_request_round_trip_keeps_every_field():
     """encode_request then decode_request gives back the same request."""
     req = Request("add", [5, "x"], {"k": [1, 2]}, "calc:rpc:abc", "abc", 1234, "tok")
     back = decode_request(encode_request(req), queue="calc")
-    assert back == Request("add", [5, "x"], {"k": [1, 2]}, "calc:rpc:abc", "abc", 1234, "tok", 2)
+    expected = Request(
+        "add", [5, "x"], {"k": [1, 2]}, "calc:rpc:abc", "abc", 1234, "tok", PROTOCOL_VERSION
+    )
+    assert back == expected
 
 
 def test_encoded_request_has_the_v1_keys_and_omits_unset_extensions():

@@ -287,7 +287,7 @@ def test_a_client_whose_clock_jumps_forward_sends_a_correct_deadline(
     Nobody serves the queue: the call times out and its request is withdrawn on time.
     """
     client = redisrpc.Client(redis_url, "nobody", timeout=1.5, describe=False)
-    client._rpc_transport.now_ms()  # the clock is measured before the step
+    client._rpc_state.transport.now_ms()  # the clock is measured before the step
     wall = time.time
     monkeypatch.setattr(time, "time", lambda: wall() + 600.0)
     outcome: list[BaseException] = []

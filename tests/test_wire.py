@@ -161,7 +161,7 @@ def test_redis_cli_session_from_protocol_md(redis_proc, r, serve, calc):
     assert run("RPUSH", "calc", request) == ["1"]
     queue, reply = run("BLPOP", "calc:rpc:cli1", "5")
     assert queue == "calc:rpc:cli1"
-    assert json.loads(reply) == {"return_value": 5.0, "protocol": 2}
+    assert json.loads(reply) == {"return_value": 5.0, "protocol": redisrpc.PROTOCOL_VERSION}
     run(
         "RPUSH",
         "calc",
