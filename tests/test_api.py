@@ -73,7 +73,7 @@ def test_classic_names_are_aliases():
 
 
 def test_every_module_declares_all():
-    """Each module of the package, in every subpackage, has a literal __all__ whose names it defines."""
+    """Each module of every subpackage has a literal __all__ of names it defines."""
     modules = list(pkgutil.walk_packages([str(PACKAGE)], prefix="redisrpc."))
     assert {"redisrpc.core.transport", "redisrpc.client.sync", "redisrpc.server.loop"} <= {
         m.name for m in modules

@@ -6,7 +6,7 @@ import os
 
 import pytest
 import redis
-from conftest import RedisProcess
+from conftest import RedisServer
 from redis.connection import Connection
 
 from redisrpc.core import transport as transport_module
@@ -56,7 +56,7 @@ def test_quiet_commands_on_the_embedded_redis():
         transport.close()
 
 
-def test_without_client_reply_quiet_commands_are_answered(own_redis: RedisProcess):
+def test_without_client_reply_quiet_commands_are_answered(own_redis: RedisServer):
     """A user who may not send CLIENT gets every reply, errors included, and nothing is lost."""
     with own_redis.client() as admin:
         admin.execute_command("ACL", "SETUSER", "noclient", "on", ">pw", "~*", "+@all", "-client")
@@ -70,7 +70,7 @@ def test_without_client_reply_quiet_commands_are_answered(own_redis: RedisProces
     transport.close()
 
 
-def test_skip_refused_after_the_probe_is_noticed(own_redis: RedisProcess):
+def test_skip_refused_after_the_probe_is_noticed(own_redis: RedisServer):
     """An ACL change that forbids CLIENT after the probe: replies stay in step, none is lost."""
     with own_redis.client() as admin:
         admin.execute_command("ACL", "SETUSER", "lab", "on", ">pw", "~*", "+@all")
