@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ __all__ = [
     "run_cli",
     "wait_for",
     "watch_pushes",
+    "when_taken",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,6 +123,27 @@ def watch_pushes(r: redis.Redis, key: str) -> Iterator[Callable[[], int]]:
     finally:
         pubsub.close()
         r.config_set("notify-keyspace-events", "")
+
+
+def when_taken(r: redis.Redis, queue: str, action: Callable[[], Any]) -> threading.Thread:
+    """Run ``action`` in a thread once a request was pushed onto ``queue`` and a server took it.
+
+    For fault tests that must strike while a call runs (not while it is queued).
+    Join the returned thread at the end of the test.
+    """
+    with_pushes = watch_pushes(r, queue)
+    pushed = with_pushes.__enter__()
+
+    def run() -> None:
+        try:
+            wait_for(lambda: pushed() >= 1 and r.llen(queue) == 0, message="request not taken")
+        finally:
+            with_pushes.__exit__(None, None, None)
+        action()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
 
 
 def python_env() -> dict[str, str]:
