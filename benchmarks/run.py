@@ -13,11 +13,9 @@ import os
 import platform
 import secrets
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +27,7 @@ import redis
 
 import redisrpc
 from redisrpc.aio import AsyncClient
+from redisrpc.testing import RedisServer
 
 __all__ = ["Row", "main"]
 
@@ -122,54 +121,14 @@ def asynchronous(name: str, url: str, service: str, concurrency: int, n: int) ->
 # -- processes ----------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.contextmanager
 def redis_server() -> Iterator[str]:
     """Yield the URL of a private redis-server, or of REDIS_URL when none is installed."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+    if shutil.which("redis-server") is None:
         yield redisrpc.core.transport.resolve_url(None)
         return
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="redisrpc-bench-") as workdir:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            probe = redis.Redis(port=port, socket_connect_timeout=0.2)
-            deadline = time.monotonic() + 10
-            while True:
-                try:
-                    probe.ping()
-                    break
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or proc.poll() is not None:
-                        raise RuntimeError("redis-server did not start") from None
-                    time.sleep(0.02)
-            probe.close()
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with RedisServer() as server:
+        yield server.url
 
 
 @contextlib.contextmanager

@@ -1,13 +1,14 @@
-"""Shared fixtures: a private real redis-server per test session, fakeredis, and served objects."""
+"""Shared fixtures: a private real redis-server per test session (per xdist worker), fakeredis,
+served objects and child processes; the launcher and ``wait_for`` live in redisrpc.testing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,98 +19,39 @@ import pytest
 import redis
 
 import redisrpc
+from redisrpc.testing import RedisServer, free_port, wait_for
+
+__all__ = [
+    "CLI_SCRIPT",
+    "PYTHON",
+    "ROOT",
+    "RedisServer",
+    "ServerProcess",
+    "free_port",
+    "python_env",
+    "read_until",
+    "run_cli",
+    "wait_for",
+    "watch_pushes",
+    "when_taken",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    """Return a TCP port that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisProcess:
-    """A redis-server process owned by the tests: start, stop, kill and restart it."""
-
-    def __init__(self, port: int | None = None, *extra: str) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.fail("redis-server is not installed (.ci/run installs it)")
-        self.binary = binary
-        self.port = port or free_port()
-        self.extra = list(extra)
-        self.dir = tempfile.mkdtemp(prefix="redisrpc-test-")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def client(self, **kwargs: Any) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
-
-    def start(self) -> RedisProcess:
-        args = [
-            self.binary,
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            self.dir,
-            "--daemonize",
-            "no",
-            *self.extra,
-        ]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        probe = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
-        while True:
-            try:
-                probe.ping()
-                break
-            except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError) as exc:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"redis-server did not start on port {self.port}") from exc
-                time.sleep(0.02)
-            except redis.ResponseError:  # e.g. NOAUTH: it is up
-                break
-        probe.close()
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-        self.proc = None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self.proc = None
-
-    def restart(self, downtime: float = 0.0) -> None:
-        self.kill()
-        time.sleep(downtime)
-        self.start()
-
-
 @pytest.fixture(scope="session")
-def redis_proc() -> Iterator[RedisProcess]:
-    """The session's private redis-server on a free port (never the shared 6379)."""
-    proc = RedisProcess().start()
-    yield proc
-    proc.stop()
+def redis_proc() -> Iterator[RedisServer]:
+    """This session's (with xdist: this worker's) private redis-server on a free port.
+
+    Shared by all tests of the worker: a test that stops, restarts or pauses
+    Redis uses ``own_redis`` instead.
+    """
+    with RedisServer() as proc:
+        yield proc
 
 
 @pytest.fixture
-def redis_url(redis_proc: RedisProcess, monkeypatch: pytest.MonkeyPatch) -> str:
+def redis_url(redis_proc: RedisServer, monkeypatch: pytest.MonkeyPatch) -> str:
     """URL of the private redis-server, emptied for this test; also set as REDIS_URL."""
     with redis_proc.client() as r:
         r.flushall()
@@ -126,11 +68,11 @@ def r(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def own_redis() -> Iterator[RedisProcess]:
-    """A redis-server for this test alone, for fault tests that kill or restart it."""
-    proc = RedisProcess().start()
-    yield proc
-    proc.kill()
+def own_redis() -> Iterator[RedisServer]:
+    """A redis-server for this test alone, for fault tests that kill, restart or pause it."""
+    with RedisServer() as proc:
+        yield proc
+        proc.kill()
 
 
 @pytest.fixture
@@ -155,21 +97,53 @@ def serve(r: redis.Redis) -> Iterator[Any]:
         server.stop(10)
 
 
-def wait_for(
-    predicate: Callable[[], Any],
-    timeout: float = 10.0,
-    step: float = 0.05,
-    message: str = "condition not met",
-) -> Any:
-    """Poll ``predicate`` until it returns something truthy (returned); fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{message} within {timeout} s")
-        time.sleep(step)
+@contextlib.contextmanager
+def watch_pushes(r: redis.Redis, key: str) -> Iterator[Callable[[], int]]:
+    """Count pushes onto the list ``key`` (a service queue) as they happen.
+
+    Yields a function returning how many RPUSH/LPUSH reached ``key`` so far, so
+    a test can wait until a request was sent even after a server popped it.
+    Uses keyspace notifications, switched on for the ``with`` block only.
+    """
+    r.config_set("notify-keyspace-events", "Kl")
+    pubsub = r.pubsub()
+    pubsub.subscribe(f"__keyspace@0__:{key}")
+    confirmed = pubsub.get_message(timeout=5)  # in effect before any push that follows
+    assert confirmed is not None and confirmed["type"] == "subscribe", confirmed
+    count = 0
+
+    def pushed() -> int:
+        nonlocal count
+        while (message := pubsub.get_message(timeout=0)) is not None:
+            count += message["data"] in (b"rpush", b"lpush")
+        return count
+
+    try:
+        yield pushed
+    finally:
+        pubsub.close()
+        r.config_set("notify-keyspace-events", "")
+
+
+def when_taken(r: redis.Redis, queue: str, action: Callable[[], Any]) -> threading.Thread:
+    """Run ``action`` in a thread once a request was pushed onto ``queue`` and a server took it.
+
+    For fault tests that must strike while a call runs (not while it is queued).
+    Join the returned thread at the end of the test.
+    """
+    with_pushes = watch_pushes(r, queue)
+    pushed = with_pushes.__enter__()
+
+    def run() -> None:
+        try:
+            wait_for(lambda: pushed() >= 1 and r.llen(queue) == 0, message="request not taken")
+        finally:
+            with_pushes.__exit__(None, None, None)
+        action()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
 
 
 def python_env() -> dict[str, str]:

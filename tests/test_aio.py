@@ -9,12 +9,13 @@ import time
 from typing import Any
 
 import pytest
-from conftest import free_port
+from conftest import free_port, watch_pushes
 from servable import Thing
 
 import redisrpc
 from redisrpc.aio import AsyncClient, set_property
 from redisrpc.core.protocol import Reply, decode_request
+from redisrpc.testing import wait_for_async
 
 
 class Calculator:
@@ -23,6 +24,8 @@ class Calculator:
     def __init__(self) -> None:
         self.acc = 0.0
         self.label = "calc"
+        self.started = threading.Event()  # set when slow() or hold() begins
+        self.release = threading.Event()  # ends hold()
 
     def add(self, x: float, *, scale: float = 1.0) -> float:
         """Add x times scale to the register."""
@@ -39,8 +42,14 @@ class Calculator:
 
     def slow(self, seconds: float) -> float:
         """Sleep, then return seconds."""
+        self.started.set()
         time.sleep(seconds)
         return seconds
+
+    def hold(self) -> None:
+        """Keep the server busy until the test sets ``release`` (at most 10 s)."""
+        self.started.set()
+        self.release.wait(10)
 
     @property
     def total(self) -> float:
@@ -232,15 +241,18 @@ def test_invalid_timeout_is_refused():
 
 def test_many_calls_in_flight_fail_cleanly_when_redis_dies(own_redis):
     """Calls waiting on a shared reply list all fail with our connection error if Redis goes."""
+    calc_obj = Calculator()
     server = redisrpc.Server(
-        own_redis.url, "calc", Calculator(), poll_interval=0.1, handle_signals=False
+        own_redis.url, "calc", calc_obj, poll_interval=0.1, handle_signals=False
     ).start()
+    admin = own_redis.client()
     try:
 
         async def main() -> list[Any]:
             calc = await AsyncClient(own_redis.url, "calc", timeout=10)
             calls = [asyncio.ensure_future(calc.slow(1)) for _ in range(5)]
-            await asyncio.sleep(0.3)
+            # In flight: one running, the other four queued.
+            await wait_for_async(lambda: calc_obj.started.is_set() and admin.llen("calc") == 4)
             own_redis.kill()
             return await asyncio.gather(*calls, return_exceptions=True)
 
@@ -250,6 +262,7 @@ def test_many_calls_in_flight_fail_cleanly_when_redis_dies(own_redis):
         assert all(isinstance(x, redisrpc.RedisConnectionError) for x in results), results
         assert "may or may not have been delivered" in str(results[0])
     finally:
+        admin.close()
         server.stop(10)
 
 
@@ -261,30 +274,35 @@ def test_queued_calls_cut_off_from_redis_are_withdrawn(own_redis, described):
         own_redis.url, "calc", calc_obj, poll_interval=0.1, handle_signals=False
     ).start()
     caller_url = f"{own_redis.url}?client_name=caller"
+    admin = own_redis.client()
     try:
 
         async def main() -> list[Any]:
             proxy = AsyncClient(caller_url, "calc", timeout=10)
             calc: Any = await proxy if described else proxy
-            blocker = asyncio.ensure_future(calc.slow(1))
-            await asyncio.sleep(0.2)  # the server is busy with it; the next calls queue
+            blocker = asyncio.ensure_future(calc.hold())
+            await wait_for_async(calc_obj.started.is_set)  # busy: the next calls queue
             calls = [asyncio.ensure_future(calc.add(1)) for _ in range(3)]
-            await asyncio.sleep(0.2)
-            with own_redis.client() as admin:
-                for entry in admin.client_list():
-                    if entry.get("name") == "caller":
-                        admin.client_kill_filter(_id=entry["id"])
+            await wait_for_async(lambda: admin.llen("calc") == 3)
+            for entry in admin.client_list():
+                if entry.get("name") == "caller":
+                    admin.client_kill_filter(_id=entry["id"])
             results = await asyncio.gather(*calls, return_exceptions=True)
+            # The server is still busy, so nothing was taken: all withdrawn, no reply list left.
+            assert admin.llen("calc") == 0
+            assert admin.keys("calc:rpc:*") == []
+            calc_obj.release.set()
             await asyncio.gather(blocker, return_exceptions=True)
             return results
 
         results = asyncio.run(main())
         assert all(isinstance(x, redisrpc.RedisConnectionError) for x in results), results
         assert all(x.started is False and "withdrawn" in str(x) for x in results), results
-        time.sleep(1.2)  # the server is free again: a request left queued would run now
-        assert calc_obj.acc == 0
     finally:
-        server.stop(10)
+        calc_obj.release.set()
+        server.stop(10)  # waits for hold() to end: a request left queued would have run
+        admin.close()
+    assert calc_obj.acc == 0
 
 
 def test_calls_in_flight_share_one_reply_list_and_one_push(r, serve):
@@ -295,7 +313,7 @@ def test_calls_in_flight_share_one_reply_list_and_one_push(r, serve):
         calc = await AsyncClient(r, "calc", timeout=5)
         server.stop(10)
         calls = [asyncio.ensure_future(calc.echo(i)) for i in range(3)]
-        await asyncio.sleep(0.3)
+        await wait_for_async(lambda: r.llen("calc") == 3)
         queued = r.lrange("calc", 0, -1)
         for call in calls:
             call.cancel()
@@ -333,10 +351,11 @@ def test_killed_server_fails_awaiting_calls_fast(spawn_server, redis_url, r, pat
 
     async def main() -> list[Any]:
         thing: Any = await _thing_proxy(redis_url, "victim", path)
-        running = asyncio.ensure_future(thing.sleep(GONE_TIMEOUT / 2))
-        await asyncio.sleep(0.3)
-        queued = asyncio.ensure_future(thing.incr(100))
-        await asyncio.sleep(0.3)
+        with watch_pushes(r, "victim") as pushed:
+            running = asyncio.ensure_future(thing.sleep(GONE_TIMEOUT / 2))
+            await wait_for_async(lambda: pushed() >= 1 and r.llen("victim") == 0)  # taken
+            queued = asyncio.ensure_future(thing.incr(100))
+            await wait_for_async(lambda: pushed() >= 2 and r.llen("victim") == 1)  # queued
         await asyncio.to_thread(child.kill)
         results = await asyncio.gather(running, queued, return_exceptions=True)
         _assert_path(thing, path)

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from conftest import wait_for
 
 import redisrpc
 from redisrpc.core.protocol import Request, decode_reply, encode_request
@@ -131,9 +132,7 @@ def test_stopping_a_worker_pool_finishes_calls_in_flight(r, serve):
     rec = Recorder(0.3)
     server = serve(rec, "rec", workers=3)
     queues = _queue_requests(r, "rec", 3)
-    deadline = time.monotonic() + 10
-    while rec.active < 3 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_for(lambda: rec.active >= 3, message="three calls did not run at once")
     server.stop(10)
     assert not server.running
     assert [_reply(r, q).value for q in queues] == [0, 1, 2]

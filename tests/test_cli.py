@@ -6,7 +6,6 @@ import json
 import shutil
 import signal
 import subprocess
-import time
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from conftest import (
     CLI_SCRIPT,
     PYTHON,
     ROOT,
-    RedisProcess,
+    RedisServer,
     free_port,
     python_env,
     read_until,
@@ -23,6 +22,7 @@ from conftest import (
 )
 
 import redisrpc
+from redisrpc.testing import TLSFiles
 
 
 def one_error_line(proc: Any) -> str:
@@ -166,10 +166,8 @@ def test_url_option_beats_redis_url(spawn_server, redis_url):
 
 def test_password_in_url(spawn_server):
     """A username/password URL reaches a Redis that requires auth; a wrong one exits 3."""
-    secured = RedisProcess().start()
+    secured = RedisServer("--requirepass", "s3cret").start()
     try:
-        with secured.client() as admin:
-            admin.config_set("requirepass", "s3cret")
         url = f"redis://default:s3cret@127.0.0.1:{secured.port}/0"
         spawn_server("servable:Thing", "thing", url=url)
         assert json.loads(run_cli("--url", url, "call", "thing", "incr", "3").stdout) == 3
@@ -178,7 +176,7 @@ def test_password_in_url(spawn_server):
         line = one_error_line(wrong)
         assert "nope" not in line and "s3cret" not in line
     finally:
-        secured.kill()
+        secured.close()
 
 
 def test_serve_a_class_and_stop_it_with_sigterm(redis_url):
@@ -269,25 +267,14 @@ def test_tls_url(spawn_server, tmp_path):
          "-addext", "subjectAltName=IP:127.0.0.1"],
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
-    port = free_port()
-    tls = subprocess.Popen(
-        [server_binary, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-         "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
-         "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    tls = RedisServer(tls=TLSFiles(cert=cert, key=key, ca=cert)).start()
+    port = tls.port
     try:
         url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
-        deadline = time.monotonic() + 10
-        while run_cli("--url", url, "list").returncode != 0:
-            assert time.monotonic() < deadline, "the TLS redis-server did not start"
-            time.sleep(0.1)
         spawn_server("servable:Thing", "thing", url=url)
         assert json.loads(run_cli("--url", url, "call", "thing", "incr", "4").stdout) == 4
         plain = run_cli("--url", f"redis://127.0.0.1:{port}/0", "list")
         assert plain.returncode == 3
         one_error_line(plain)
     finally:
-        tls.kill()
-        tls.wait()
+        tls.close()

@@ -49,15 +49,15 @@ def test_html_card_lists_class_docs_methods_properties(greeter):
     assert "clr" not in card  # nothing invented
 
 
-def test_display_makes_no_network_call(greeter, redis_proc):
+def test_display_makes_no_network_call(own_redis):
     """Rendering after Redis went away still works: it reads only the cached description."""
-    redis_proc.stop()
-    try:
+    with redisrpc.Server(own_redis.url, "greeter", Greeter(), poll_interval=0.1):
+        greeter = redisrpc.Client(own_redis.url, "greeter", timeout=5)
+        own_redis.stop()
         assert "greet" in greeter._repr_html_()
         assert "greet(name: str" in IPython.lib.pretty.pretty(greeter)
         assert "greeter" in repr(greeter)
-    finally:
-        redis_proc.start()
+        own_redis.start()  # the server's clean stop deregisters
 
 
 def test_pretty_text_form(greeter):

@@ -29,6 +29,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.runs: Counter[str] = Counter()
+        self.done: Counter[str] = Counter()
         self.guard = threading.Lock()
         self.started = threading.Event()
 
@@ -36,7 +37,9 @@ class Recorder:
         with self.guard:
             self.runs[key] += 1
         self.started.set()
-        time.sleep(seconds)
+        time.sleep(seconds)  # the call's own duration: the behaviour under test
+        with self.guard:
+            self.done[key] += 1
         return key
 
 
@@ -53,6 +56,16 @@ def kill_connections(proc: Any, name: str) -> int:
             if entry.get("name") == name:
                 killed += admin.client_kill_filter(_id=entry["id"])
     return killed
+
+
+def blocked(r: Any, name: str) -> bool:
+    """Whether a connection called ``name`` is blocked in a command (waiting for a reply)."""
+    return any(e.get("name") == name and "b" in e.get("flags", "") for e in r.client_list())
+
+
+def drained(r: Any, service: str) -> bool:
+    """No request left in the service's queue and no reply list left (all taken or expired)."""
+    return r.llen(service) == 0 and r.keys(f"{service}:rpc:*") == []
 
 
 def call_until_it_works(proxy: Any, key: str, within: float) -> float:
@@ -81,14 +94,17 @@ def test_redis_restart_server_reconnects_with_backoff(own_redis, caplog):
         with pytest.raises(redisrpc.RedisConnectionError):
             proxy.work("while-down")
         assert time.monotonic() - started < 5  # refused at once, not after the 10 s timeout
-        time.sleep(1.5)  # let the server fail a few times
+        wait_for(  # the server fails a few times, backing off
+            lambda: sum("retrying in" in rec.getMessage() for rec in caplog.records) >= 3,
+            message="the server did not retry three times",
+        )
         assert server.running
         own_redis.start()
         call_until_it_works(proxy, "after", within=20)
         assert server.running
         wait_for(  # the next heartbeats re-register the server
             lambda: [s.name for s in redisrpc.discover(own_redis.url)] == ["svc"],
-            step=0.1,
+            interval=0.1,
             message="the server did not re-register",
         )
     assert recorder.runs == Counter({"before": 1, "after": 1})
@@ -126,9 +142,8 @@ def test_in_flight_call_fails_clearly_when_redis_dies(own_redis):
         assert outcome["seconds"] < 10
         own_redis.start()
         call_until_it_works(proxy, "after", within=20)
-        time.sleep(REPLY_TTL + 0.5)  # any late reply for the dead call expires meanwhile
         with own_redis.client() as r:
-            assert r.keys("svc:rpc:*") == []
+            wait_for(lambda: drained(r, "svc"), message="requests or replies left in Redis")
     assert recorder.runs == Counter({"in-flight": 1, "after": 1})
 
 
@@ -142,10 +157,19 @@ def test_connection_dropped_after_push_never_runs_twice(own_redis):
     with redisrpc.Server(own_redis.url, "svc", recorder, poll_interval=0.1, reply_ttl=REPLY_TTL):
         proxy = redisrpc.Client(named(own_redis.url, "caller"), "svc", timeout=30)
         assert proxy.work("warm-up") == "warm-up"
-        threading.Timer(0.3, kill_connections, (own_redis, "caller")).start()
+        recorder.started.clear()
+
+        def kill_while_running() -> None:  # the kill lands while the caller waits for the reply
+            if recorder.started.wait(10):
+                kill_connections(own_redis, "caller")
+
+        threading.Thread(target=kill_while_running).start()
         with pytest.raises(redisrpc.RedisConnectionError):
-            proxy.work("dropped", 0.8)  # the kill lands during the first wait for the reply
-        time.sleep(1.5)  # the server finishes; a resent request would run by now
+            proxy.work("dropped", 0.8)
+        wait_for(lambda: recorder.done["dropped"], message="the call did not finish")
+        with own_redis.client() as r:  # a resent request would be queued or running by now
+            wait_for(lambda: drained(r, "svc"), message="requests or replies left in Redis")
+        assert recorder.runs == Counter({"warm-up": 1, "dropped": 1})
         assert proxy.work("again") == "again"  # the same proxy reconnects
     assert recorder.runs == Counter({"warm-up": 1, "dropped": 1, "again": 1})
 
@@ -158,12 +182,21 @@ def test_connection_dropped_while_queued_withdraws_the_request(own_redis):
         busy = threading.Thread(target=redisrpc.Client(own_redis.url, "svc").work, args=("busy", 1))
         busy.start()
         assert recorder.started.wait(10)  # the only server is busy: the next request queues
-        threading.Timer(0.3, kill_connections, (own_redis, "caller")).start()
+        admin = own_redis.client()
+
+        def kill_while_queued() -> None:
+            wait_for(lambda: admin.llen("svc") == 1, message="the request was not queued")
+            kill_connections(own_redis, "caller")
+
+        threading.Thread(target=kill_while_queued).start()
         with pytest.raises(redisrpc.RedisConnectionError, match="withdrawn") as caught:
             proxy.work("queued")
         assert caught.value.started is False
+        assert admin.llen("svc") == 0  # withdrawn: no longer queued
         busy.join(10)
+        assert drained(admin, "svc")  # and no reply list left behind
         assert proxy.work("again") == "again"
+        admin.close()
     assert recorder.runs == Counter({"busy": 1, "again": 1})
 
 
@@ -204,10 +237,38 @@ def test_server_connection_dropped_mid_call_still_answers(own_redis):
     assert recorder.runs == Counter({"mid": 1, "next": 1})
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="server/loop.py keeps a turn's replies pending when the wait sent in the same"
+    " round trip fails, and pushes them again after reconnecting (reported to the lead)",
+)
+def test_a_delivered_reply_is_not_pushed_again_after_the_connection_drops(own_redis):
+    """The server's connection drops while it waits after a reply: the reply is not re-sent.
+
+    The reply and the next BLPOP share one round trip; Redis ran the RPUSH, the
+    caller took the reply, then the wait failed. Pushing the reply again leaves
+    a stray reply list (until reply_ttl) in the caller's namespace.
+    """
+    recorder = Recorder()
+    url = named(own_redis.url, "server")
+    with redisrpc.Server(url, "svc", recorder, poll_interval=5), own_redis.client() as r:
+        try:
+            proxy = redisrpc.Client(own_redis.url, "svc", timeout=10)
+            assert proxy.work("once") == "once"
+            wait_for(lambda: blocked(r, "server"), message="the server is not waiting")
+            assert r.keys("svc:rpc:*") == []  # the caller took its reply
+            assert kill_connections(own_redis, "server") >= 1
+            wait_for(lambda: blocked(r, "server"), message="the server did not reconnect")
+            assert r.keys("svc:rpc:*") == []
+        finally:
+            own_redis.kill()  # ends the server's long wait, so it stops at once
+    assert recorder.runs == Counter({"once": 1})
+
+
 def test_killed_server_with_a_live_sibling_gives_a_timeout(spawn_server, redis_url):
     """A call whose server dies while another instance lives ends in TimeoutException(started)."""
     children = [spawn_server("servable:Thing", "pair") for _ in range(2)]
-    caller = redisrpc.Client(redis_url, "pair", timeout=4)
+    caller = redisrpc.Client(f"{redis_url}?client_name=caller", "pair", timeout=4)
     other = redisrpc.Client(redis_url, "pair", timeout=10)
     outcome: dict[str, Any] = {}
 
@@ -219,7 +280,8 @@ def test_killed_server_with_a_live_sibling_gives_a_timeout(spawn_server, redis_u
 
     waiting = threading.Thread(target=call)
     waiting.start()
-    time.sleep(0.5)
+    with redis.Redis.from_url(redis_url) as r:  # pushed, and taken by one instance
+        wait_for(lambda: blocked(r, "caller") and r.llen("pair") == 0, message="not taken")
     idle = other.pid()  # answered by the instance that is not sleeping
     busy = next(c for c in children if c.pid != idle)
     busy.kill()
@@ -257,7 +319,8 @@ def test_timed_out_calls_never_run_and_leave_no_keys(r, serve):
     assert len(outcomes) == threads * per_thread
     tally = Counter(outcomes.values())
     assert tally["withdrawn"] + tally["started"] >= 1000  # thousands of calls, most timed out
-    time.sleep(REPLY_TTL + 0.5)  # the server drains the queue and late replies expire
+    # The server drains the queue and late replies expire.
+    wait_for(lambda: drained(r, "busy"), timeout=30, message="requests or replies left")
     runs = dict(recorder.runs)
     assert max(runs.values()) == 1  # nothing ran twice
     assert all(outcomes[k] != "withdrawn" for k in runs)  # nothing withdrawn ran

@@ -13,6 +13,7 @@ from conftest import PYTHON, python_env, wait_for
 import redisrpc
 from redisrpc.aio import AsyncClient
 from redisrpc.client.lock import Lock, held_token, lock_info_async, lock_key, refusal
+from redisrpc.testing import wait_for_async
 
 
 class Stage:
@@ -87,7 +88,7 @@ def _assert_abandoned_lock_expires(b: redisrpc.Client, note: str) -> None:
     assert caught.value.holder["note"] == note
     wait_for(
         lambda: redisrpc.lock_info(b) is None,
-        step=0.1,
+        interval=0.1,
         message=f"the abandoned lock {note!r} did not expire",
     )
     assert b.move(3) == 3
@@ -108,13 +109,30 @@ def test_lock_expires_when_its_holder_dies(r, redis_url, serve):
     _assert_abandoned_lock_expires(b, "crashing")
 
 
+class Renewals:
+    """Polls the lock's remaining time; true once it was renewed ``count`` times past ``span`` s."""
+
+    def __init__(self, r, service: str, count: int, span: float) -> None:
+        self.r, self.key, self.count, self.span = r, lock_key(service), count, span
+        self.started = time.monotonic()
+        self.renewed = 0
+        self.last = r.pttl(self.key)
+
+    def __call__(self) -> bool:
+        left = self.r.pttl(self.key)
+        assert left > 0, "the lock expired while its holder lived"
+        self.renewed += left > self.last
+        self.last = left
+        return self.renewed >= self.count and time.monotonic() - self.started > self.span
+
+
 def test_a_live_holder_keeps_the_lock_beyond_its_ttl(r, serve):
     """The holder renews the lock, so a sequence longer than the ttl stays exclusive."""
     serve(Stage(), "stage")
     a = redisrpc.Client(r, "stage", timeout=5)
     b = redisrpc.Client(r, "stage", timeout=5)
     with redisrpc.lock(a, ttl=0.6):
-        time.sleep(1.5)
+        wait_for(Renewals(r, "stage", count=3, span=0.9), message="no renewals")
         assert a.move(1) == 1
         with pytest.raises(redisrpc.LockedError):
             b.move(2)
@@ -154,7 +172,7 @@ def test_calls_under_an_expired_lock_are_refused(r, serve):
     serve(stage, "stage")
     a = redisrpc.Client(r, "stage", timeout=5)
     held = Lock(a, ttl=0.2, renew=False).acquire()
-    time.sleep(0.5)
+    wait_for(lambda: not r.exists(lock_key("stage")), message="the lock did not expire")
     with pytest.raises(redisrpc.LockedError, match="expired"):
         a.move(1)
     assert stage.moves == 0
@@ -168,7 +186,7 @@ def test_a_late_release_never_frees_someone_elses_lock(r, serve):
     a = redisrpc.Client(r, "stage", timeout=5)
     b = redisrpc.Client(r, "stage", timeout=5)
     stale = Lock(a, ttl=0.2, renew=False).acquire()
-    time.sleep(0.4)
+    wait_for(lambda: not r.exists(lock_key("stage")), message="the lock did not expire")
     with redisrpc.lock(b, note="mine now"):
         assert stale.release() is False
         assert redisrpc.lock_info(a)["note"] == "mine now"
@@ -246,7 +264,8 @@ def test_async_holder_keeps_the_lock_beyond_its_ttl(r, serve):
     async def main() -> None:
         a = await AsyncClient(r, "stage", timeout=5)
         async with redisrpc.lock(a, ttl=0.6):
-            await asyncio.sleep(1.5)
+            renewals = Renewals(r, "stage", count=3, span=0.9)
+            await wait_for_async(renewals, message="no renewals")
             assert await a.move(1) == 1
             with pytest.raises(redisrpc.LockedError):
                 await asyncio.to_thread(b.move, 2)

@@ -8,9 +8,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, RedisProcess, free_port
+from conftest import ROOT, RedisServer
 
 import redisrpc
+from redisrpc.testing import TLSFiles
 
 # The command set a redisrpc user needs, as documented in the README.
 LAB_RULES = [
@@ -121,7 +122,7 @@ def test_admin_tagged_methods_hidden(r, serve):
 # -- Redis ACL users ----------------------------------------------------------------
 
 
-def make_user(proc: RedisProcess, name: str, password: str, *rules: str) -> str:
+def make_user(proc: RedisServer, name: str, password: str, *rules: str) -> str:
     """Create a Redis ACL user and return a URL that logs in as it."""
     with proc.client() as admin:
         admin.execute_command("ACL", "SETUSER", name, "on", f">{password}", *rules)
@@ -223,14 +224,9 @@ def tls_redis(tmp_path):
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is needed to make test certificates")
     ca, cert, key = make_ca_and_cert(tmp_path, "server")
-    tls_port = free_port()
-    proc = RedisProcess(
-        None,
-        "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file", str(key),
-        "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
-    ).start()  # fmt: skip
-    yield tls_port, ca, tmp_path
-    proc.kill()
+    proc = RedisServer(tls=TLSFiles(cert=cert, key=key, ca=ca)).start()
+    yield proc.port, ca, tmp_path
+    proc.close()
 
 
 def test_rediss_url_with_verified_certificate(tls_redis):

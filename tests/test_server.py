@@ -381,7 +381,7 @@ def test_a_reply_redis_refuses_is_logged_and_serving_goes_on(r, serve, device, c
             r.rpush("dev", refused)
             return "could not reply on 'dev:rpc:taken'" in caplog.text
 
-        wait_for(logged, timeout=5, step=0.1, message="the refused reply was not logged")
+        wait_for(logged, timeout=5, interval=0.1, message="the refused reply was not logged")
     assert "WRONGTYPE" in caplog.text
     assert _call(r, "dev", "add", 2).value == 3
 

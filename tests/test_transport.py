@@ -12,7 +12,7 @@ from collections.abc import Generator
 
 import pytest
 import redis
-from conftest import RedisProcess, free_port, wait_for
+from conftest import RedisServer, free_port, wait_for
 from redis.connection import Connection
 
 import redisrpc
@@ -65,7 +65,7 @@ def test_quiet_commands_on_the_embedded_redis():
         transport.close()
 
 
-def test_without_client_reply_quiet_commands_are_answered(own_redis: RedisProcess):
+def test_without_client_reply_quiet_commands_are_answered(own_redis: RedisServer):
     """A user who may not send CLIENT gets every reply, errors included, and nothing is lost."""
     with own_redis.client() as admin:
         admin.execute_command("ACL", "SETUSER", "noclient", "on", ">pw", "~*", "+@all", "-client")
@@ -81,7 +81,7 @@ def test_without_client_reply_quiet_commands_are_answered(own_redis: RedisProces
     transport.close()
 
 
-def test_skip_refused_after_the_probe_is_noticed(own_redis: RedisProcess):
+def test_skip_refused_after_the_probe_is_noticed(own_redis: RedisServer):
     """An ACL change that forbids CLIENT after the probe: replies stay in step, none is lost."""
     with own_redis.client() as admin:
         admin.execute_command("ACL", "SETUSER", "lab", "on", ">pw", "~*", "+@all")
@@ -235,7 +235,7 @@ class _Echo:
 
 @pytest.mark.parametrize("read_timeout", [True, False], ids=["read_response", "can_read"])
 def test_a_call_on_a_stalled_redis_fails_within_its_timeout(
-    own_redis: RedisProcess, monkeypatch: pytest.MonkeyPatch, read_timeout: bool
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch, read_timeout: bool
 ):
     """SIGSTOP of redis-server: a call with timeout=2 fails with our error in well under 11 s."""
     monkeypatch.setattr(transport_module, "_READ_TIMEOUT", read_timeout)
