@@ -79,6 +79,9 @@ class RedisConnectionError(RedisRPCError, ConnectionError):
     def __init__(self, message: str, *, started: bool | None = None) -> None:
         super().__init__(message)
         self.started = started
+        self.sent = False
+        """Whether every command of the failed exchange had been written (Redis ran them,
+        unless the connection died before it read them)."""
 
 
 class TransportError(RedisRPCError):

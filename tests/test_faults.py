@@ -237,11 +237,6 @@ def test_server_connection_dropped_mid_call_still_answers(own_redis):
     assert recorder.runs == Counter({"mid": 1, "next": 1})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server/loop.py keeps a turn's replies pending when the wait sent in the same"
-    " round trip fails, and pushes them again after reconnecting (reported to the lead)",
-)
 def test_a_delivered_reply_is_not_pushed_again_after_the_connection_drops(own_redis):
     """The server's connection drops while it waits after a reply: the reply is not re-sent.
 
@@ -327,8 +322,10 @@ def test_timed_out_calls_never_run_and_leave_no_keys(r, serve):
     assert all(k in runs for k, v in outcomes.items() if v == "answered")
     assert r.llen("busy") == 0
     # Cancel marks of calls a server had taken expire within seconds of their deadline.
-    marks = r.keys("busy:cancel*")
-    assert all(0 < r.pttl(k) <= 3_000 for k in marks)
+    # (-2: expired meanwhile; never -1, no expiry. The deadline is on the Redis clock and the
+    # caller's timeout on its own: they differ by the push's latency, hence the slack.)
+    ttls = [r.pttl(k) for k in r.keys("busy:cancel*")]
+    assert all(t == -2 or 0 < t <= 3_500 for t in ttls), ttls
     wait_for(lambda: not [k for k in r.keys("*") if not k.startswith(b"redisrpc:")], timeout=5)
 
 

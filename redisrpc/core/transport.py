@@ -21,6 +21,7 @@ differs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import math
 import os
@@ -223,11 +224,12 @@ def _exchange(
 
     On any failure the connection is dropped: a half-read socket is never reused.
     """
+    _send(conn, packed)
     try:
-        conn.send_packed_command((packed,), check_health=False)  # type: ignore[no-untyped-call]
         return [_read(conn, deadline) for _ in range(count)]
-    except BaseException:
+    except BaseException as exc:
         conn.disconnect()  # type: ignore[no-untyped-call]
+        _mark_sent(exc)
         raise
 
 
@@ -247,8 +249,8 @@ def _exchange_quietly(
     script). Returns the replies (None for skipped ones) and whether SKIP was
     honoured; a reply stream that fits neither case drops the connection.
     """
+    _send(conn, packed)
     try:
-        conn.send_packed_command((packed,), check_health=False)  # type: ignore[no-untyped-call]
         got: list[Any] = []
         for _ in range(count + skipped + 1):
             reply = _read(conn, deadline)
@@ -260,9 +262,28 @@ def _exchange_quietly(
         if len(got) == count + skipped:  # every SKIP refused: each quiet command answered
             return got[1 : 2 * skipped : 2] + got[2 * skipped :], False
         raise rexc.ConnectionError("Redis answered out of step with CLIENT REPLY SKIP")
+    except BaseException as exc:
+        conn.disconnect()  # type: ignore[no-untyped-call]
+        _mark_sent(exc)
+        raise
+
+
+def _send(conn: AbstractConnection, packed: bytes) -> None:
+    """Write one exchange; on failure the connection is dropped and nothing counts as sent."""
+    try:
+        conn.send_packed_command((packed,), check_health=False)  # type: ignore[no-untyped-call]
     except BaseException:
         conn.disconnect()  # type: ignore[no-untyped-call]
         raise
+
+
+_SENT = "_redisrpc_sent"
+
+
+def _mark_sent(exc: BaseException) -> None:
+    """Note on a failure while reading that the commands had all been written."""
+    with contextlib.suppress(AttributeError):  # an exception type that takes no attributes
+        setattr(exc, _SENT, True)
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -277,17 +298,22 @@ def _describe_location(kwargs: dict[str, Any]) -> str:
 
 
 def _translation(exc: BaseException, location: str) -> RedisRPCError:
-    """The redisrpc error for a redis-py (or socket) exception; raise it ``from exc``."""
+    """The redisrpc error for a redis-py (or socket) exception; raise it ``from exc``.
+
+    A lost connection whose commands had all been written says so (``sent``).
+    """
     if isinstance(exc, (rexc.AuthenticationError, rexc.NoPermissionError)):
         return TransportError(f"Redis at {location} refused access: {exc}")
-    if isinstance(exc, rexc.ConnectionError):
-        return RedisConnectionError(f"cannot talk to Redis at {location}: {exc}")
-    if isinstance(exc, rexc.TimeoutError):
-        return RedisConnectionError(f"Redis at {location} did not answer in time: {exc}")
-    if isinstance(exc, rexc.RedisError):
+    if isinstance(exc, rexc.RedisError) and not isinstance(
+        exc, (rexc.ConnectionError, rexc.TimeoutError)
+    ):
         return TransportError(f"Redis at {location} returned an error: {exc}")
-    # sockets and TLS errors that redis-py lets through
-    return RedisConnectionError(f"cannot talk to Redis at {location}: {exc}")
+    if isinstance(exc, rexc.TimeoutError):
+        error = RedisConnectionError(f"Redis at {location} did not answer in time: {exc}")
+    else:  # redis-py's ConnectionError, or a socket or TLS error it lets through
+        error = RedisConnectionError(f"cannot talk to Redis at {location}: {exc}")
+    error.sent = bool(getattr(exc, _SENT, False))
+    return error
 
 
 def _checked(replies: list[Any], location: str) -> list[Any]:

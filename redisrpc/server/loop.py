@@ -370,6 +370,10 @@ class Server:
             except CommandError as exc:
                 results = exc.replies  # a reply or a pop refused: handled one by one below
             except RedisConnectionError as exc:
+                if exc.sent:
+                    # Written in full, and the wait after them failed: Redis ran the
+                    # replies before it blocked. Pushing them again would duplicate them.
+                    pending = []
                 failures += 1
                 if self._wait_after_failure(failures, exc, pending):
                     return
@@ -517,6 +521,8 @@ class Server:
                     self._log_reply_failures(commands, results)
                     break
                 except RedisConnectionError as exc:
+                    if exc.sent:
+                        break  # written in full: Redis ran the push (see _loop)
                     failures += 1
                     if self._wait_after_failure(failures, exc, pending):
                         break
