@@ -246,3 +246,48 @@ def test_explore_helper_and_lazy_export(redis_url):
         assert "application/vnd.jupyter.widget-view+json" in bundle
     finally:
         widget.close()
+
+
+class Slow:
+    """Moves slowly, reporting progress, until cancelled."""
+
+    def __init__(self) -> None:
+        self.cancelled = threading.Event()
+
+    def move(self, steps: int) -> int:
+        """Take ``steps`` 50 ms steps."""
+        for i in range(steps):
+            if redisrpc.cancelled():
+                self.cancelled.set()
+                return i
+            redisrpc.progress(i, steps, "moving")
+            self.cancelled.wait(0.05)
+        return steps
+
+
+def test_running_calls_show_with_progress_and_cancel_stops_them(explorer, serve, r):
+    """A long call of the selected server shows (caller, progress); its Cancel button stops it."""
+    slow = Slow()
+    serve(slow, "slow")
+    listed(explorer, ["slow"])
+    explorer.select("slow").result(10)
+    caller = redisrpc.Client(r, "slow", timeout=30)
+    outcome: list[BaseException] = []
+
+    def move() -> None:
+        try:
+            caller.move(400)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=move)
+    worker.start()
+    calls = wait_for(explorer.update_running, timeout=5)
+    assert calls[0]["method"] == "move"
+    row = explorer.running_box.children[1]
+    assert "move()" in row.children[0].value and "moving" in row.children[0].value
+    row.children[1].click()  # Cancel
+    assert slow.cancelled.wait(3)
+    worker.join(5)
+    assert isinstance(outcome[0], redisrpc.CallCancelledError)
+    wait_for(lambda: not explorer.update_running() and not explorer.running_box.children)

@@ -33,7 +33,9 @@ import ipywidgets as widgets
 import redis
 
 from ..client.discovery import ServiceInfo, discover
+from ..client.proxy import CALLER
 from ..client.sync import Client, description
+from ..core.call import cancelling_running, running_calls
 from ..core.registry import DEFAULT_PREFIX
 from ..core.transport import Transport
 from ..errors import RemoteException
@@ -54,6 +56,7 @@ __all__ = ["CallForm", "CallRecord", "Explorer", "PropertyRow", "explore"]
 LIVE_WITHIN = 3.0
 """A server whose last heartbeat is older than this many seconds shows as "last seen N s ago"."""
 _HISTORY = 50  # calls kept in the history
+_RUNNING_EVERY = 1.0  # seconds between looks at what the selected server runs
 _SHOWN = 4000  # characters of a result or traceback shown
 _SMALL = "color: #555; font-size: 85%; line-height: 1.2;"
 _PRE = "font-family: var(--jp-code-font-family, monospace); white-space: pre-wrap; margin: 2px 0;"
@@ -256,6 +259,7 @@ class Explorer:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._ages: dict[str, float] = {}
+        self._running_rows: dict[str, widgets.HBox] = {}
         self._quiet = False  # set while the list is changed by code, not by a click
         self._build()
         self.refresh()
@@ -265,6 +269,10 @@ class Explorer:
                 target=self._tick, name="redisrpc-explorer-refresh", daemon=True
             )
             self._ticker.start()
+        self._running_ticker = threading.Thread(
+            target=self._tick_running, name="redisrpc-explorer-running", daemon=True
+        )
+        self._running_ticker.start()
 
     # -- layout ---------------------------------------------------------------
 
@@ -278,13 +286,14 @@ class Explorer:
         self.status = widgets.HTML()
         self.server_list = widgets.Select(options=[], rows=12, layout={"width": "20em"})
         self.header = widgets.HTML("<i>Select a server.</i>")
+        self.running_box = widgets.VBox([])
         self.methods = widgets.Accordion(children=[])
         self.props_box = widgets.VBox([])
         self.read_all = widgets.Button(description="Read all", icon="download")
         self.code = widgets.Text(description="code", layout={"width": "95%"})
         self.history_html = widgets.HTML()
         self.detail = widgets.VBox(
-            [self.header, self.methods, self.props_box, self.history_html],
+            [self.header, self.running_box, self.methods, self.props_box, self.history_html],
             layout={"flex": "1 1 auto", "padding": "0 0 0 1em"},
         )
         self.widget = widgets.VBox(
@@ -498,6 +507,53 @@ class Explorer:
         self.props_box.children = props
         self._apply_filter()
 
+    # -- what runs now -----------------------------------------------------------
+
+    def update_running(self) -> list[dict[str, Any]]:
+        """Show what the selected server runs now, each call with a Cancel button.
+
+        Calls show once they have run 0.2 s (servers publish them then), with
+        who made them, for how long, and their progress. Returns the calls.
+        """
+        name = self.selected
+        if name is None:
+            return []
+        try:
+            calls = self.transport.run(running_calls(name))
+        except Exception:  # a refresh thread must not die; the status line shows Redis errors
+            return []
+        now = time.time()
+        with self._lock:
+            if self.selected != name:
+                return calls
+            rows: dict[str, widgets.HBox] = {}
+            for call in calls:
+                call_id = str(call.get("id"))
+                row = self._running_rows.get(call_id) or self._running_row(name, call_id)
+                row.children[0].value = _running_html(call, now)
+                rows[call_id] = row
+            self._running_rows = rows
+            title = [widgets.HTML("<b>Running now</b>")] if rows else []
+            self.running_box.children = [*title, *rows.values()]
+        return calls
+
+    def _running_row(self, service: str, call_id: str) -> widgets.HBox:
+        button = widgets.Button(
+            description="Cancel", icon="stop", button_style="danger", layout={"width": "7em"}
+        )
+        button.on_click(lambda _: self._pool.submit(self.cancel, service, call_id))
+        return widgets.HBox([widgets.HTML(), button])
+
+    def cancel(self, service: str, call_id: str) -> None:
+        """Cancel a running call of ``service`` (its caller is told who cancelled it)."""
+        self.transport.run(cancelling_running(service, call_id, by=CALLER))
+        self.update_running()
+
+    def _tick_running(self) -> None:
+        while not self._stop.wait(_RUNNING_EVERY):
+            if self.selected is not None:
+                self.update_running()
+
     # -- calls ------------------------------------------------------------------
 
     def _submit(self, service: str, code: str, action: Any, done: Any) -> Future[Any]:
@@ -558,11 +614,29 @@ class Explorer:
     def close(self) -> None:
         """Stop refreshing, let calls in flight finish, and close the widgets."""
         self._stop.set()
-        if self._ticker is not None and self._ticker is not threading.current_thread():
-            self._ticker.join()
+        for ticker in (self._ticker, self._running_ticker):
+            if ticker is not None and ticker is not threading.current_thread():
+                ticker.join()
         self._pool.shutdown(wait=True)
         with self._lock:
             _close_tree(self.widget)
+
+
+def _running_html(call: dict[str, Any], now: float) -> str:
+    """One running call: method, caller, elapsed time and progress."""
+    since = call.get("since")
+    elapsed = f"{max(0.0, now - since):.0f} s" if isinstance(since, (int, float)) else "?"
+    text = f"<code>{html.escape(str(call.get('method', '?')))}()</code>"
+    text += f" by {html.escape(str(call.get('caller') or 'someone'))} · {elapsed}"
+    progress = call.get("progress")
+    if isinstance(progress, dict):
+        done, total = progress.get("done"), progress.get("total")
+        if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
+            text += f" · {100 * done / total:.0f}%"
+        message = progress.get("message")
+        if message:
+            text += f" · {html.escape(str(message))}"
+    return f'<span style="color: #333;">{text}</span>'
 
 
 def _close_tree(widget: Any) -> None:
