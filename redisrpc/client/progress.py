@@ -132,6 +132,7 @@ class ProgressDisplay:
                 file=self.file,
                 leave=True,
                 dynamic_ncols=True,
+                unit="",  # the server's own units: mm, traces, points
             )
         return self.bar
 

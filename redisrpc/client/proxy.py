@@ -298,7 +298,7 @@ class ProxyBase:
             if self._rpc_state.description is None and is_valid_name(name):
                 self._rpc_call(SET_PROPERTY, [name, value], {})
                 return
-        except RemoteException as exc:
+        except _CUT as exc:
             exc.__traceback__ = None  # see _settled: only the caller's frames remain
             raise
         raise AttributeError(f"remote {self._rpc_state.name!r} has no writable property {name!r}")
@@ -339,7 +339,7 @@ class _DynamicMethod:
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         try:
             return _settled(self._rpc_proxy._rpc_call(self._rpc_name, args, kwargs))
-        except RemoteException as exc:
+        except _CUT as exc:
             exc.__traceback__ = None  # see _settled: only the caller's frames remain
             raise
 
@@ -366,9 +366,14 @@ async def _awaited(call: Coroutine[Any, Any, Any]) -> Any:
     __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
     try:
         return await call
-    except RemoteException as exc:
+    except _CUT as exc:
         exc.__traceback__ = None
         raise
+
+
+_CUT = (RemoteException, KeyboardInterrupt)
+"""What leaves a proxy member with the library's frames cut: a remote error, and an
+interrupted call (its note already says what became of the call)."""
 
 
 # A generated function's code names no file: IPython's ``?`` then shows no
@@ -481,7 +486,7 @@ def _method(class_name: str, entry: dict[str, Any]) -> Any:
                 raise
         try:
             return _settled(self._rpc_call(name, args, kwargs))
-        except RemoteException as exc:
+        except _CUT as exc:
             exc.__traceback__ = None  # see _settled: only the caller's frames remain
             raise
 
@@ -518,7 +523,7 @@ def _property(entry: dict[str, Any]) -> property:
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         try:
             return _settled(self._rpc_call(GET_PROPERTY, [name], {}))
-        except RemoteException as exc:
+        except _CUT as exc:
             exc.__traceback__ = None  # see _settled: only the caller's frames remain
             raise
 
@@ -526,7 +531,7 @@ def _property(entry: dict[str, Any]) -> property:
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         try:
             self._rpc_call(SET_PROPERTY, [name, value], {})
-        except RemoteException as exc:
+        except _CUT as exc:
             exc.__traceback__ = None  # see _settled: only the caller's frames remain
             raise
 
