@@ -18,12 +18,13 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
 from conftest import ROOT, free_port
 
-from redisrpc.instruments import bench
+from redisrpc.instruments import LinearStage, bench
 from redisrpc.sim.demo import Calculator
 
 pytestmark = pytest.mark.browser
@@ -92,25 +93,31 @@ def _write_lab_home(home: Path) -> dict[str, str]:
     return env
 
 
+LONG_CALLS = [
+    "import redisrpc\nexplorer = redisrpc.explore(refresh_interval=1.0)\n"
+    'explorer.select("stage")\nexplorer',
+    'stage = redisrpc.Client(None, "stage")\nstage.velocity = 8.0\nstage.home()\n'
+    "stage.move_to(20)  # 2.5 s: a progress bar shows after half a second",
+]
+
+
 @pytest.fixture
 def lab(tmp_path: Path, redis_url: str) -> Iterator[tuple[str, str]]:
-    """A JupyterLab server on a free port serving a notebook that shows the Explorer."""
+    """A JupyterLab server on a free port with two notebooks: the explorer, and long calls."""
     _chromium()
     root = tmp_path / "root"
     root.mkdir()
-    notebook = nbformat.v4.new_notebook(
-        cells=[
-            nbformat.v4.new_code_cell(
-                "import redisrpc\nredisrpc.explore(refresh_interval=1.0)",
-            )
-        ]
-    )
-    notebook.metadata["kernelspec"] = {
-        "name": KERNEL,
-        "display_name": "redisrpc",
-        "language": "python",
-    }
-    nbformat.write(notebook, root / "explore.ipynb")
+    for name, cells in [
+        ("explore", ["import redisrpc\nredisrpc.explore(refresh_interval=1.0)"]),
+        ("long-calls", LONG_CALLS),
+    ]:
+        notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+        notebook.metadata["kernelspec"] = {
+            "name": KERNEL,
+            "display_name": "redisrpc",
+            "language": "python",
+        }
+        nbformat.write(notebook, root / f"{name}.ipynb")
     env = _write_lab_home(tmp_path / "home")
     port, token = free_port(), secrets.token_hex(16)
     log = (tmp_path / "lab.log").open("wb")
@@ -154,6 +161,81 @@ def lab(tmp_path: Path, redis_url: str) -> Iterator[tuple[str, str]]:
             proc.kill()
             proc.wait(10)
         log.close()
+
+
+def _open(page: Any, base: str, token: str, name: str) -> None:
+    """Open a notebook of the lab fixture, wait for its kernel, and run all its cells."""
+    page.goto(f"{base}/lab/tree/{name}.ipynb?token={token}")
+    page.wait_for_function(
+        "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
+        " && window.jupyterapp.shell.currentWidget.sessionContext"
+        " && window.jupyterapp.shell.currentWidget.sessionContext.session",
+        timeout=90_000,
+    )
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+
+
+def test_long_call_shows_progress_and_the_explorer_cancels_a_running_call(lab, serve, redis_url):
+    """A move shows a progress bar in its cell; another's move shows in the explorer; Cancel."""
+    sync_playwright = importlib.import_module("playwright.sync_api").sync_playwright
+    stage = LinearStage()
+    serve(stage, "stage")
+    base, token = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "long-calls-jupyterlab.png"
+    colleague = (
+        "import redisrpc\n"
+        f"stage = redisrpc.Client({redis_url!r}, 'stage', timeout=60)\n"
+        "stage.velocity = 1.0\n"
+        "try:\n    stage.move_to(90)\n"
+        "except redisrpc.CallCancelledError as exc:\n    print('cancelled:', exc)\n"
+    )
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1200})
+            _open(page, base, token, "long-calls")
+            # The move's cell shows a tqdm bar (an ipywidgets progress bar) that reaches 100%.
+            page.wait_for_selector(".jp-OutputArea .widget-hprogress", timeout=90_000)
+            page.wait_for_function(
+                "() => document.body.textContent.includes('20/20')", timeout=60_000
+            )
+            # Someone else's long move shows under "Running now", with a Cancel button.
+            other = subprocess.Popen(
+                [sys.executable, "-c", colleague],
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+            try:
+                mark = f":{other.pid} ·"  # the colleague's call, not a stale row of ours
+                page.wait_for_function(
+                    "mark => document.querySelector('.redisrpc-explorer').textContent"
+                    ".replace(/\\u00a0/g, ' ').includes(mark)",
+                    arg=mark,
+                    timeout=60_000,
+                )
+                page.screenshot(path=str(shot), full_page=True)
+                row = page.locator(".redisrpc-explorer .widget-hbox", has_text=f":{other.pid}")
+                row.get_by_role("button", name="Cancel").click()
+                out, _ = other.communicate(timeout=30)
+            finally:
+                if other.poll() is None:
+                    other.kill()
+            assert out.startswith("cancelled:") and "cancelled by" in out
+            assert stage.position < 90
+            page.wait_for_function(
+                "() => !document.querySelector('.redisrpc-explorer').textContent"
+                ".includes('Running now')",
+                timeout=30_000,
+            )
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
 
 
 def test_explorer_renders_live_servers_in_jupyterlab(lab, serve):
