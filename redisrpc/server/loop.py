@@ -65,6 +65,7 @@ _BATCH_MAX = 32  # the most queued requests one server takes at once
 _BATCH_BUDGET_S = 0.005  # ...and at most about this much work, so others can share the load
 _STOP_RETRIES = 5  # when stopping, attempts to deliver the last replies (about 3 s)
 _REPLY_CHECK_S = 1.0  # replies go unacknowledged, except about once a second (see _quiet)
+_RECOVERED_S = 30.0  # serving this long without failing resets the back-off (see _serve)
 
 
 def _reply_commands(pending: list[tuple[str, bytes]], ttl_ms: int) -> list[tuple[Any, ...]]:
@@ -236,7 +237,7 @@ class Server:
         if self.registration is not None:
             self.registration.start()
         try:
-            self._loop()
+            self._serve()
         finally:
             try:
                 if self.registration is not None:
@@ -246,6 +247,35 @@ class Server:
                     signal.signal(sig, handler)
                 self._stopped.set()
             log.info("%s: stopped after %d calls", self.ident, self.calls)
+
+    def _serve(self) -> None:
+        """Run the serving loop until stop(); no error it raises ends the server.
+
+        Whatever is stored in Redis (a string on the queue key, a lock value
+        no parser can read) must not stop every server of the service for
+        good: the failure is logged, the server backs off (0.1 s doubling up
+        to 5 s) and serves again, so it recovers by itself once the data is sane.
+        """
+        failures = 0
+        last_failure = 0.0
+        while True:
+            try:
+                self._loop()
+                return
+            except Exception as exc:
+                now = time.monotonic()
+                failures = 1 if now - last_failure > _RECOVERED_S else failures + 1
+                last_failure = now
+                delay = min(5.0, 0.1 * 2 ** (failures - 1))
+                log.error(
+                    "%s: serving failed: %s; serving again in %.1f s",
+                    self.ident,
+                    exc,
+                    delay,
+                    exc_info=not isinstance(exc, RedisRPCError),  # our own errors say enough
+                )
+                if self._stop.wait(delay):
+                    return
 
     def _loop(self) -> None:
         if self.workers > 1:
