@@ -87,6 +87,7 @@ the decoding thread's stack happens to be.
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}\Z")
 _QUEUE_RE = re.compile(rb'"response_queue"\s*:\s*"([^"\\]{1,400})"')
 _MAX_QUEUE_LEN = 400
+_PLAIN_QUEUE_RE = re.compile(rb"[A-Za-z0-9_:.\-]{1,400}")
 
 
 def is_valid_name(name: object) -> bool:
@@ -115,7 +116,8 @@ def _encode_default(obj: Any) -> Any:
         if isinstance(obj, numpy.ndarray):
             if obj.dtype.hasobject or obj.dtype.fields is not None:
                 raise EncodingError(f"cannot encode a numpy array of dtype {obj.dtype}")
-            arr = numpy.ascontiguousarray(obj)
+            # Not ascontiguousarray: it turns a 0-d array into a 1-d one.
+            arr = obj if obj.flags.c_contiguous else obj.copy(order="C")
             return {
                 TAG: "ndarray",
                 "dtype": arr.dtype.str,
@@ -144,7 +146,52 @@ def _tag_non_finite(obj: Any) -> Any:
     return obj
 
 
+def _escape(obj: Any, found: list[bool]) -> Any:
+    """Replace each plain dict that uses the key ``__redisrpc__`` by a ``dict`` tagged value.
+
+    Only dicts of the caller's value are seen here (tagged values are made
+    later, by the encoder), so a user's dict can never pass for a tagged
+    value. ``found`` becomes ``[True]`` when something was escaped.
+    """
+    if isinstance(obj, dict):
+        if TAG in obj:
+            found[:] = [True]
+            items = [[_json_key(k), _escape(v, found)] for k, v in obj.items()]
+            return {TAG: "dict", "items": items}
+        return {k: _escape(v, found) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_escape(v, found) for v in obj]
+    return obj
+
+
+def _json_key(key: Any) -> str:
+    """A dict key as JSON writes it (``1`` -> ``"1"``, ``True`` -> ``"true"``)."""
+    if isinstance(key, str):
+        return key
+    try:
+        return str(next(iter(json.loads(_ENCODER.encode({key: 0})))))
+    except (TypeError, ValueError) as exc:
+        raise EncodingError(f"cannot encode a dict key of type {type(key).__qualname__}") from exc
+
+
 def _dumps(obj: Any) -> bytes:
+    data = _dumps_unescaped(obj)
+    if _TAG_KEY in data:
+        # Rare path: the tag key occurs; if a plain dict uses it, escape that dict.
+        found = [False]
+        try:
+            escaped = _escape(obj, found)
+        except RecursionError as exc:
+            raise EncodingError("value is nested too deeply to encode") from exc
+        if found[0]:
+            return _dumps_unescaped(escaped)
+    return data
+
+
+_TAG_KEY = b'"' + TAG.encode() + b'"'
+
+
+def _dumps_unescaped(obj: Any) -> bytes:
     try:
         return _json_bytes(obj)
     except ValueError as exc:
@@ -183,6 +230,14 @@ def _decode_tag(obj: dict[str, Any]) -> Any:
             return base64.b64decode(obj["base64"], validate=True)
         if tag == "float":
             return float(obj["value"])
+        if tag == "dict":  # a plain dict that uses the tag key itself (see _escape)
+            items = obj["items"]
+            pairs = isinstance(items, list) and all(
+                isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) for i in items
+            )
+            if not pairs:
+                raise ProtocolError("malformed tagged value 'dict': items must be [key, value]")
+            return {key: value for key, value in items}
         if tag == "ndarray":
             try:
                 import numpy  # noqa: PLC0415 - numpy is optional; only arrays need it
@@ -290,14 +345,31 @@ def salvage_response_queue(raw: bytes, queue: str) -> str | None:
     Used only to answer a bad request with an error; the result still has to
     carry the service's reply prefix.
     """
-    match = _QUEUE_RE.search(raw[:4096])
-    if match is None:
+    head = raw[:4096]
+    match = _QUEUE_RE.search(head)
+    if match is not None:
+        try:
+            candidate = match.group(1).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return candidate if candidate.startswith(reply_queue_prefix(queue)) else None
+    # Not JSON at all (e.g. a pickled request of the original RedisRPC): the
+    # first run of plain key characters that starts with the reply prefix.
+    prefix = reply_queue_prefix(queue).encode()
+    at = head.find(prefix)
+    if at < 0:
         return None
-    try:
-        candidate = match.group(1).decode("utf-8")
-    except UnicodeDecodeError:
+    found = _PLAIN_QUEUE_RE.match(head, at)
+    if found is None:
         return None
-    return candidate if candidate.startswith(reply_queue_prefix(queue)) else None
+    candidate = found.group(0)
+    # A pickle's binary string opcodes give the length; the next opcode may be a plain byte.
+    if at >= 5 and head[at - 5] in b"XT":
+        candidate = candidate[: int.from_bytes(head[at - 4 : at], "little")]
+    elif at >= 2 and head[at - 2] in b"U\x8c":
+        candidate = candidate[: head[at - 1]]
+    text = candidate.decode("ascii")
+    return text if len(text) > len(prefix) else None
 
 
 def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Request:
@@ -422,8 +494,14 @@ def encode_reply(reply: Reply) -> bytes:
     return _dumps(message)
 
 
-def decode_reply(raw: bytes | str) -> Reply:
-    """Decode a reply; version 1 replies carry only ``return_value`` or ``exception``."""
+def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
+    """Decode a reply; version 1 replies carry only ``return_value`` or ``exception``.
+
+    With ``max_size``, a reply longer than that many bytes raises
+    :class:`MessageTooLargeError` before any decoding (no memory spent on it).
+    """
+    if max_size is not None and len(raw) > max_size:
+        raise MessageTooLargeError(f"reply of {len(raw)} bytes exceeds the limit of {max_size}")
     message = _loads(raw)
     if not isinstance(message, dict):
         raise ProtocolError(f"a reply must be a JSON object, not {type(message).__name__}")

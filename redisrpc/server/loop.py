@@ -108,6 +108,8 @@ class Server:
         registry_prefix: the registry's key prefix.
         heartbeat: seconds between registry heartbeats; an instance that
             missed five is no longer listed.
+        transport: ``"json"``, the only wire format; accepted for compatibility
+            with the original RedisRPC constructor (``"pickle"`` is refused).
     """
 
     def __init__(
@@ -127,9 +129,16 @@ class Server:
         register: bool = True,
         registry_prefix: str = DEFAULT_PREFIX,
         heartbeat: float = DEFAULT_HEARTBEAT,
+        transport: str = "json",
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError("a server needs a non-empty service name")
+        if transport != "json":
+            # The original RedisRPC's keyword; pickle would let any caller run code here.
+            raise ValueError(
+                f"transport={transport!r} is not supported: redisrpc speaks JSON only"
+                " (pickle lets whoever can push to the queue run code in the server)"
+            )
         self.name = name
         self.obj = obj
         self.transport = Transport.of(redis)
