@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import secrets
 import threading
 import time
 from collections import Counter
@@ -266,23 +267,24 @@ def test_timed_out_calls_never_run_and_leave_no_keys(r, serve):
     assert [k for k in r.keys("*") if not k.startswith(b"redisrpc:")] == []
 
 
-def rss_kib(pid: int) -> int:
-    """Resident memory of a process, from /proc."""
+def rss_kib(pid: int, field: str = "VmRSS") -> int:
+    """Resident memory of a process (VmHWM: its peak so far), from /proc."""
     status = Path(f"/proc/{pid}/status")
     for line in status.read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1])
-    raise AssertionError("no VmRSS line")
+    raise AssertionError(f"no {field} line")
 
 
 def flood(r: Any, service: str, count: int) -> None:
     """Send ``count`` echo calls in pipelined batches and check every reply."""
     queue = f"{service}:rpc:flood"
+    run = secrets.token_hex(4)  # ids are unique per call: a server refuses an id it already ran
     for start in range(0, count, 500):
         batch = range(start, min(count, start + 500))
         pipe = r.pipeline(transaction=False)
         for i in batch:
-            pipe.rpush(service, encode_request(Request("echo", [i], {}, queue, str(i))))
+            pipe.rpush(service, encode_request(Request("echo", [i], {}, queue, f"{run}-{i}")))
         pipe.execute()
         for i in batch:
             popped = r.blpop([queue], timeout=10)
@@ -331,3 +333,20 @@ def test_requests_restored_from_a_snapshot_never_run_twice(own_redis):
                     assert [decode_reply(raw).value for raw in left] in ([], [f"k{i}"])
             assert server.running
     assert recorder.runs == Counter({"k0": 1, "k1": 1, "k2": 1, "after": 1})
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc to read RSS")
+def test_a_request_of_tiny_values_does_not_blow_up_a_server(spawn_server, r):
+    """8 MiB of empty arrays (~80 bytes each in Python): refused before decoding, peak stays low."""
+    child = spawn_server("servable:Thing", "mem")
+    flood(r, "mem", 200)
+    before = rss_kib(child.pid, "VmHWM")
+    message = 8 * 1024 * 1024
+    raw = encode_request(Request("echo", [[[]] * (message // 3)], {}, "mem:rpc:big", "big"))
+    r.rpush("mem", raw)
+    popped = r.blpop(["mem:rpc:big"], timeout=30)
+    assert popped is not None, "no reply"
+    assert decode_reply(popped[1]).error.type == "redisrpc.MessageTooLargeError"
+    grew = rss_kib(child.pid, "VmHWM") - before
+    assert grew < 5 * len(raw) // 1024, f"peak RSS grew by {grew} KiB for {len(raw)} bytes"
+    flood(r, "mem", 10)  # and it serves on

@@ -401,3 +401,25 @@ def test_decode_reply_checks_its_size_before_decoding():
         decode_reply(raw, max_size=len(raw) - 1)
     with pytest.raises(MessageTooLargeError):
         decode_reply(b"\xff" * 2000, max_size=1024)  # not even valid: refused for its size
+
+
+def test_a_message_of_too_many_tiny_values_is_refused_before_decoding():
+    """Values cost Python far more than their JSON: their count is checked on the raw bytes."""
+    limit = 64 * 1024
+    many = encode_request(Request("f", [[[]] * 20_000], {}, "c:rpc:1"))
+    assert len(many) < limit
+    with pytest.raises(MessageTooLargeError, match="values"):
+        decode_request(many, queue="c", max_size=limit)
+    with pytest.raises(MessageTooLargeError, match="values"):
+        decode_reply(encode_reply(Reply(value=[0] * 30_000)), max_size=limit)
+    # Commas and brackets inside strings are text, not values.
+    text = encode_request(Request("f", ["[1,{2}," * 8000], {}, "c:rpc:1"))
+    assert decode_request(text, queue="c", max_size=limit).args == ["[1,{2}," * 8000]
+    escaped = encode_request(Request("f", ['\\",[' * 8000], {}, "c:rpc:1"))
+    assert decode_request(escaped, queue="c", max_size=limit).args == ['\\",[' * 8000]
+
+
+def test_the_reply_queue_of_an_oversized_request_is_found_after_its_arguments():
+    """redisrpc writes response_queue after the arguments: salvage looks at the end too."""
+    raw = encode_request(Request("f", ["x" * 10_000], {}, "c:rpc:tail"))
+    assert salvage_response_queue(raw, "c") == "c:rpc:tail"

@@ -25,6 +25,7 @@ optional extension that old peers ignore.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import math
 import re
@@ -55,6 +56,7 @@ __all__ = [
     "encode_request",
     "encode_value",
     "is_valid_name",
+    "max_values",
     "reply_queue_prefix",
     "salvage_response_queue",
 ]
@@ -221,13 +223,21 @@ def _json_bytes(obj: Any) -> bytes:
     return text.encode()
 
 
+def _b64decode(text: Any) -> bytes:
+    """Strict base64 (TypeError or ValueError when invalid), without copying an ASCII str first."""
+    if sys.version_info >= (3, 11) and isinstance(text, str):
+        # b64decode(validate=True) would first copy the whole text into bytes.
+        return binascii.a2b_base64(text, strict_mode=True)
+    return base64.b64decode(text, validate=True)
+
+
 def _decode_tag(obj: dict[str, Any]) -> Any:
     tag = obj.get(TAG)
     if tag is None:
         return obj
     try:
         if tag == "bytes":
-            return base64.b64decode(obj["base64"], validate=True)
+            return _b64decode(obj["base64"])
         if tag == "float":
             return float(obj["value"])
         if tag == "dict":  # a plain dict that uses the tag key itself (see _escape)
@@ -243,7 +253,7 @@ def _decode_tag(obj: dict[str, Any]) -> Any:
                 import numpy  # noqa: PLC0415 - numpy is optional; only arrays need it
             except ImportError as exc:
                 raise EncodingError("a numpy array arrived but numpy is not installed") from exc
-            data = base64.b64decode(obj["base64"], validate=True)
+            data = _b64decode(obj["base64"])
             dtype = numpy.dtype(obj["dtype"])
             if dtype.hasobject:
                 raise ProtocolError("arrays of Python objects are refused")
@@ -283,12 +293,56 @@ def _too_deep(obj: Any, limit: int) -> bool:
     return True
 
 
-def _loads(raw: bytes | str) -> Any:
+def max_values(max_size: int) -> int:
+    """How many values a message within ``max_size`` bytes may hold (see :func:`_checked`).
+
+    Counted as commas plus twice the arrays and objects, outside strings:
+    one per 16 bytes of the limit (at least 10 000).
+    """
+    return max(max_size // 16, 10_000)
+
+
+_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def _values(data: bytes) -> tuple[int, int]:
+    """(commas + 2 * brackets, brackets) of ``data``, counting inside strings too (cheap)."""
+    brackets = data.count(b"[") + data.count(b"{")
+    return data.count(b",") + 2 * brackets, brackets
+
+
+def _checked(raw: bytes | str, max_size: int, what: str) -> Any:
+    """Decode ``raw`` after the checks that need no decoding: its size, then how many values.
+
+    A decoded value costs Python 30 to 90 bytes however short its JSON
+    (``[]`` is 2 bytes, ``1,`` 2 bytes), so a message of nothing but tiny
+    values could take 30 times its size to decode. Counting in the raw bytes
+    first bounds the decoded message to a few times the limit. Strings are
+    taken out of the count only when the quick count (which includes commas
+    in strings) is over the limit, so long texts are not refused for their commas.
+    """
+    if len(raw) > max_size:
+        raise MessageTooLargeError(f"{what} of {len(raw)} bytes exceeds the limit of {max_size}")
+    data = raw.encode() if isinstance(raw, str) else raw
+    values, brackets = _values(data)
+    limit = max_values(max_size)
+    if values > limit:
+        values, _ = _values(_STRING_RE.sub(b'""', data))
+        if values > limit:
+            raise MessageTooLargeError(
+                f"{what} holds about {values} values, over the limit of {limit} for messages"
+                f" of at most {max_size} bytes (send many numbers as a numpy array)"
+            )
+    return _loads(raw, brackets)
+
+
+def _loads(raw: bytes | str, brackets: int | None = None) -> Any:
     try:
         value = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
         # Few brackets cannot nest deeply: the walk runs only for messages that might.
-        data = raw.encode() if isinstance(raw, str) else raw
-        brackets = data.count(b"[") + data.count(b"{")
+        if brackets is None:
+            data = raw.encode() if isinstance(raw, str) else raw
+            brackets = data.count(b"[") + data.count(b"{")
         if brackets > MAX_NESTING and _too_deep(value, MAX_NESTING):
             raise ProtocolError(f"message is nested too deeply (more than {MAX_NESTING} levels)")
         return value
@@ -346,7 +400,8 @@ def salvage_response_queue(raw: bytes, queue: str) -> str | None:
     carry the service's reply prefix.
     """
     head = raw[:4096]
-    match = _QUEUE_RE.search(head)
+    # The key may come after the arguments (redisrpc's own encoder writes it there).
+    match = _QUEUE_RE.search(head) or _QUEUE_RE.search(raw[-4096:])
     if match is not None:
         try:
             candidate = match.group(1).decode("utf-8")
@@ -378,9 +433,7 @@ def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAG
     Raises :class:`ProtocolError` (or :class:`MessageTooLargeError`) with a
     message fit to send back to the caller.
     """
-    if len(raw) > max_size:
-        raise MessageTooLargeError(f"request of {len(raw)} bytes exceeds the limit of {max_size}")
-    message = _loads(raw)
+    message = _checked(raw, max_size, "request")
     if not isinstance(message, dict):
         raise ProtocolError(f"a request must be a JSON object, not {type(message).__name__}")
     response_queue = message.get("response_queue")
@@ -497,12 +550,11 @@ def encode_reply(reply: Reply) -> bytes:
 def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
     """Decode a reply; version 1 replies carry only ``return_value`` or ``exception``.
 
-    With ``max_size``, a reply longer than that many bytes raises
-    :class:`MessageTooLargeError` before any decoding (no memory spent on it).
+    With ``max_size``, a reply longer than that many bytes, or holding more
+    than :func:`max_values` values, raises :class:`MessageTooLargeError`
+    before any decoding (no memory spent on it).
     """
-    if max_size is not None and len(raw) > max_size:
-        raise MessageTooLargeError(f"reply of {len(raw)} bytes exceeds the limit of {max_size}")
-    message = _loads(raw)
+    message = _loads(raw) if max_size is None else _checked(raw, max_size, "reply")
     if not isinstance(message, dict):
         raise ProtocolError(f"a reply must be a JSON object, not {type(message).__name__}")
     reply_id = message.get("id")
