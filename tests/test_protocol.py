@@ -423,3 +423,15 @@ def test_the_reply_queue_of_an_oversized_request_is_found_after_its_arguments():
     """redisrpc writes response_queue after the arguments: salvage looks at the end too."""
     raw = encode_request(Request("f", ["x" * 10_000], {}, "c:rpc:tail"))
     assert salvage_response_queue(raw, "c") == "c:rpc:tail"
+
+
+@pytest.mark.parametrize("dtype", ["<M8[ns]", "<m8[s]", "V4", "i4,f8"])
+def test_arrays_of_dtypes_outside_the_list_are_refused_both_ways(dtype):
+    """Only the dtypes PROTOCOL.md lists travel; others are refused, never reinterpreted."""
+    arr = np.zeros(2, dtype=dtype)
+    with pytest.raises(EncodingError):
+        encode_value(arr)
+    raw = {TAG: "ndarray", "dtype": np.dtype(dtype).str, "shape": [2], "base64": "AAAAAAAAAAA="}
+    with pytest.raises(ProtocolError):
+        decode_value(json.dumps(raw))
+    assert decode_value(encode_value(np.array(["ab", "c"]))).tolist() == ["ab", "c"]

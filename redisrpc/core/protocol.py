@@ -89,6 +89,10 @@ the decoding thread's stack happens to be.
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}\Z")
 _QUEUE_RE = re.compile(rb'"response_queue"\s*:\s*"([^"\\]{1,400})"')
 _MAX_QUEUE_LEN = 400
+# The array dtypes that travel (PROTOCOL.md, "Arrays"): fixed-size numbers, bytes and text.
+_DTYPE_RE = re.compile(
+    r"[<>|=]?(?:b1|[iu][1248]|f[248]|c(?:8|16)|S[1-9][0-9]{0,5}|U[1-9][0-9]{0,5})"
+)
 _PLAIN_QUEUE_RE = re.compile(rb"[A-Za-z0-9_:.\-]{1,400}")
 
 
@@ -116,8 +120,11 @@ def _encode_default(obj: Any) -> Any:
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         if isinstance(obj, numpy.ndarray):
-            if obj.dtype.hasobject or obj.dtype.fields is not None:
-                raise EncodingError(f"cannot encode a numpy array of dtype {obj.dtype}")
+            if not _DTYPE_RE.fullmatch(obj.dtype.str):
+                raise EncodingError(
+                    f"cannot encode a numpy array of dtype {obj.dtype} ({obj.dtype.str});"
+                    " see PROTOCOL.md for the dtypes that travel"
+                )
             # Not ascontiguousarray: it turns a 0-d array into a 1-d one.
             arr = obj if obj.flags.c_contiguous else obj.copy(order="C")
             return {
@@ -254,6 +261,8 @@ def _decode_tag(obj: dict[str, Any]) -> Any:
             except ImportError as exc:
                 raise EncodingError("a numpy array arrived but numpy is not installed") from exc
             data = _b64decode(obj["base64"])
+            if not (isinstance(obj["dtype"], str) and _DTYPE_RE.fullmatch(obj["dtype"])):
+                raise ProtocolError(f"arrays of dtype {str(obj['dtype'])[:40]!r} are refused")
             dtype = numpy.dtype(obj["dtype"])
             if dtype.hasobject:
                 raise ProtocolError("arrays of Python objects are refused")
