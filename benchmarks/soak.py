@@ -79,14 +79,33 @@ def serve(url: str, service: str, reply_ttl: float) -> None:
     print(json.dumps({"pid": os.getpid(), "executed": obj.executed}), flush=True)
 
 
+def _connect(url: str, service: str, timeout: float) -> tuple[Any, str | None]:
+    """The client proxy, retried while faults hit its start-up describe; (None, why) if never."""
+    give_up = time.monotonic() + timeout
+    while True:
+        try:
+            return redisrpc.Client(url, service, timeout=timeout), None
+        except redisrpc.RedisRPCError as exc:
+            if time.monotonic() > give_up:
+                return None, f"{type(exc).__name__}(started=False)"
+            time.sleep(0.1)
+
+
 def call(url: str, service: str, ident: str, calls: int, timeout: float) -> None:
-    """A client process: make ``calls`` calls, then print what happened as JSON."""
-    proxy = redisrpc.Client(url, service, timeout=timeout)
+    """A client process: make ``calls`` calls, then print what happened as JSON.
+
+    It always prints its report: a fault during start-up (the describe) is
+    retried, and if the client never gets going every call counts as failed.
+    """
     wrong = 0
     failed: dict[str, str] = {}
     began = time.perf_counter()
+    proxy, why = _connect(url, service, timeout)
     for i in range(calls):
         key = f"{ident}-{i}"
+        if proxy is None:
+            failed[key] = why or "not connected"
+            continue
         try:
             if proxy.work(key) != key[::-1]:
                 wrong += 1
@@ -123,17 +142,40 @@ def _servers(
     url: str, service: str, count: int, reply_ttl: float
 ) -> Iterator[list[subprocess.Popen[str]]]:
     options = ["--url", url, "--name", service, "--reply-ttl", str(reply_ttl)]
-    procs = [_spawn("serve", *options) for _ in range(count)]
-    try:
+    procs: list[subprocess.Popen[str]] = []
+    with _reaped(procs):
+        for _ in range(count):
+            procs.append(_spawn("serve", *options))
         for proc in procs:
             assert proc.stdout is not None
             if proc.stdout.readline().strip() != "ready":
                 raise RuntimeError("a soak server did not start")
         yield procs
+
+
+def _last_json(out: str | None, what: str) -> dict[str, Any]:
+    """The JSON report a child printed last; RuntimeError (not IndexError) when it printed none."""
+    lines = (out or "").strip().splitlines()
+    try:
+        report = json.loads(lines[-1]) if lines else None
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        raise RuntimeError(f"{what} printed no report (it crashed?): {(out or '')[-500:]!r}")
+    return report
+
+
+@contextlib.contextmanager
+def _reaped(procs: list[subprocess.Popen[str]]) -> Iterator[list[subprocess.Popen[str]]]:
+    """Kill whichever of ``procs`` still runs when the block ends, however it ends (Ctrl-C too)."""
+    try:
+        yield procs
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(10)
 
 
@@ -141,16 +183,19 @@ def _inject_faults(url: str, count: int, spread: float, stop: threading.Event) -
     """Kill ``count`` random client or server connections, spread over ``spread`` seconds."""
     done: list[str] = []
     admin = redis.Redis.from_url(url)
-    own = admin.client_id()
-    for _ in range(count):
-        if stop.wait(spread / max(1, count)):
-            break
-        victims = [c for c in admin.client_list() if int(c["id"]) != own]
-        if victims:
-            victim = random.choice(victims)
-            admin.client_kill_filter(_id=victim["id"])
-            done.append(f"killed connection {victim['id']} (last command {victim['cmd']})")
-    admin.close()
+    try:
+        own = admin.client_id()
+        for _ in range(count):
+            if stop.wait(spread / max(1, count)):
+                break
+            victims = [c for c in admin.client_list() if int(c["id"]) != own]
+            if victims:
+                victim = random.choice(victims)
+                with contextlib.suppress(redis.ResponseError):  # it may have closed meanwhile
+                    admin.client_kill_filter(_id=victim["id"])
+                done.append(f"killed connection {victim['id']} (last command {victim['cmd']})")
+    finally:
+        admin.close()
     return done
 
 
@@ -168,34 +213,37 @@ def soak(
         rss_before = [rss_kib(p.pid) for p in procs]
         began = time.perf_counter()
         options = ["--url", url, "--name", service, "--timeout", str(timeout)]
-        callers = [
-            _spawn("client", *options, "--id", f"c{i}", "--calls", str(n))
-            for i, n in enumerate(per_client)
-        ]
         stop = threading.Event()
         injected: list[str] = []
-        if faults:
-            # Seconds: spread the faults over the first part of the run (calls run at
-            # several thousand per second; a run that ends early skips the rest).
-            estimate = calls / 20000
-            injector = threading.Thread(
-                target=lambda: injected.extend(_inject_faults(url, faults, estimate, stop))
-            )
-            injector.start()
         reports = []
-        for proc in callers:
-            out, _ = proc.communicate(timeout=max(600.0, calls / 50))
-            reports.append(json.loads(out.splitlines()[-1]))
-        elapsed = time.perf_counter() - began
-        stop.set()
-        if faults:
-            injector.join()
+        callers: list[subprocess.Popen[str]] = []
+        with _reaped(callers):
+            for i, n in enumerate(per_client):
+                callers.append(_spawn("client", *options, "--id", f"c{i}", "--calls", str(n)))
+            try:
+                if faults:
+                    # Seconds: spread the faults over the first part of the run (calls run
+                    # at several thousand per second; a run that ends early skips the rest).
+                    estimate = calls / 20000
+                    injector = threading.Thread(
+                        target=lambda: injected.extend(_inject_faults(url, faults, estimate, stop)),
+                        daemon=True,  # never keeps an interrupted soak alive
+                    )
+                    injector.start()
+                for i, proc in enumerate(callers):
+                    out, _ = proc.communicate(timeout=max(600.0, calls / 50))
+                    reports.append(_last_json(out, f"client c{i}"))
+            finally:
+                stop.set()
+            elapsed = time.perf_counter() - began
+            if faults:
+                injector.join()
         rss_after = [rss_kib(p.pid) for p in procs]
         executed: Counter[str] = Counter()
         per_server = []
         for proc in procs:
             out, _ = proc.communicate("", timeout=60)
-            keys = json.loads(out.splitlines()[-1])["executed"]
+            keys = _last_json(out, f"server {proc.pid}")["executed"]
             executed.update(keys)
             per_server.append(sum(1 for k in keys if not k.startswith("warm-")))
     time.sleep(ttl + 0.5)  # unread replies of failed calls expire meanwhile

@@ -1,4 +1,4 @@
-"""The ``redisrpc`` command line: list, describe, call and serve remote objects.
+"""The ``redisrpc`` command line: list, describe, call, set and serve remote objects.
 
 ::
 
@@ -6,6 +6,7 @@
     redisrpc describe calc                 # doc, methods with signatures, properties
     redisrpc call calc add 5               # arguments are JSON literals; prints JSON
     redisrpc call calc div 1 --kw x=0      # keyword arguments
+    redisrpc set psu voltage1 5            # set a property (value: a JSON literal)
     redisrpc serve mymodule:Thing --name thing
     redisrpc demo                          # serve example objects (embedded Redis if needed)
 
@@ -40,6 +41,7 @@ from ._version import __version__
 from .client.discovery import ServiceInfo, discover
 from .client.signature import signature_from_params
 from .client.sync import Client, description
+from .core.protocol import SET_PROPERTY
 from .core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX
 from .core.transport import Transport, resolve_url
 from .errors import (
@@ -297,6 +299,13 @@ def _cmd_call(args: argparse.Namespace) -> int:
             known = ", ".join(sorted([*methods, *props])) or "none"
             raise _Exit(EXIT_USAGE, f"{args.name} has no method {method!r} (known: {known})")
         signature = signature_from_params(methods[method].get("params"))
+        unexpected = _unexpected_keywords(signature, kwargs)
+        if unexpected:
+            raise _Exit(
+                EXIT_USAGE,
+                f"bad arguments for {args.name}.{method}{signature}: unexpected keyword"
+                f" argument{'s' if len(unexpected) > 1 else ''} {', '.join(map(repr, unexpected))}",
+            )
         try:
             signature.bind(*call_args, **kwargs)
         except TypeError as exc:
@@ -305,6 +314,40 @@ def _cmd_call(args: argparse.Namespace) -> int:
             ) from exc
     value = _with_timeout(proxy, args.timeout)._rpc_call(method, call_args, kwargs)
     print(_dumps(value))
+    return 0
+
+
+def _unexpected_keywords(signature: inspect.Signature, kwargs: dict[str, Any]) -> list[str]:
+    """The keywords ``signature`` cannot take; bind() would report a missing argument first."""
+    params = signature.parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return []
+    named = {
+        p.name
+        for p in params
+        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    }
+    return [key for key in kwargs if key not in named]
+
+
+def _cmd_set(args: argparse.Namespace) -> int:
+    prop = args.property
+    if prop.startswith("_"):
+        raise _Exit(EXIT_USAGE, f"{prop!r} is private and cannot be set")
+    value = _literal(args.value)
+    transport = _transport(args)
+    proxy = _connect(args, transport, args.name)
+    found = description(proxy)
+    if found is not None:
+        props = {p["name"]: p for p in found.get("properties", [])}
+        if prop not in props:
+            methods = {m["name"] for m in found.get("methods", [])}
+            what = "a method, not a property" if prop in methods else "no such property"
+            known = ", ".join(sorted(props)) or "none"
+            raise _Exit(EXIT_USAGE, f"{args.name}.{prop}: {what} (properties: {known})")
+        if props[prop].get("readonly"):
+            raise _Exit(EXIT_USAGE, f"{args.name}.{prop} is read-only")
+    _with_timeout(proxy, args.timeout)._rpc_call(SET_PROPERTY, [prop, value], {})
     return 0
 
 
@@ -489,6 +532,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
     p.set_defaults(func=_cmd_call)
+
+    p = sub.add_parser(
+        "set",
+        parents=[common],
+        help="set a remote property",
+        description="The value is a JSON literal; a plain word is a string.",
+    )
+    p.add_argument("name", help="service name")
+    p.add_argument("property", help="property (or data attribute) name")
+    p.add_argument("value", help="the new value (JSON literal)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    p.set_defaults(func=_cmd_set)
 
     p = sub.add_parser(
         "serve",

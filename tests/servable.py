@@ -22,6 +22,7 @@ class Thing:
 
     def __init__(self) -> None:
         self._total = 0
+        self.label = "thing"  # a plain, writable data attribute
 
     def incr(self, by: int = 1) -> int:
         """Add ``by`` to the total and return it."""

@@ -320,3 +320,32 @@ def test_ctrl_c_on_a_queued_call_withdraws_it_and_it_never_runs(r, redis_url, se
     blocker.join(10)
     assert busy.incr() == 1  # the server was free after hold(): the interrupted incr never ran
     assert r.keys("svc:rpc:*") == []
+
+
+def test_a_reply_over_the_advertised_limit_is_refused_before_decoding():
+    """A reply larger than the server's advertised limit raises, and is never decoded."""
+    plan, _ = start(make(max_size=1024), Clock())
+    huge = b'{"return_value": [' + b"0," * 5000 + b'0], "id": "c1"}'
+    with pytest.raises(redisrpc.MessageTooLargeError):
+        plan.send(huge)
+
+
+def test_a_flood_in_the_reply_list_does_not_blow_up_the_client(r, serve):
+    """A 4 MiB reply of tiny values pushed at a client whose server says 64 KiB: refused at once."""
+    thing = Thing()
+    serve(thing, "svc", max_message_size=64 * 1024)
+    client = redisrpc.Client(r, "svc", timeout=10)
+    result: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            client.sleep(3)
+        except BaseException as exc:
+            result.append(exc)
+
+    worker = threading.Thread(target=call)
+    worker.start()
+    (running,) = wait_for(lambda: redisrpc.running(client), timeout=5)
+    r.rpush(f"svc:rpc:{running['id']}", b'{"return_value": [' + b"0," * (2 * 1024 * 1024) + b"0]}")
+    worker.join(10)
+    assert isinstance(result[0], redisrpc.MessageTooLargeError)

@@ -278,3 +278,32 @@ def test_tls_url(spawn_server, tmp_path):
         one_error_line(plain)
     finally:
         tls.close()
+
+
+def test_set_writes_a_property_and_refuses_read_only_or_unknown_ones(spawn_server):
+    """`redisrpc set NAME PROP VALUE` writes through __setprop__; read-only/unknown: exit 2."""
+    spawn_server("servable:Thing", "thing")
+    proc = run_cli("set", "thing", "label", '"new label"')
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(run_cli("call", "thing", "label").stdout) == "new label"
+    assert run_cli("set", "thing", "label", "plainword").returncode == 0
+    assert json.loads(run_cli("call", "thing", "label").stdout) == "plainword"
+    for args, text in [
+        (("set", "thing", "total", "5"), "read-only"),
+        (("set", "thing", "nope", "5"), "no such property"),
+        (("set", "thing", "incr", "5"), "a method"),
+        (("set", "thing", "_total", "5"), "private"),
+    ]:
+        proc = run_cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert text in one_error_line(proc)
+
+
+def test_an_unexpected_keyword_is_named_not_a_missing_argument(spawn_server):
+    """`--kw y=3` for echo(value, *, twice): the error names 'y', not the missing 'value'."""
+    spawn_server("servable:Thing", "thing")
+    proc = run_cli("call", "thing", "echo", "--kw", "y=3")
+    assert proc.returncode == 2
+    line = one_error_line(proc)
+    assert "unexpected keyword argument 'y'" in line and "missing" not in line
+    assert json.loads(run_cli("call", "thing", "echo", "1", "--kw", "twice=true").stdout) == [1, 1]

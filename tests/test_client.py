@@ -17,7 +17,7 @@ from conftest import wait_for
 import redisrpc
 from redisrpc.core import call as call_module
 from redisrpc.core.plan import Plan
-from redisrpc.core.protocol import Reply, Request, decode_reply, encode_request
+from redisrpc.core.protocol import ErrorInfo, Reply, Request, encode_request
 from redisrpc.sim.instruments import PowerSupply
 
 
@@ -308,17 +308,16 @@ def _withdrawing_nothing(*args: Any, **kwargs: Any) -> Plan[bool]:
     yield  # a plan: a generator that yields no step
 
 
-def test_request_with_past_deadline_gets_a_timeout_reply(r, serve, lab):
-    """A hand-built request whose deadline passed is answered, not executed."""
+def test_request_with_past_deadline_is_neither_run_nor_answered(r, serve, lab):
+    """A hand-built request whose deadline passed is not executed, and leaves no reply."""
     serve(lab, "lab")
     past = int(r.time()[0] * 1000) - 10_000
     r.rpush("lab", encode_request(Request("mark", ["x"], {}, "lab:rpc:old", "i", past)))
-    popped = r.blpop(["lab:rpc:old"], timeout=5)
-    assert popped is not None
-    reply = decode_reply(popped[1])
-    assert reply.error is not None and reply.error.type == "redisrpc.TimeoutException"
-    assert lab.log == []
-    error = redisrpc.client.proxy.error_from_reply(reply.error, "lab")
+    assert redisrpc.Client(r, "lab", timeout=5).mark("y") is None  # served after it
+    assert lab.log == ["mark y"] and r.exists("lab:rpc:old") == 0
+    # An older server's TimeoutException reply still means "not started".
+    info = ErrorInfo("redisrpc.TimeoutException", "deadline passed; not executed")
+    error = redisrpc.client.proxy.error_from_reply(info, "lab")
     assert isinstance(error, redisrpc.TimeoutException) and error.started is False
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import threading
 import time
@@ -12,7 +13,7 @@ from conftest import PYTHON, python_env, wait_for
 
 import redisrpc
 from redisrpc.aio import AsyncClient
-from redisrpc.client.lock import Lock, held_token, lock_info_async, lock_key, refusal
+from redisrpc.client.lock import Lock, digest, held_token, lock_info_async, lock_key, refusal
 from redisrpc.testing import wait_for_async
 
 
@@ -66,6 +67,9 @@ def test_lock_info_shows_the_holder(r, serve):
         assert info["note"] == "scan 42"
         assert 0 < info["expires_in"] <= 20
         assert "token" not in info
+        # Seconds, like every other time: within a minute of the Redis clock.
+        assert isinstance(info["since"], float)
+        assert abs(info["since"] - r.time()[0]) < 60
     assert redisrpc.lock_info(b) is None
 
 
@@ -217,7 +221,7 @@ def test_sibling_proxies_and_rpc_lock_share_the_token(r, serve):
 def test_refusal_rules():
     """The server's verdict: free runs, holder runs, others and garbage lock values refuse."""
     assert refusal(None, None, server="s") is None
-    held = b'{"token": "t1", "note": "n", "pid": 1}'
+    held = json.dumps({"digest": digest("t1"), "note": "n", "pid": 1}).encode()
     assert refusal("t1", held, server="s") is None
     other = refusal(None, held, server="s")
     assert other is not None and other.type == "redisrpc.LockedError"
@@ -306,3 +310,56 @@ def test_sync_and_async_forms_are_not_mixed_up(r):
 
     asyncio.run(main())
     assert r.exists(lock_key("stage")) == 0
+
+
+def test_the_lock_value_holds_a_digest_a_reader_cannot_replay(r, serve):
+    """Whoever can GET <service>:lock sees only the token's digest; replaying it is refused."""
+    stage = Stage()
+    serve(stage, "stage")
+    a = redisrpc.Client(r, "stage", timeout=5)
+    with redisrpc.lock(a, note="mine"):
+        token = a._rpc_lock_token()
+        assert token is not None
+        stored = r.get(lock_key("stage"))
+        assert token.encode() not in stored
+        value = json.loads(stored)
+        assert "token" not in value and value["digest"] == digest(token)
+        # An intruder sends what it read as its token, by hand.
+        for forged in (value["digest"], stored.decode()):
+            request = {
+                "function_call": {"name": "move", "args": [9], "kwargs": {}},
+                "response_queue": "stage:rpc:intruder",
+                "lock": forged,
+            }
+            r.rpush("stage", json.dumps(request))
+            _, raw = r.blpop("stage:rpc:intruder", 5)
+            assert json.loads(raw)["error"]["type"] == "redisrpc.LockedError"
+        assert a.move(3) == 3  # the holder's calls still run
+    assert stage.moves == 1 and stage.position == 3
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        b"[" * 100_000 + b"]" * 100_000,  # RecursionError in a JSON parser
+        b'{"digest": "x", "since": 1e308, "note": "far future"}',  # OverflowError in localtime
+        b'{"digest": "x", "since": 99999999999999999999999, "note": "huge"}',
+        b'{"digest": "x", "since": -1e300}',
+        b"\xff\xfe not json",
+    ],
+    ids=["nested", "float-since", "int-since", "negative-since", "garbage"],
+)
+def test_a_garbage_lock_value_refuses_calls_and_the_server_serves_again(r, serve, stored):
+    """Whatever is SET on the lock key: LockedError, the server lives; once fixed, it serves."""
+    stage = Stage()
+    server = serve(stage, "stage")
+    a = redisrpc.Client(r, "stage", timeout=5)
+    r.set(lock_key("stage"), stored)
+    with pytest.raises(redisrpc.LockedError):
+        a.move(1)
+    info = redisrpc.lock_info(a)  # readers survive it too
+    assert info is not None
+    assert server.running
+    r.delete(lock_key("stage"))
+    assert a.move(2) == 2
+    assert stage.moves == 1

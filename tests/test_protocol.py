@@ -330,3 +330,111 @@ def test_decode_request_never_raises_anything_but_protocol_error(raw):
     """Random bytes give a Request or a ProtocolError, nothing else."""
     with contextlib.suppress(ProtocolError):
         decode_request(raw, queue="c")
+
+
+def test_a_zero_dimensional_array_keeps_its_shape():
+    """np.array(7.0) travels with shape [] and comes back 0-d, not 1-d."""
+    encoded = json.loads(encode_value(np.array(7.0)))
+    assert encoded["shape"] == []
+    back = decode_value(encode_value(np.array(7.0)))
+    assert back.shape == () and back == 7.0
+    strided = np.arange(12.0).reshape(3, 4)[:, ::2]  # not contiguous: still encoded C-order
+    assert np.array_equal(decode_value(encode_value(strided)), strided)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {TAG: "bytes", "base64": "AAEC"},
+        {TAG: "ndarray"},
+        {TAG: {TAG: 1}, "other": [b"x", {TAG: None}]},
+        [{"a": {TAG: "float", "value": "nan"}}],
+        {TAG: "dict", "items": []},
+        {TAG: 1, 2: "int key"},
+    ],
+)
+def test_a_plain_dict_using_the_tag_key_round_trips(value):
+    """A user's dict with the key __redisrpc__ is escaped, never read as a tagged value."""
+    back = decode_value(encode_value(value))
+    if isinstance(value, dict) and 2 in value:
+        assert back == {TAG: 1, "2": "int key"}  # keys become strings, as JSON makes them
+    else:
+        assert back == value
+
+
+_json_leaf = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53), 2**53)
+    | st.text(max_size=5)
+    | st.sampled_from(["bytes", "float", "ndarray", "dict", "nan"])
+)
+_json_tree = st.recursive(
+    _json_leaf | st.binary(max_size=5),
+    lambda kids: (
+        st.lists(kids, max_size=3)
+        | st.dictionaries(st.sampled_from([TAG, "base64", "value", "items", "x"]), kids, max_size=3)
+    ),
+    max_leaves=20,
+)
+
+
+@given(_json_tree)
+def test_values_with_tag_keys_round_trip(value):
+    """Any nesting of dicts that use tag-like keys, bytes and scalars decodes to itself."""
+    assert decode_value(encode_value(value)) == value
+
+
+@pytest.mark.parametrize("protocol", range(6))
+def test_the_reply_queue_of_a_pickled_request_is_salvaged(protocol):
+    """The original RedisRPC's pickled request: its reply queue is found in the raw bytes."""
+    import pickle  # noqa: PLC0415 - only to build what old clients send; never loaded
+
+    message = {"function_call": {"name": "add", "args": [1]}, "response_queue": "calc:rpc:ab12"}
+    raw = pickle.dumps(message, protocol=protocol)
+    assert salvage_response_queue(raw, "calc") == "calc:rpc:ab12"
+    assert salvage_response_queue(raw, "other") is None
+
+
+def test_decode_reply_checks_its_size_before_decoding():
+    """decode_reply(max_size=...) refuses a long reply before any decoding."""
+    raw = encode_reply(Reply(value="x" * 1000))
+    assert decode_reply(raw, max_size=len(raw)).value == "x" * 1000
+    with pytest.raises(MessageTooLargeError):
+        decode_reply(raw, max_size=len(raw) - 1)
+    with pytest.raises(MessageTooLargeError):
+        decode_reply(b"\xff" * 2000, max_size=1024)  # not even valid: refused for its size
+
+
+def test_a_message_of_too_many_tiny_values_is_refused_before_decoding():
+    """Values cost Python far more than their JSON: their count is checked on the raw bytes."""
+    limit = 64 * 1024
+    many = encode_request(Request("f", [[[]] * 20_000], {}, "c:rpc:1"))
+    assert len(many) < limit
+    with pytest.raises(MessageTooLargeError, match="values"):
+        decode_request(many, queue="c", max_size=limit)
+    with pytest.raises(MessageTooLargeError, match="values"):
+        decode_reply(encode_reply(Reply(value=[0] * 30_000)), max_size=limit)
+    # Commas and brackets inside strings are text, not values.
+    text = encode_request(Request("f", ["[1,{2}," * 8000], {}, "c:rpc:1"))
+    assert decode_request(text, queue="c", max_size=limit).args == ["[1,{2}," * 8000]
+    escaped = encode_request(Request("f", ['\\",[' * 8000], {}, "c:rpc:1"))
+    assert decode_request(escaped, queue="c", max_size=limit).args == ['\\",[' * 8000]
+
+
+def test_the_reply_queue_of_an_oversized_request_is_found_after_its_arguments():
+    """redisrpc writes response_queue after the arguments: salvage looks at the end too."""
+    raw = encode_request(Request("f", ["x" * 10_000], {}, "c:rpc:tail"))
+    assert salvage_response_queue(raw, "c") == "c:rpc:tail"
+
+
+@pytest.mark.parametrize("dtype", ["<M8[ns]", "<m8[s]", "V4", "i4,f8"])
+def test_arrays_of_dtypes_outside_the_list_are_refused_both_ways(dtype):
+    """Only the dtypes PROTOCOL.md lists travel; others are refused, never reinterpreted."""
+    arr = np.zeros(2, dtype=dtype)
+    with pytest.raises(EncodingError):
+        encode_value(arr)
+    raw = {TAG: "ndarray", "dtype": np.dtype(dtype).str, "shape": [2], "base64": "AAAAAAAAAAA="}
+    with pytest.raises(ProtocolError):
+        decode_value(json.dumps(raw))
+    assert decode_value(encode_value(np.array(["ab", "c"]))).tolist() == ["ab", "c"]

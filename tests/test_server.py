@@ -288,11 +288,10 @@ def test_malformed_request_without_usable_queue_is_dropped(server, device, raw, 
     assert "bad request" in caplog.text
 
 
-def test_request_past_its_deadline_is_not_executed(server, device):
-    """A deadline already passed on the Redis clock: refused, the method never runs."""
+def test_request_past_its_deadline_is_not_executed_nor_answered(server, device):
+    """A deadline already passed on the Redis clock: the method never runs, no reply is written."""
     past = server.transport.now_ms() - 5_000
-    error = _handle(server, _request("add", [1], deadline=past, id="late"))["error"]
-    assert error["type"] == "redisrpc.TimeoutException" and "not executed" in error["message"]
+    assert server.handle(_request("add", [1], deadline=past, id="late")) == (None, None)
     assert device.calls == []
     future = server.transport.now_ms() + 60_000
     assert _handle(server, _request("add", [1], deadline=future))["return_value"] == 2
@@ -558,3 +557,63 @@ def test_share_joins_a_service_of_another_class_deliberately(r, serve, device):
         lambda: [s for s in redisrpc.discover(r) if len(s.instances) == 3], timeout=10
     )
     assert service.name == "calc"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_queue_key_of_the_wrong_type_does_not_stop_the_server(r, serve, device, caplog, workers):
+    """`SET dev oops` (WRONGTYPE on every pop): logged, backed off; once deleted, it serves."""
+    server = serve(device, "dev", workers=workers)
+    proxy = redisrpc.Client(r, "dev", timeout=5)
+    assert proxy.add(1) == 2
+    r.delete("dev")
+    r.set("dev", "oops")
+    wait_for(lambda: "serving failed" in caplog.text, message="the failure was not logged")
+    wait_for(lambda: caplog.text.count("serving failed") >= 2, message="no second attempt")
+    assert server.running
+    r.delete("dev")
+    assert proxy.add(2) == 3
+    assert server.running and device.calls == ["add", "add"]
+
+
+def test_a_dead_callers_request_leaves_no_reply_key(r, serve, device):
+    """A request queued by a caller whose deadline passed: not run, and no reply key is left."""
+    now = redisrpc.core.transport.Transport.of(r).now_ms()
+    r.rpush("dev", encode_request(Request("add", [1], {}, "dev:rpc:dead", "d1", now - 1)))
+    serve(device, "dev")
+    assert _call(r, "dev", "__ping__").value == "pong"  # served after the dead caller's request
+    assert r.llen("dev") == 0 and device.calls == []
+    assert r.exists("dev:rpc:dead") == 0
+
+
+def test_a_reply_ready_after_the_deadline_is_not_written(r, serve):
+    """A call that finishes after its caller's deadline ran, but leaves no reply key behind."""
+
+    class Slow:
+        def __init__(self) -> None:
+            self.done = threading.Event()
+
+        def work(self) -> str:
+            time.sleep(0.4)
+            self.done.set()
+            return "late"
+
+    slow = Slow()
+    serve(slow, "slow")
+    now = redisrpc.core.transport.Transport.of(r).now_ms()
+    r.rpush("slow", encode_request(Request("work", [], {}, "slow:rpc:w", "w1", now + 150)))
+    assert slow.done.wait(5)
+    assert _call(r, "slow", "__ping__").value == "pong"  # the turn that would have replied is over
+    assert r.exists("slow:rpc:w") == 0
+
+
+def test_a_request_id_already_run_is_not_run_again(server, device):
+    """The same request taken twice (a replay): run once; the replay is neither run nor answered."""
+    raw = _request("add", [1], id="once", deadline=server.transport.now_ms() + 60_000)
+    assert _handle(server, raw)["return_value"] == 2
+    assert server.handle(raw) == (None, None)
+    assert device.calls == ["add"]
+    # Without a deadline too (ids are remembered up to a bound).
+    raw = _request("add", [5], id="no-deadline")
+    assert _handle(server, raw)["return_value"] == 6
+    assert server.handle(raw) == (None, None)
+    assert device.calls == ["add", "add"]

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+from pathlib import Path
 
 import pytest
-from conftest import PYTHON, ROOT, python_env
+from conftest import PYTHON, ROOT, free_port, python_env, wait_for
 
 
 def soak(url: str, *options: str) -> dict:
@@ -50,3 +53,59 @@ def test_killed_connections_never_duplicate(redis_url):
     assert report["answered"] + report["failed"] == 2000
     assert report["keys_left"] == []
     assert report["ok"]
+
+
+def test_a_client_whose_start_up_fails_still_reports(redis_url):
+    """A soak client that never reaches Redis prints a report of failed calls, not a traceback."""
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    options = ["--url", dead, "--calls", "3", "--timeout", "1"]
+    done = subprocess.run(
+        [PYTHON, "-m", "benchmarks.soak", "client", *options],
+        cwd=ROOT,
+        env=python_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert report["calls"] == 3 and len(report["failed"]) == 3
+
+
+def _soak_children(url: str) -> list[int]:
+    """Pids of live soak child processes (clients and servers) talking to ``url``."""
+    found = []
+    for status in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = status.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        role = b"client" in argv or b"serve" in argv
+        if b"benchmarks.soak" in argv and url.encode() in argv and role:
+            found.append(int(status.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="needs /proc to find the children")
+def test_an_interrupted_soak_leaves_no_child_processes(redis_url):
+    """Ctrl-C during a run: the conductor kills its client and server processes on the way out."""
+    options = ["--url", redis_url, "--calls", "500000", "--clients", "2", "--servers", "1"]
+    conductor = subprocess.Popen(
+        [PYTHON, "-m", "benchmarks.soak", *options],
+        cwd=ROOT,
+        env=python_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        # Two clients and one server running, calls flowing.
+        wait_for(lambda: len(_soak_children(redis_url)) >= 3, timeout=60, step=0.1)
+        conductor.send_signal(signal.SIGINT)
+        conductor.wait(60)
+        wait_for(lambda: not _soak_children(redis_url), timeout=15, message="children left")
+    finally:
+        if conductor.poll() is None:
+            conductor.kill()
+        for pid in _soak_children(redis_url):
+            os.kill(pid, signal.SIGKILL)

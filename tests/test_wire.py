@@ -342,3 +342,25 @@ def test_reply_queue_outside_the_prefix_is_never_written(r, serve, calc, queue):
     assert r.get("victim") == b"keep me" and r.ttl("victim") == -1
     assert r.llen("calc") == 0
     assert calc.acc == 0.0
+
+
+def test_a_pickled_request_gets_a_protocol_error_reply(r, serve, calc):
+    """The original client's pickled request: answered with redisrpc.ProtocolError, not ignored."""
+    import pickle  # noqa: PLC0415 - only to build what old clients send; never loaded
+
+    serve(calc, "calc")
+    message = {"function_call": {"name": "add", "args": [1]}, "response_queue": "calc:rpc:pk"}
+    r.rpush("calc", pickle.dumps(message))
+    popped = r.blpop(["calc:rpc:pk"], timeout=5)
+    assert popped is not None, "no reply"
+    error = json.loads(popped[1])["error"]
+    assert error["type"] == "redisrpc.ProtocolError" and "UTF-8" in error["message"]
+    assert calc.seen == []
+
+
+def test_server_accepts_the_original_transport_keyword(r, calc):
+    """Server(..., transport='json') as in the original examples; 'pickle' is refused clearly."""
+    server = redisrpc.Server(r, "calc", calc, transport="json", register=False)
+    assert server.name == "calc"
+    with pytest.raises(ValueError, match="pickle"):
+        redisrpc.Server(r, "calc", calc, transport="pickle")

@@ -111,7 +111,10 @@ class AsyncClient(ProxyBase):
         mux = state.channels.get(loop)
         if mux is None:
             mux = state.channels[loop] = Multiplexer(
-                transport, state.name, state.reply_prefix + secrets.token_hex(16)
+                transport,
+                state.name,
+                state.reply_prefix + secrets.token_hex(16),
+                max_size=state.max_size,
             )
         call = replace(call, shared_queue=mux.reply_queue)
         streaming = False
@@ -208,8 +211,11 @@ class Multiplexer:
     fresh connection. Everything else goes to the transport.
     """
 
-    def __init__(self, transport: AsyncTransport, service: str, reply_queue: str) -> None:
+    def __init__(
+        self, transport: AsyncTransport, service: str, reply_queue: str, *, max_size: int
+    ) -> None:
         self.transport = transport
+        self.max_size = max_size  # the largest reply decoded (the server's advertised limit)
         self.service = service
         self.reply_queue = reply_queue
         self.boxes: dict[str, _Box] = {}
@@ -312,7 +318,7 @@ class Multiplexer:
 
     def _deliver(self, raw: bytes) -> None:
         try:
-            reply = decode_reply(raw)
+            reply = decode_reply(raw, max_size=self.max_size)
         except RedisRPCError as exc:
             log.warning("dropped an undecodable reply on %s: %s", self.reply_queue, exc)
             return

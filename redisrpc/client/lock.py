@@ -12,7 +12,9 @@ names the holder and the note (``__describe__`` and ``__ping__`` stay open, so
 others can still connect and look). :func:`lock_info` shows who holds it.
 
 The lock lives in Redis under ``<service>:lock`` as JSON (holder host, pid,
-user, note, since) with a time to live. The holder renews it while its block
+user, note, since) with a time to live. The value holds only a digest of the
+token (SHA-256), never the token itself: anyone who can read the key still
+cannot call under the lock. The holder renews it while its block
 runs; if the holder's process dies, the key expires after ``ttl`` seconds and
 the service is free again. The lock belongs to the proxy object: calls
 through it (from any thread, and through proxies derived from it with
@@ -33,7 +35,10 @@ same thing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
+import hashlib
+import hmac
 import json
 import logging
 import math
@@ -51,7 +56,16 @@ from ..core.transport import AsyncTransport, Transport
 from ..errors import LockedError, RedisRPCError
 from .proxy import LockCell, state_of
 
-__all__ = ["Lock", "held_token", "lock", "lock_info", "lock_info_async", "lock_key", "refusal"]
+__all__ = [
+    "Lock",
+    "digest",
+    "held_token",
+    "lock",
+    "lock_info",
+    "lock_info_async",
+    "lock_key",
+    "refusal",
+]
 
 log = logging.getLogger("redisrpc.lock")
 
@@ -102,26 +116,59 @@ def _user() -> str:
         return "?"
 
 
+def digest(token: str) -> str:
+    """The SHA-256 hex digest of a lock token: what the lock value stores instead of the token."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+_UNREADABLE = {"digest": None, "note": "unreadable lock value"}
+_MAX_LOCK_VALUE = 64 * 1024  # a holder's value is a few hundred bytes; more is not ours
+
+
 def _parse(stored: bytes | str | None) -> dict[str, Any] | None:
-    """Decode a stored lock value; a value we cannot read still counts as held."""
+    """Decode a stored lock value; a value we cannot read still counts as held.
+
+    The value is whatever someone SET in Redis: no content of it (size,
+    nesting, types) may raise here, or it would stop every server of the
+    service.
+    """
     if stored is None:
         return None
+    if len(stored) > _MAX_LOCK_VALUE:
+        return dict(_UNREADABLE)
     try:
         value = json.loads(stored)
-    except ValueError:
-        value = None
-    return value if isinstance(value, dict) else {"token": None, "note": "unreadable lock value"}
+    except (ValueError, RecursionError):  # RecursionError: deeply nested JSON
+        return dict(_UNREADABLE)
+    if not isinstance(value, dict):
+        return dict(_UNREADABLE)
+    return value
 
 
 def _public(holder: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in holder.items() if k != "token"}
+    """The holder as others see it: no token or digest, ``since`` in epoch seconds."""
+    public = {k: v for k, v in holder.items() if k not in ("token", "digest")}
+    if "since" in public:
+        public["since"] = _seconds(public["since"])
+    return public
+
+
+def _seconds(since_ms: Any) -> float | None:
+    """The wire's ``since`` (epoch ms, Redis clock) as epoch seconds; None if it is not a time."""
+    if isinstance(since_ms, bool) or not isinstance(since_ms, (int, float)):
+        return None
+    seconds = since_ms / 1000 if abs(since_ms) < 1e18 else math.nan
+    return seconds if math.isfinite(seconds) else None
 
 
 def _describe(holder: dict[str, Any]) -> str:
+    """One line naming the holder; ``holder`` is a :func:`_public` value (since in seconds)."""
     who = f"{holder.get('user', '?')}@{holder.get('host', '?')} (pid {holder.get('pid', '?')})"
     since = holder.get("since")
-    if isinstance(since, int):
-        who += f" since {time.strftime('%H:%M:%S', time.localtime(since / 1000))}"
+    if isinstance(since, float):
+        # A time out of the platform's range is left out, not raised.
+        with contextlib.suppress(OverflowError, OSError, ValueError):
+            who += f" since {time.strftime('%H:%M:%S', time.localtime(since))}"
     note = holder.get("note")
     return f"{who}: {note!r}" if note else who
 
@@ -141,7 +188,7 @@ def lock_info(proxy: Any) -> dict[str, Any] | None:
     """Who holds the lock of ``proxy``'s service: host, pid, user, note, since, expires_in.
 
     Returns None when the service is not locked. ``since`` is in epoch
-    milliseconds (Redis clock); ``expires_in`` in seconds. For an asyncio
+    seconds (a float, Redis clock); ``expires_in`` in seconds. For an asyncio
     proxy use :func:`lock_info_async`.
     """
     transport, service = _target(proxy)
@@ -163,7 +210,8 @@ def refusal(
 
     ``stored`` is the current value of the lock key. A call runs when the
     service is unlocked and the call carries no token, or when it carries the
-    holder's token. A call made under a lock that has since expired is refused
+    holder's token: the token's digest equals the stored ``digest`` (compared
+    in constant time). A call made under a lock that has since expired is refused
     too: its caller believes nobody else ran anything in between.
     """
     holder = _parse(stored)
@@ -175,7 +223,12 @@ def refusal(
             "the lock this call was made under has expired or was released; not executed",
             server=server,
         )
-    if request_token is not None and holder.get("token") == request_token:
+    stored_digest = holder.get("digest")
+    if (
+        request_token is not None
+        and isinstance(stored_digest, str)
+        and hmac.compare_digest(stored_digest.encode(), digest(request_token).encode())
+    ):
         return None
     public = _public(holder)
     return ErrorInfo(
@@ -242,7 +295,7 @@ class Lock:
         end = time.monotonic() + self.wait
         while True:
             holder = {
-                "token": token,
+                "digest": digest(token),
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
                 "user": _user(),

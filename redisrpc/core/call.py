@@ -158,6 +158,8 @@ def encoded(call: Call) -> bytes:
     )
     request.lock = call.lock_token
     request.caller = call.caller
+    if call.deadline is not None:
+        request.sent = call.deadline - int(call.timeout * 1000)
     data = encode_request(request)
     if len(data) > call.max_size:
         raise MessageTooLargeError(
@@ -339,7 +341,9 @@ def _slice(end: float, clock: Callable[[], float]) -> float:
 def _matched(call: Call, raw: bytes | Reply) -> Reply | None:
     """The reply if it answers this call; None (logged) for a stray or forged one."""
     try:
-        reply = raw if isinstance(raw, Reply) else decode_reply(raw)
+        reply = raw if isinstance(raw, Reply) else decode_reply(raw, max_size=call.max_size)
+    except MessageTooLargeError:
+        raise  # never decoded: a peer that breaks the limit it advertised must not flood us
     except RedisRPCError as exc:
         if call.anonymous == "any":
             raise  # a version 1 peer: the garbage is this call's answer

@@ -25,6 +25,7 @@ optional extension that old peers ignore.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import math
 import re
@@ -60,6 +61,7 @@ __all__ = [
     "encode_request",
     "encode_value",
     "is_valid_name",
+    "max_values",
     "reply_queue_prefix",
     "running_key",
     "salvage_response_queue",
@@ -97,6 +99,11 @@ the decoding thread's stack happens to be.
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}\Z")
 _QUEUE_RE = re.compile(rb'"response_queue"\s*:\s*"([^"\\]{1,400})"')
 _MAX_QUEUE_LEN = 400
+# The array dtypes that travel (PROTOCOL.md, "Arrays"): fixed-size numbers, bytes and text.
+_DTYPE_RE = re.compile(
+    r"[<>|=]?(?:b1|[iu][1248]|f[248]|c(?:8|16)|S[1-9][0-9]{0,5}|U[1-9][0-9]{0,5})"
+)
+_PLAIN_QUEUE_RE = re.compile(rb"[A-Za-z0-9_:.\-]{1,400}")
 
 
 def is_valid_name(name: object) -> bool:
@@ -123,9 +130,13 @@ def _encode_default(obj: Any) -> Any:
     numpy = sys.modules.get("numpy")
     if numpy is not None:
         if isinstance(obj, numpy.ndarray):
-            if obj.dtype.hasobject or obj.dtype.fields is not None:
-                raise EncodingError(f"cannot encode a numpy array of dtype {obj.dtype}")
-            arr = numpy.ascontiguousarray(obj)
+            if not _DTYPE_RE.fullmatch(obj.dtype.str):
+                raise EncodingError(
+                    f"cannot encode a numpy array of dtype {obj.dtype} ({obj.dtype.str});"
+                    " see PROTOCOL.md for the dtypes that travel"
+                )
+            # Not ascontiguousarray: it turns a 0-d array into a 1-d one.
+            arr = obj if obj.flags.c_contiguous else obj.copy(order="C")
             return {
                 TAG: "ndarray",
                 "dtype": arr.dtype.str,
@@ -154,7 +165,52 @@ def _tag_non_finite(obj: Any) -> Any:
     return obj
 
 
+def _escape(obj: Any, found: list[bool]) -> Any:
+    """Replace each plain dict that uses the key ``__redisrpc__`` by a ``dict`` tagged value.
+
+    Only dicts of the caller's value are seen here (tagged values are made
+    later, by the encoder), so a user's dict can never pass for a tagged
+    value. ``found`` becomes ``[True]`` when something was escaped.
+    """
+    if isinstance(obj, dict):
+        if TAG in obj:
+            found[:] = [True]
+            items = [[_json_key(k), _escape(v, found)] for k, v in obj.items()]
+            return {TAG: "dict", "items": items}
+        return {k: _escape(v, found) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_escape(v, found) for v in obj]
+    return obj
+
+
+def _json_key(key: Any) -> str:
+    """A dict key as JSON writes it (``1`` -> ``"1"``, ``True`` -> ``"true"``)."""
+    if isinstance(key, str):
+        return key
+    try:
+        return str(next(iter(json.loads(_ENCODER.encode({key: 0})))))
+    except (TypeError, ValueError) as exc:
+        raise EncodingError(f"cannot encode a dict key of type {type(key).__qualname__}") from exc
+
+
 def _dumps(obj: Any) -> bytes:
+    data = _dumps_unescaped(obj)
+    if _TAG_KEY in data:
+        # Rare path: the tag key occurs; if a plain dict uses it, escape that dict.
+        found = [False]
+        try:
+            escaped = _escape(obj, found)
+        except RecursionError as exc:
+            raise EncodingError("value is nested too deeply to encode") from exc
+        if found[0]:
+            return _dumps_unescaped(escaped)
+    return data
+
+
+_TAG_KEY = b'"' + TAG.encode() + b'"'
+
+
+def _dumps_unescaped(obj: Any) -> bytes:
     try:
         return _json_bytes(obj)
     except ValueError as exc:
@@ -184,21 +240,39 @@ def _json_bytes(obj: Any) -> bytes:
     return text.encode()
 
 
+def _b64decode(text: Any) -> bytes:
+    """Strict base64 (TypeError or ValueError when invalid), without copying an ASCII str first."""
+    if sys.version_info >= (3, 11) and isinstance(text, str):
+        # b64decode(validate=True) would first copy the whole text into bytes.
+        return binascii.a2b_base64(text, strict_mode=True)
+    return base64.b64decode(text, validate=True)
+
+
 def _decode_tag(obj: dict[str, Any]) -> Any:
     tag = obj.get(TAG)
     if tag is None:
         return obj
     try:
         if tag == "bytes":
-            return base64.b64decode(obj["base64"], validate=True)
+            return _b64decode(obj["base64"])
         if tag == "float":
             return float(obj["value"])
+        if tag == "dict":  # a plain dict that uses the tag key itself (see _escape)
+            items = obj["items"]
+            pairs = isinstance(items, list) and all(
+                isinstance(i, list) and len(i) == 2 and isinstance(i[0], str) for i in items
+            )
+            if not pairs:
+                raise ProtocolError("malformed tagged value 'dict': items must be [key, value]")
+            return {key: value for key, value in items}
         if tag == "ndarray":
             try:
                 import numpy  # noqa: PLC0415 - numpy is optional; only arrays need it
             except ImportError as exc:
                 raise EncodingError("a numpy array arrived but numpy is not installed") from exc
-            data = base64.b64decode(obj["base64"], validate=True)
+            data = _b64decode(obj["base64"])
+            if not (isinstance(obj["dtype"], str) and _DTYPE_RE.fullmatch(obj["dtype"])):
+                raise ProtocolError(f"arrays of dtype {str(obj['dtype'])[:40]!r} are refused")
             dtype = numpy.dtype(obj["dtype"])
             if dtype.hasobject:
                 raise ProtocolError("arrays of Python objects are refused")
@@ -238,12 +312,56 @@ def _too_deep(obj: Any, limit: int) -> bool:
     return True
 
 
-def _loads(raw: bytes | str) -> Any:
+def max_values(max_size: int) -> int:
+    """How many values a message within ``max_size`` bytes may hold (see :func:`_checked`).
+
+    Counted as commas plus twice the arrays and objects, outside strings:
+    one per 16 bytes of the limit (at least 10 000).
+    """
+    return max(max_size // 16, 10_000)
+
+
+_STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def _values(data: bytes) -> tuple[int, int]:
+    """(commas + 2 * brackets, brackets) of ``data``, counting inside strings too (cheap)."""
+    brackets = data.count(b"[") + data.count(b"{")
+    return data.count(b",") + 2 * brackets, brackets
+
+
+def _checked(raw: bytes | str, max_size: int, what: str) -> Any:
+    """Decode ``raw`` after the checks that need no decoding: its size, then how many values.
+
+    A decoded value costs Python 30 to 90 bytes however short its JSON
+    (``[]`` is 2 bytes, ``1,`` 2 bytes), so a message of nothing but tiny
+    values could take 30 times its size to decode. Counting in the raw bytes
+    first bounds the decoded message to a few times the limit. Strings are
+    taken out of the count only when the quick count (which includes commas
+    in strings) is over the limit, so long texts are not refused for their commas.
+    """
+    if len(raw) > max_size:
+        raise MessageTooLargeError(f"{what} of {len(raw)} bytes exceeds the limit of {max_size}")
+    data = raw.encode() if isinstance(raw, str) else raw
+    values, brackets = _values(data)
+    limit = max_values(max_size)
+    if values > limit:
+        values, _ = _values(_STRING_RE.sub(b'""', data))
+        if values > limit:
+            raise MessageTooLargeError(
+                f"{what} holds about {values} values, over the limit of {limit} for messages"
+                f" of at most {max_size} bytes (send many numbers as a numpy array)"
+            )
+    return _loads(raw, brackets)
+
+
+def _loads(raw: bytes | str, brackets: int | None = None) -> Any:
     try:
         value = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
         # Few brackets cannot nest deeply: the walk runs only for messages that might.
-        data = raw.encode() if isinstance(raw, str) else raw
-        brackets = data.count(b"[") + data.count(b"{")
+        if brackets is None:
+            data = raw.encode() if isinstance(raw, str) else raw
+            brackets = data.count(b"[") + data.count(b"{")
         if brackets > MAX_NESTING and _too_deep(value, MAX_NESTING):
             raise ProtocolError(f"message is nested too deeply (more than {MAX_NESTING} levels)")
         return value
@@ -278,6 +396,8 @@ class Request:
     protocol: int = 1
     caller: str | None = None
     """Who makes the call (``user@host:pid``), shown while it runs; display only."""
+    sent: int | None = None
+    """When the request was sent: epoch ms on the Redis server's clock (protocol 3)."""
 
 
 def encode_request(request: Request) -> bytes:
@@ -295,6 +415,8 @@ def encode_request(request: Request) -> bytes:
         message["lock"] = request.lock
     if request.caller is not None:
         message["caller"] = request.caller
+    if request.sent is not None:
+        message["sent"] = request.sent
     return _dumps(message)
 
 
@@ -304,14 +426,32 @@ def salvage_response_queue(raw: bytes, queue: str) -> str | None:
     Used only to answer a bad request with an error; the result still has to
     carry the service's reply prefix.
     """
-    match = _QUEUE_RE.search(raw[:4096])
-    if match is None:
+    head = raw[:4096]
+    # The key may come after the arguments (redisrpc's own encoder writes it there).
+    match = _QUEUE_RE.search(head) or _QUEUE_RE.search(raw[-4096:])
+    if match is not None:
+        try:
+            candidate = match.group(1).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        return candidate if candidate.startswith(reply_queue_prefix(queue)) else None
+    # Not JSON at all (e.g. a pickled request of the original RedisRPC): the
+    # first run of plain key characters that starts with the reply prefix.
+    prefix = reply_queue_prefix(queue).encode()
+    at = head.find(prefix)
+    if at < 0:
         return None
-    try:
-        candidate = match.group(1).decode("utf-8")
-    except UnicodeDecodeError:
+    found = _PLAIN_QUEUE_RE.match(head, at)
+    if found is None:
         return None
-    return candidate if candidate.startswith(reply_queue_prefix(queue)) else None
+    candidate = found.group(0)
+    # A pickle's binary string opcodes give the length; the next opcode may be a plain byte.
+    if at >= 5 and head[at - 5] in b"XT":
+        candidate = candidate[: int.from_bytes(head[at - 4 : at], "little")]
+    elif at >= 2 and head[at - 2] in b"U\x8c":
+        candidate = candidate[: head[at - 1]]
+    text = candidate.decode("ascii")
+    return text if len(text) > len(prefix) else None
 
 
 def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Request:
@@ -320,9 +460,7 @@ def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAG
     Raises :class:`ProtocolError` (or :class:`MessageTooLargeError`) with a
     message fit to send back to the caller.
     """
-    if len(raw) > max_size:
-        raise MessageTooLargeError(f"request of {len(raw)} bytes exceeds the limit of {max_size}")
-    message = _loads(raw)
+    message = _checked(raw, max_size, "request")
     if not isinstance(message, dict):
         raise ProtocolError(f"a request must be a JSON object, not {type(message).__name__}")
     response_queue = message.get("response_queue")
@@ -361,6 +499,7 @@ def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAG
         raise ProtocolError("'lock' must be a string")
     protocol = message.get("protocol", 1)
     caller = message.get("caller")
+    sent = message.get("sent")
     return Request(
         name=name,
         args=args,
@@ -371,6 +510,7 @@ def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAG
         lock=lock,
         protocol=protocol if isinstance(protocol, int) and not isinstance(protocol, bool) else 1,
         caller=caller[:200] if isinstance(caller, str) else None,
+        sent=sent if isinstance(sent, int) and not isinstance(sent, bool) else None,
     )
 
 
@@ -445,9 +585,14 @@ def encode_reply(reply: Reply) -> bytes:
     return _dumps(message)
 
 
-def decode_reply(raw: bytes | str) -> Reply:
-    """Decode a reply; version 1 replies carry only ``return_value`` or ``exception``."""
-    message = _loads(raw)
+def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
+    """Decode a reply; version 1 replies carry only ``return_value`` or ``exception``.
+
+    With ``max_size``, a reply longer than that many bytes, or holding more
+    than :func:`max_values` values, raises :class:`MessageTooLargeError`
+    before any decoding (no memory spent on it).
+    """
+    message = _loads(raw) if max_size is None else _checked(raw, max_size, "reply")
     if not isinstance(message, dict):
         raise ProtocolError(f"a reply must be a JSON object, not {type(message).__name__}")
     reply_id = message.get("id")

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from typing import Any
 
+from ..core.plan import NOW, Plan
 from ..core.protocol import (
     INTERIM_VERSION,
     Request,
@@ -51,6 +52,7 @@ __all__ = [
     "STREAM_WINDOW",
     "CallContext",
     "Cancellations",
+    "RedisStart",
     "Watcher",
     "cancelled",
     "current",
@@ -127,6 +129,8 @@ class CallContext:
         self.cancelled_by: str | None = None
         """Who cancelled the call, when not its own caller (who then still gets an answer)."""
         self.published = False
+        self.heard = False
+        """Whether the caller got interim messages: it may wait past the deadline then."""
         self._sent_at = 0.0
 
     @property
@@ -157,6 +161,7 @@ class CallContext:
         self._push(data)
 
     def _push(self, data: bytes) -> int:
+        self.heard = True
         queue = self.request.response_queue
         length, _ = self.transport.execute(
             ("RPUSH", queue, data), ("PEXPIRE", queue, self.reply_ttl_ms)
@@ -325,6 +330,51 @@ class Watcher:
                 call.published = True
             if marked is not None:
                 call.cancel_now(marked)
+
+
+class RedisStart:
+    """When the Redis server started, to refuse requests replayed from a snapshot.
+
+    A protocol 3 request says when it was sent (``sent``, Redis clock). One
+    sent before this Redis started can only come from a snapshot the Redis
+    loaded at start (RDB or AOF): its caller was answered, or gave up, long
+    ago. The start is read (``INFO server``) when first needed and again
+    after every lost connection, since Redis may have restarted meanwhile.
+    Uptime comes in whole seconds: the earliest possible start is used, so a
+    request sent just after a restart is never refused.
+    """
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.started_ms: int | None = None
+        self._stale = True
+
+    def forget(self) -> None:
+        """The connection was lost: read the start again before the next request."""
+        self._stale = True
+
+    def replayed(self, request: Request) -> bool:
+        """Whether ``request`` was sent before this Redis started (a replay)."""
+        if request.sent is None:
+            return False
+        if self._stale:
+            try:
+                self.started_ms = self.transport.run(self._measuring())
+                self._stale = False
+            except RedisRPCError as exc:
+                log.debug("cannot read when Redis started: %s", exc)
+                return False
+        return self.started_ms is not None and request.sent < self.started_ms
+
+    @staticmethod
+    def _measuring() -> Plan[int | None]:
+        (info,) = yield (("INFO", "server"),)
+        now = yield NOW
+        text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+        for line in text.splitlines():
+            if line.startswith("uptime_in_seconds:"):
+                return int(now - (int(line.split(":", 1)[1]) + 1) * 1000)
+        return None
 
 
 class Cancellations:

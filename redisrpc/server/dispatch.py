@@ -8,13 +8,22 @@ without Redis; :class:`~redisrpc.Server` supplies the Redis clock and the lock.
 
 Every failure becomes an error reply with a type name: the remote exception's
 (``ZeroDivisionError``, ``mymodule.MyError``), or ``redisrpc.<Class>`` for
-what the server itself refuses (``redisrpc.ProtocolError``,
-``redisrpc.TimeoutException`` for a passed deadline, ...).
+what the server itself refuses (``redisrpc.ProtocolError``, ...).
+
+Two kinds of request get no reply at all, because nobody waits for one:
+
+* a request taken after its caller's deadline (it is not run; the caller has
+  given up and withdrawn it), and a reply ready only after the deadline;
+* a request whose ``id`` this dispatcher has already run: a replay, e.g. a
+  queue restored from a Redis snapshot after its callers got their results.
+  Ids are remembered until their deadline passes (at most
+  :data:`REMEMBERED_IDS` of them).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import traceback
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -38,12 +47,18 @@ from ..core.protocol import (
 from ..errors import MessageTooLargeError, RedisRPCError
 from ..server.exposure import Member, describe, exposed_members
 
-__all__ = ["SKIP", "Check", "Contexts", "Dispatcher"]
+__all__ = ["REMEMBERED_IDS", "SKIP", "Check", "Contexts", "Dispatcher"]
 
 log = logging.getLogger("redisrpc.server")
 
 SKIP = ErrorInfo(OWN_ERROR_PREFIX + "Cancelled", "the caller gave up")
 """What a check returns for a request whose caller gave up: it is dropped, with no reply."""
+
+REMEMBERED_IDS = 50_000
+"""The most request ids a dispatcher remembers to refuse replays (oldest forgotten first)."""
+
+_NO_DEADLINE = 2**63  # the expiry of a remembered id whose request has no deadline
+_SWEEP_EVERY = 1024  # remembered ids are swept for passed deadlines every this many calls
 
 Check = Callable[[Request], "ErrorInfo | None"]
 """A per-call check: returns an error to refuse the request, :data:`SKIP`, or None to run it."""
@@ -119,6 +134,10 @@ class Dispatcher:
         self.max_message_size = max_message_size
         self.calls = 0
         self.members: dict[str, Member] = self.scan()
+        # id -> deadline (ms) of the requests run, oldest first; see _replayed.
+        self._ran: dict[str, int] = {}
+        self._ran_lock = threading.Lock()  # workers > 1 run handle() in several threads
+        self._until_sweep = _SWEEP_EVERY
 
     def scan(self) -> dict[str, Member]:
         """Apply the one exposure rule (calls and __describe__ share it)."""
@@ -201,6 +220,40 @@ class Dispatcher:
             request, OWN_ERROR_PREFIX + "CallCancelledError", message
         )
 
+    def _replayed(self, request: Request, now_ms: Callable[[], int]) -> bool:
+        """Remember ``request``'s id; True if it was already run (a replay: do not run it).
+
+        An id is forgotten once its deadline passed (the deadline check
+        refuses it from then on) or when :data:`REMEMBERED_IDS` newer ones
+        push it out.
+        """
+        if request.id is None:
+            return False  # a version 1 request: nothing to recognise it by
+        with self._ran_lock:
+            if request.id in self._ran:
+                return True
+            self._ran[request.id] = _NO_DEADLINE if request.deadline is None else request.deadline
+            if len(self._ran) > REMEMBERED_IDS:
+                del self._ran[next(iter(self._ran))]
+            self._until_sweep -= 1
+            if self._until_sweep <= 0:
+                self._until_sweep = _SWEEP_EVERY
+                try:
+                    now = now_ms()
+                except RedisRPCError:
+                    return False
+                self._ran = {key: end for key, end in self._ran.items() if end >= now}
+            return False
+
+    def _late_ms(self, request: Request, now_ms: Callable[[], int]) -> int:
+        """How many ms past its caller's deadline ``request`` is now (0 or less: in time)."""
+        if request.deadline is None:
+            return 0
+        try:
+            return now_ms() - request.deadline
+        except RedisRPCError:
+            return 0  # clock unknown: run the call, send the reply, rather than drop them
+
     def _error(self, request: Request, type_name: str, message: str, tb: str = "") -> bytes:
         return encode_reply(
             Reply(error=ErrorInfo(type_name, message, tb, self.ident), id=request.id)
@@ -218,8 +271,8 @@ class Dispatcher:
 
         ``now_ms`` reads the Redis clock (only for requests with a deadline);
         ``check`` may refuse a request before it runs. Never raises: every
-        failure becomes an error reply, or (None, None) when the message names
-        no usable reply queue.
+        failure becomes an error reply; (None, None) means no reply at all
+        (no usable reply queue, the caller's deadline passed, or a replay).
         """
         try:
             request = decode_request(raw, queue=self.name, max_size=self.max_message_size)
@@ -242,21 +295,34 @@ class Dispatcher:
             error = ErrorInfo(OWN_ERROR_PREFIX + kind, str(exc), server=self.ident)
             return queue, encode_reply(Reply(error=error))
         queue = request.response_queue
-        if request.deadline is not None:
-            try:
-                late_ms = now_ms() - request.deadline
-            except RedisRPCError:
-                late_ms = 0  # clock unknown: run the call rather than drop it
-            if late_ms > 0:
-                log.warning(
-                    "%s: not running %s(): its caller's deadline passed %d ms ago",
-                    self.name,
-                    request.name[:80],
-                    late_ms,
-                )
-                message = f"deadline passed {late_ms} ms before the call could start; not executed"
-                return queue, self._error(request, OWN_ERROR_PREFIX + "TimeoutException", message)
-        refused = check(request)
+        late_ms = self._late_ms(request, now_ms)
+        if late_ms > 0:
+            # The caller has given up: no reply, which nobody would read.
+            log.warning(
+                "%s: not running %s(): its caller's deadline passed %d ms ago; no reply",
+                self.name,
+                request.name[:80],
+                late_ms,
+            )
+            return None, None
+        if self._replayed(request, now_ms):
+            log.warning(
+                "%s: not running %s() again: request %r was already run (a replay,"
+                " e.g. from a Redis snapshot); no reply",
+                self.name,
+                request.name[:80],
+                request.id,
+            )
+            return None, None
+        try:
+            refused = check(request)
+        except Exception as exc:  # a check must never stop the server; not running is safe
+            log.exception("%s: could not check %s()", self.name, request.name[:80])
+            refused = ErrorInfo(
+                OWN_ERROR_PREFIX + "LockedError",
+                f"the server could not check the lock ({exc!r}); not executed",
+                server=self.ident,
+            )
         if refused is SKIP:
             log.info("%s: not running %s(): its caller gave up", self.name, request.name[:80])
             return None, None
@@ -289,6 +355,16 @@ class Dispatcher:
             kind = _error_type(exc)
             log.info("%s: %s() raised %s: %s", self.name, request.name, kind, message)
             return queue, self._error(request, kind, message, _user_traceback(exc))
+        late_ms = self._late_ms(request, now_ms)
+        if late_ms > 0 and not (context is not None and context.heard):
+            # Its caller gave up at the deadline, unless interim messages kept it waiting.
+            log.warning(
+                "%s: %s() finished %d ms after its caller's deadline; no reply",
+                self.name,
+                request.name[:80],
+                late_ms,
+            )
+            return None, None
         data = encode_reply(
             Reply(value=value, id=request.id, stream=stream and context is not None)
         )

@@ -63,7 +63,7 @@ from ..errors import (
     TransportError,
 )
 from ..server.registration import Registration
-from .calls import CallContext, Cancellations, Watcher
+from .calls import CallContext, Cancellations, RedisStart, Watcher
 from .dispatch import SKIP, Dispatcher
 from .exposure import Member
 
@@ -75,6 +75,7 @@ _BATCH_MAX = 32  # the most queued requests one server takes at once
 _BATCH_BUDGET_S = 0.005  # ...and at most about this much work, so others can share the load
 _STOP_RETRIES = 5  # when stopping, attempts to deliver the last replies (about 3 s)
 _REPLY_CHECK_S = 1.0  # replies go unacknowledged, except about once a second (see _quiet)
+_RECOVERED_S = 30.0  # serving this long without failing resets the back-off (see _serve)
 
 
 def _epoch_ms(reply: Any) -> int:
@@ -130,6 +131,8 @@ class Server:
             class. Without it, :meth:`run` and :meth:`start` raise
             :class:`~redisrpc.ServiceConflictError` then: calls would reach
             either object at random.
+        transport: ``"json"``, the only wire format; accepted for compatibility
+            with the original RedisRPC constructor (``"pickle"`` is refused).
     """
 
     def __init__(
@@ -150,9 +153,16 @@ class Server:
         registry_prefix: str = DEFAULT_PREFIX,
         heartbeat: float = DEFAULT_HEARTBEAT,
         share: bool = False,
+        transport: str = "json",
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError("a server needs a non-empty service name")
+        if transport != "json":
+            # The original RedisRPC's keyword; pickle would let any caller run code here.
+            raise ValueError(
+                f"transport={transport!r} is not supported: redisrpc speaks JSON only"
+                " (pickle lets whoever can push to the queue run code in the server)"
+            )
         self.name = name
         self.obj = obj
         self.transport = Transport.of(redis)
@@ -171,6 +181,7 @@ class Server:
         self._lock_key = lock_key(name)
         self.watcher = Watcher(self.transport, name)
         self.cancellations = Cancellations(self.transport, name)
+        self.redis_start = RedisStart(self.transport)
         self.dispatcher = Dispatcher(
             obj,
             name,
@@ -228,7 +239,15 @@ class Server:
         )
 
     def _check(self, request: Request, prefetched: Sequence[Any] = ()) -> ErrorInfo | None:
-        """Before a call starts: its caller has not given up, and the lock lets it run."""
+        """Before a call starts: not a replay, its caller has not given up, the lock lets it run."""
+        if self.redis_start.replayed(request):
+            log.warning(
+                "%s: not running %s(): sent before this Redis started (restored from a"
+                " snapshot); no reply",
+                self.name,
+                request.name[:80],
+            )
+            return SKIP
         if len(prefetched) >= 3 and self.cancellations.cancelled(
             request, at_pop=(prefetched[1], _epoch_ms(prefetched[2]))
         ):
@@ -332,7 +351,7 @@ class Server:
         if self.registration is not None:
             self.registration.start()
         try:
-            self._loop()
+            self._serve()
         finally:
             try:
                 self.watcher.stop()
@@ -343,6 +362,35 @@ class Server:
                     signal.signal(sig, handler)
                 self._stopped.set()
             log.info("%s: stopped after %d calls", self.ident, self.calls)
+
+    def _serve(self) -> None:
+        """Run the serving loop until stop(); no error it raises ends the server.
+
+        Whatever is stored in Redis (a string on the queue key, a lock value
+        no parser can read) must not stop every server of the service for
+        good: the failure is logged, the server backs off (0.1 s doubling up
+        to 5 s) and serves again, so it recovers by itself once the data is sane.
+        """
+        failures = 0
+        last_failure = 0.0
+        while True:
+            try:
+                self._loop()
+                return
+            except Exception as exc:
+                now = time.monotonic()
+                failures = 1 if now - last_failure > _RECOVERED_S else failures + 1
+                last_failure = now
+                delay = min(5.0, 0.1 * 2 ** (failures - 1))
+                log.error(
+                    "%s: serving failed: %s; serving again in %.1f s",
+                    self.ident,
+                    exc,
+                    delay,
+                    exc_info=not isinstance(exc, RedisRPCError),  # our own errors say enough
+                )
+                if self._stop.wait(delay):
+                    return
 
     def _loop(self) -> None:
         if self.workers > 1:
@@ -455,6 +503,7 @@ class Server:
         self, failures: int, exc: BaseException, pending: list[tuple[str, bytes]]
     ) -> bool:
         """Back off after a Redis failure; True means give up (stopping)."""
+        self.redis_start.forget()  # Redis may come back restarted, from a snapshot
         delay = min(5.0, 0.1 * 2 ** (failures - 1))
         if self._stop.is_set():
             if not pending or failures >= _STOP_RETRIES:
