@@ -41,6 +41,7 @@ from ._version import __version__
 from .client.discovery import ServiceInfo, discover
 from .client.signature import signature_from_params
 from .client.sync import Client, description
+from .core.call import running_calls_of
 from .core.protocol import SET_PROPERTY
 from .core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX
 from .core.transport import Transport, resolve_url
@@ -189,10 +190,15 @@ def _connect(args: argparse.Namespace, transport: Transport, name: str) -> Clien
 def _cmd_list(args: argparse.Namespace) -> int:
     transport = _transport(args)
     services = discover(transport, prefix=args.prefix)
+    running = transport.run(running_calls_of([s.name for s in services])) if services else {}
     if args.json:
         print(
             json.dumps(
-                [{**dataclasses.asdict(s), "last_seen": s.last_seen} for s in services], indent=2
+                [
+                    {**dataclasses.asdict(s), "last_seen": s.last_seen, "running": running[s.name]}
+                    for s in services
+                ],
+                indent=2,
             )
         )
         return 0
@@ -215,10 +221,23 @@ def _cmd_list(args: argparse.Namespace) -> int:
                 _duration(now - s.started_at),
                 str(s.queue_depth),
                 _ago(now - s.last_seen),
+                _running(running[s.name], now),
             ]
         )
-    print(_table(["NAME", "CLASS", "INSTANCES", "HOST:PID", "UPTIME", "QUEUE", "LAST SEEN"], rows))
+    header = ["NAME", "CLASS", "INSTANCES", "HOST:PID", "UPTIME", "QUEUE", "LAST SEEN", "RUNNING"]
+    print(_table(header, rows))
     return 0
+
+
+def _running(calls: list[dict[str, Any]], now: float) -> str:
+    """What a service runs now: the oldest call (method, elapsed, caller), and how many more."""
+    if not calls:
+        return "-"
+    first = calls[0]
+    since = first.get("since")
+    elapsed = f" {_duration(now - since)}" if isinstance(since, (int, float)) else ""
+    text = f"{first.get('method', '?')}(){elapsed} by {first.get('caller') or '?'}"
+    return text + (f" +{len(calls) - 1} more" if len(calls) > 1 else "")
 
 
 def _signature(entry: dict[str, Any]) -> str:
@@ -599,8 +618,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(EXIT_REMOTE, f"{type(exc).__name__}: {exc}")
     except RuntimeError as exc:  # e.g. the embedded Redis needs fakeredis
         return _fail(EXIT_UNAVAILABLE, str(exc))
-    except KeyboardInterrupt:
-        return _fail(EXIT_INTERRUPTED, "interrupted")
+    except KeyboardInterrupt as exc:  # its message says what became of an interrupted call
+        return _fail(EXIT_INTERRUPTED, str(exc) or "interrupted")
 
 
 def _fail(code: int, message: str) -> int:

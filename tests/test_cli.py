@@ -70,6 +70,7 @@ def test_list_shows_live_servers(spawn_server, redis_url):
         "QUEUE",
         "LAST",
         "SEEN",
+        "RUNNING",
     ]
     assert [row.split()[:3] for row in rows] == [["alpha", "Thing", "1"], ["beta", "Thing", "2"]]
     assert f":{a.pid}" in rows[0]
@@ -307,3 +308,25 @@ def test_an_unexpected_keyword_is_named_not_a_missing_argument(spawn_server):
     line = one_error_line(proc)
     assert "unexpected keyword argument 'y'" in line and "missing" not in line
     assert json.loads(run_cli("call", "thing", "echo", "1", "--kw", "twice=true").stdout) == [1, 1]
+
+
+def test_list_shows_what_runs_and_call_cancels_on_ctrl_c(spawn_server, redis_url, r):
+    """A long call shows under RUNNING; Ctrl-C on `redisrpc call` cancels it on the server."""
+    spawn_server("servable:Mover", "mover")
+    command = [PYTHON, "-m", "redisrpc", "call", "mover", "move", "400", "0.05"]
+    caller = subprocess.Popen(
+        command, env=python_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        wait_for(lambda: r.get("mover:started"), timeout=10)
+        listing = wait_for(lambda: "move()" in (out := run_cli("list").stdout) and out, timeout=5)
+        row = next(line for line in listing.splitlines() if line.startswith("mover"))
+        assert "move() " in row and f":{caller.pid}" in row
+        caller.send_signal(signal.SIGINT)
+        _, err = caller.communicate(timeout=10)
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+    assert caller.returncode == 130
+    assert "was running; the server was asked to cancel it" in err
+    wait_for(lambda: r.get("mover:saw_cancel"), timeout=5)

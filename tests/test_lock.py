@@ -318,7 +318,7 @@ def test_the_lock_value_holds_a_digest_a_reader_cannot_replay(r, serve):
     serve(stage, "stage")
     a = redisrpc.Client(r, "stage", timeout=5)
     with redisrpc.lock(a, note="mine"):
-        token = a._rpc_lock_token()
+        token = held_token(a)
         assert token is not None
         stored = r.get(lock_key("stage"))
         assert token.encode() not in stored

@@ -16,7 +16,7 @@ from redisrpc.testing import TLSFiles
 # The command set a redisrpc user needs, as documented in the README.
 LAB_RULES = [
     "-@all", "+@connection", "+@read", "+@write", "+@list", "+@sortedset", "+@hash",
-    "+@keyspace", "+@scripting", "+time", "-@dangerous",
+    "+@keyspace", "+@scripting", "+time", "-@dangerous", "+info",
 ]  # fmt: skip
 
 

@@ -100,7 +100,7 @@ def test_an_interrupted_soak_leaves_no_child_processes(redis_url):
     )
     try:
         # Two clients and one server running, calls flowing.
-        wait_for(lambda: len(_soak_children(redis_url)) >= 3, timeout=60, step=0.1)
+        wait_for(lambda: len(_soak_children(redis_url)) >= 3, timeout=60, interval=0.1)
         conductor.send_signal(signal.SIGINT)
         conductor.wait(60)
         wait_for(lambda: not _soak_children(redis_url), timeout=15, message="children left")

@@ -81,6 +81,7 @@ __all__ = [
     "new_call_id",
     "recovering",
     "running_calls",
+    "running_calls_of",
     "timed_out",
     "unknown",
     "withdrawing",
@@ -301,17 +302,26 @@ def looking_around(call: Call) -> Plan[list[dict[str, Any]]]:
 
 def running_calls(service: str) -> Plan[list[dict[str, Any]]]:
     """The calls ``service``'s instances run now, as they publish them (PROTOCOL.md)."""
-    (raw,) = yield (("HGETALL", running_key(service)),)
+    return (yield from running_calls_of([service]))[service]
+
+
+def running_calls_of(services: Sequence[str]) -> Plan[dict[str, list[dict[str, Any]]]]:
+    """:func:`running_calls` for many services in one round trip, oldest call first."""
+    hashes = yield tuple(("HGETALL", running_key(service)) for service in services)
     now = yield NOW
-    running = []
-    for value in (raw or {}).values():
-        try:
-            entry = json.loads(value)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and isinstance(entry.get("until"), int) and entry["until"] > now:
-            running.append(entry)
-    return sorted(running, key=lambda e: e.get("since") or 0)
+    found: dict[str, list[dict[str, Any]]] = {}
+    for service, raw in zip(services, hashes, strict=True):
+        running = []
+        for value in (raw or {}).values():
+            try:
+                entry = json.loads(value)
+            except ValueError:
+                continue
+            until = entry.get("until") if isinstance(entry, dict) else None
+            if isinstance(until, int) and until > now:
+                running.append(entry)
+        found[service] = sorted(running, key=lambda e: e.get("since") or 0)
+    return found
 
 
 def cancelling_running(service: str, call_id: str, *, by: str) -> Plan[None]:
