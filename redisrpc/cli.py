@@ -41,7 +41,7 @@ from ._version import __version__
 from .client.discovery import ServiceInfo, discover
 from .client.signature import signature_from_params
 from .client.sync import Client, description
-from .core.call import running_calls_of
+from .core.cancel import running_calls_of
 from .core.protocol import SET_PROPERTY
 from .core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX
 from .core.transport import Transport, resolve_url

@@ -34,7 +34,8 @@ from typing import Any
 
 import redis
 
-from ..core.call import Call, OwnList, calling
+from ..core.call import Call, calling
+from ..core.ownlist import OwnList
 from ..core.plan import Plan, Receive, Recover, Send, drive_async
 from ..core.protocol import SET_PROPERTY, Reply, decode_reply
 from ..core.transport import AsyncTransport, Transport

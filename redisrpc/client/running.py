@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.call import cancelling_running, running_calls
+from ..core.cancel import cancelling_running, running_calls
 from .proxy import CALLER, state_of
 
 __all__ = ["cancel", "running"]

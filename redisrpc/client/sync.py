@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 
 import redis
 
-from ..core.call import NOTE, OwnList, calling
+from ..core.call import NOTE, calling
+from ..core.ownlist import OwnList
 from ..core.plan import Recover, drive
 from ..core.transport import Transport
 from .progress import ProgressCallback

@@ -24,66 +24,39 @@ business. Every path can be tested by stepping the plan with no Redis
 from __future__ import annotations
 
 import asyncio
-import difflib
-import json
 import logging
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from ..errors import (
-    MessageTooLargeError,
-    RedisConnectionError,
-    RedisRPCError,
-    ServerGoneError,
-    TimeoutException,
-    UnknownServiceError,
-)
+from ..errors import MessageTooLargeError, RedisConnectionError, RedisRPCError
+from .cancel import MARK_MARGIN, cancel_commands, running_calls
+from .outcomes import gone, interrupted, lost, timed_out, unknown
 from .plan import NOW, Plan, Receive, Recover, Send
-from .protocol import (
-    DEFAULT_MAX_MESSAGE_SIZE,
-    Reply,
-    Request,
-    cancel_key,
-    cancels_key,
-    decode_reply,
-    encode_request,
-    running_key,
-)
+from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Reply, Request, decode_reply, encode_request
 from .registry import DEFAULT_PREFIX, counting_live, listing_names
 
 __all__ = [
     "GONE_GRACE",
     "NOTE",
-    "RECEIVE_BATCH",
     "UNKNOWN_GRACE",
     "WAIT_SLICE",
     "Anonymous",
     "Call",
-    "OwnList",
     "awaiting",
     "calling",
-    "cancel_commands",
     "cancelling",
-    "cancelling_running",
     "checking_gone",
     "checking_unknown",
     "closing",
     "encoded",
     "giving_up",
-    "gone",
-    "interrupted",
     "looking_around",
-    "lost",
+    "marks",
     "new_call_id",
     "recovering",
-    "running_calls",
-    "running_calls_of",
-    "timed_out",
-    "unknown",
     "withdrawing",
 ]
 
@@ -276,13 +249,6 @@ def giving_up(call: Call, data: bytes | None, interrupt: BaseException | None = 
     return withdrawn
 
 
-def interrupted(call: Call, withdrawn: bool) -> str:
-    """The one line an interrupted caller is told about its call."""
-    if withdrawn:
-        return f"redisrpc: {call.label} was still queued; it was withdrawn and will never run"
-    return f"redisrpc: {call.label} was running; the server was asked to cancel it"
-
-
 def _add_note(exc: BaseException, note: str) -> None:
     add_note = getattr(exc, "add_note", None)  # Python 3.11+
     if add_note is not None:
@@ -300,47 +266,10 @@ def looking_around(call: Call) -> Plan[list[dict[str, Any]]]:
     return running
 
 
-def running_calls(service: str) -> Plan[list[dict[str, Any]]]:
-    """The calls ``service``'s instances run now, as they publish them (PROTOCOL.md)."""
-    return (yield from running_calls_of([service]))[service]
-
-
-def running_calls_of(services: Sequence[str]) -> Plan[dict[str, list[dict[str, Any]]]]:
-    """:func:`running_calls` for many services in one round trip, oldest call first."""
-    hashes = yield tuple(("HGETALL", running_key(service)) for service in services)
-    now = yield NOW
-    found: dict[str, list[dict[str, Any]]] = {}
-    for service, raw in zip(services, hashes, strict=True):
-        running = []
-        for value in (raw or {}).values():
-            try:
-                entry = json.loads(value)
-            except ValueError:
-                continue
-            until = entry.get("until") if isinstance(entry, dict) else None
-            if isinstance(until, int) and until > now:
-                running.append(entry)
-        found[service] = sorted(running, key=lambda e: e.get("since") or 0)
-    return found
-
-
-def cancelling_running(service: str, call_id: str, *, by: str) -> Plan[None]:
-    """Cancel a call that runs now, whoever made it (its server stops it within 0.2 s).
-
-    The mark names ``by``: the server answers the call's own caller with
-    :class:`~redisrpc.CallCancelledError` saying who cancelled it.
-    """
-    now = yield NOW
-    stub = Call(service, "", (), {}, _MARK_MARGIN, "", call_id=call_id, deadline=now)
-    yield cancel_commands(stub, now, by=by)
-
-
 def closing(call: Call) -> Plan[None]:
     """Close a stream: mark the call cancelled (the server closes its generator)."""
     now = yield NOW
-    yield cancel_commands(call, now) + (
-        (("DEL", call.reply_queue),) if call.shared_queue is None else ()
-    )
+    yield marks(call, now) + ((("DEL", call.reply_queue),) if call.shared_queue is None else ())
 
 
 def _slice(end: float, clock: Callable[[], float]) -> float:
@@ -395,29 +324,18 @@ def withdrawing(
 def cancelling(call: Call) -> Plan[None]:
     """Mark a call that a server took as cancelled (see :func:`cancel_commands`)."""
     now = yield NOW
-    yield cancel_commands(call, now)
+    yield marks(call, now)
 
 
-def cancel_commands(call: Call, now: int, *, by: str | None = None) -> tuple[tuple[Any, ...], ...]:
-    """Set the call's cancel mark and bump the service's counter; both expire.
+def marks(call: Call, now: int) -> tuple[tuple[Any, ...], ...]:
+    """The commands that mark ``call`` cancelled (:func:`.cancel.cancel_commands`).
 
     The mark lives until the request's deadline (after which no server starts
-    it) and a margin more, in which a server running the call sees it; then
-    it expires, so giving up leaves no key behind for long. A mark set by
-    someone else than the caller (``by``) names them: the server then still
-    answers the caller, with the error that says who cancelled the call.
+    it) and :data:`~redisrpc.core.cancel.MARK_MARGIN` more, in which a server
+    running the call sees it; then it expires, so giving up leaves no key behind.
     """
     remaining = max(0, call.deadline - now) if call.deadline is not None else 0
-    ttl_ms = remaining + int(_MARK_MARGIN * 1000)
-    counter = cancels_key(call.service)
-    return (
-        ("SET", cancel_key(call.service, call.call_id), by or b"1", "PX", ttl_ms),
-        ("INCR", counter),
-        ("PEXPIRE", counter, ttl_ms),
-    )
-
-
-_MARK_MARGIN = 3.0
+    return cancel_commands(call.service, call.call_id, ttl_ms=remaining + int(MARK_MARGIN * 1000))
 
 
 def checking_gone(call: Call, data: bytes, prefix: str) -> Plan[bytes | Reply | None]:
@@ -460,7 +378,7 @@ def checking_unknown(call: Call, data: bytes) -> Plan[bool]:
     names = yield from listing_names(prefix=DEFAULT_PREFIX)
     if call.shared_queue is None:
         yield (("DEL", call.reply_queue),)
-    raise unknown(call, names)
+    raise unknown(call, names, UNKNOWN_GRACE)
 
 
 def recovering(call: Call, data: bytes, exc: RedisConnectionError) -> Plan[Reply]:
@@ -472,7 +390,7 @@ def recovering(call: Call, data: bytes, exc: RedisConnectionError) -> Plan[Reply
     try:
         now = yield NOW
         withdrawn, raw = yield Recover(
-            call.service, data, call.reply_queue, call.call_id, cancel_commands(call, now)
+            call.service, data, call.reply_queue, call.call_id, marks(call, now)
         )
     except RedisRPCError:
         withdrawn, raw = False, None  # Redis is still out of reach
@@ -484,112 +402,3 @@ def recovering(call: Call, data: bytes, exc: RedisConnectionError) -> Plan[Reply
 
 
 # The errors a call ends with when no reply comes.
-
-
-def timed_out(call: Call, withdrawn: bool) -> TimeoutException:
-    """The timeout error, once the request was withdrawn (never runs) or found taken."""
-    if withdrawn:
-        return TimeoutException(
-            f"{call.label} timed out after {call.timeout:g} s: no server took the"
-            " request, which was withdrawn and will never run",
-            started=False,
-        )
-    return TimeoutException(
-        f"{call.label} timed out after {call.timeout:g} s: a server took the request"
-        " but did not answer in time (it may still be running)",
-        started=True,
-    )
-
-
-def gone(call: Call, withdrawn: bool) -> ServerGoneError:
-    """The error for a call whose service vanished: its request was withdrawn, or taken."""
-    where = f"every registered instance of {call.service!r} is gone (crashed or stopped)"
-    if withdrawn:
-        return ServerGoneError(
-            f"{where}: {call.label} was withdrawn before any server took it and will never run",
-            started=False,
-        )
-    return ServerGoneError(
-        f"{where} while {call.label} was running: it may have partly run, and no reply will come",
-        started=True,
-    )
-
-
-def unknown(call: Call, names: list[str]) -> UnknownServiceError:
-    """The error for a name that no live server is registered under."""
-    close = difflib.get_close_matches(call.service, names, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
-    return UnknownServiceError(
-        f"no live server is registered as {call.service!r} and none took the request for"
-        f" {call.label} within {UNKNOWN_GRACE:g} s (it was withdrawn and will never run){hint}",
-        suggestions=close,
-    )
-
-
-def lost(call: Call, exc: RedisConnectionError, withdrawn: bool) -> RedisConnectionError:
-    """The error for a call whose connection failed and whose reply was not found."""
-    if withdrawn:
-        error = RedisConnectionError(
-            f"{exc}; the request for {call.label} was withdrawn and will never run",
-            started=False,
-        )
-    else:
-        error = RedisConnectionError(
-            f"{exc}; {call.label} may or may not have been delivered,"
-            " and will not start after its deadline"
-        )
-    error.__cause__ = exc
-    return error
-
-
-class OwnList:
-    """A call's own steps for a call with a reply list of its own, as small plans.
-
-    Both clients carry these out for such calls (the asyncio client's
-    multiplexer does its own): ``Send`` is the push and the first wait in one
-    round trip; a ``Receive`` takes every message already there (a stream's
-    items come in batches) and hands out the rest on the next ones;
-    ``Recover`` withdraws the request and takes a waiting reply (run on a
-    fresh connection by the driver).
-    """
-
-    __slots__ = ("buffer",)
-
-    def __init__(self) -> None:
-        self.buffer: deque[bytes] = deque()
-
-    def plan(self, step: Any) -> Plan[Any] | None:
-        """The plan for ``step``, or None when it is not a call's own step."""
-        if isinstance(step, Send):
-            return self._sending(step)
-        if isinstance(step, Receive):
-            return self._receiving(step)
-        if isinstance(step, Recover):
-            return self._recovering(step)
-        return None
-
-    def _sending(self, step: Send) -> Plan[bytes | None]:
-        _, popped = yield (
-            ("RPUSH", step.service, step.data),
-            ("BLPOP", step.reply_queue, step.wait),
-        )
-        return popped[1] if popped else None
-
-    def _receiving(self, step: Receive) -> Plan[bytes | None]:
-        if not self.buffer:
-            popped, more = yield (
-                ("BLPOP", step.reply_queue, step.wait),
-                ("LPOP", step.reply_queue, RECEIVE_BATCH),
-            )
-            self.buffer.extend(([popped[1]] if popped else []) + (more or []))
-        return self.buffer.popleft() if self.buffer else None
-
-    def _recovering(self, step: Recover) -> Plan[tuple[bool, Any]]:
-        removed, popped = yield (("LREM", step.service, 1, step.data), ("LPOP", step.reply_queue))
-        if not removed and step.marks:
-            yield step.marks
-        return bool(removed), popped
-
-
-RECEIVE_BATCH = 64
-"""The most messages one wait takes from a call's own reply list (a stream's window)."""

@@ -35,7 +35,7 @@ import redis
 from ..client.discovery import ServiceInfo, discover
 from ..client.proxy import CALLER
 from ..client.sync import Client, description
-from ..core.call import cancelling_running, running_calls
+from ..core.cancel import cancelling_running, running_calls
 from ..core.registry import DEFAULT_PREFIX
 from ..core.transport import Transport
 from ..errors import RemoteException
