@@ -45,6 +45,7 @@ import redis
 
 from ..client.lock import lock_key
 from ..client.lock import refusal as lock_refusal
+from ..core.keys import queue_name
 from ..core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DESCRIBE,
@@ -153,9 +154,11 @@ class Server:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError("a server needs a non-empty service name")
+        self.transport = Transport.of(redis)
+        # The request list's key, which names every key of the service ({name} on a cluster).
+        name = queue_name(name, cluster=self.transport.cluster)
         self.name = name
         self.obj = obj
-        self.transport = Transport.of(redis)
         self.max_message_size = max_message_size
         self.reply_ttl_ms = max(1, int(reply_ttl * 1000))
         self.poll_interval = poll_interval
