@@ -28,7 +28,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
@@ -852,15 +852,56 @@ _NODE_SETTINGS = (
 )
 
 
-def _redirect(replies: Sequence[Any]) -> tuple[bool, str, int] | None:
-    """(asking, host, port) when every reply redirects to one node (nothing ran), else None."""
-    targets = set()
-    for reply in replies:
-        cause = reply.__cause__ if isinstance(reply, TransportError) else None
-        if not isinstance(cause, rexc.AskError):
-            return None
-        targets.add((not isinstance(cause, rexc.MovedError), str(cause.host), int(cause.port)))
-    return targets.pop() if len(targets) == 1 else None
+def _redirection(reply: Any) -> tuple[bool, str, int] | None:
+    """(asking, host, port) when ``reply`` is a MOVED or ASK redirection, else None."""
+    cause = reply.__cause__ if isinstance(reply, TransportError) else None
+    if not isinstance(cause, rexc.AskError):
+        return None
+    return not isinstance(cause, rexc.MovedError), str(cause.host), int(cause.port)
+
+
+_Batch = tuple[tuple[str, int] | None, bool, list[Sequence[Any]]]
+
+
+def _routing(commands: Sequence[Sequence[Any]]) -> Generator[_Batch, list[Any], list[Any]]:
+    """Send an exchange, then resend only its redirected commands where Redis points.
+
+    Yields (node or None for the slot's owner, asking, commands) and gets
+    their replies (error replies included). A redirected command did not run,
+    so it is sent once more; one that answered ran, and is never resent (a
+    server's reply push and its blocked pop may be split by a slot moving).
+    Returns the replies in order; raises CommandError if any is an error.
+    """
+    replies: list[Any] = [None] * len(commands)
+    pending = list(range(len(commands)))
+    node: tuple[str, int] | None = None
+    asking = False
+    for _ in range(_REDIRECTS):
+        got = yield node, asking, [commands[i] for i in pending]
+        moved: list[int] = []
+        targets = set()
+        for index, reply in zip(pending, got, strict=True):
+            replies[index] = reply
+            where = _redirection(reply)
+            if where is not None:
+                moved.append(index)
+                targets.add(where)
+        if not moved:
+            break
+        if len(targets) > 1:
+            break  # redirected to several nodes at once: report, do not guess
+        pending = moved
+        asking, host, port = targets.pop()
+        node = (host, port)
+    first = next((r for r in replies if isinstance(r, TransportError)), None)
+    if first is not None:
+        raise CommandError(str(first), replies=replies)
+    return replies
+
+
+def _asking(commands: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    """``commands`` each after ASKING (which holds for the next command only)."""
+    return [c for command in commands for c in (("ASKING",), command)]
 
 
 def _once(commands: tuple[Any, ...]) -> Plan[list[Any]]:
@@ -984,32 +1025,26 @@ class ClusterTransport(Transport):
         keys span slots. ``quiet`` is ignored: every command is answered.
         """
         slot = exchange_slot(commands)
-        node = self.node_of(slot)
-        asking = False
-        for _ in range(_REDIRECTS):
-            try:
-                if not asking:
-                    return node.execute(*commands)
-                # ASKING holds for the next command only: one before each.
-                paired = [c for command in commands for c in (("ASKING",), command)]
-                return node.execute(*paired)[1::2]
-            except CommandError as exc:
-                replies = exc.replies[1::2] if asking else exc.replies
-                redirect = _redirect(replies)
-                if redirect is None:
-                    if asking:
-                        raise CommandError(str(exc), replies=replies) from exc
+        routing = _routing(commands)
+        try:
+            where, asking, batch = next(routing)
+            while True:
+                if where is None:
+                    node = self.node_of(slot)
+                else:
+                    node = self._node_at(*where)
+                    self._stale = self._stale or not asking  # MOVED: the map is out of date
+                try:
+                    got = node.execute(*_asking(batch) if asking else batch)
+                except CommandError as exc:
+                    got = exc.replies
+                except RedisConnectionError:
+                    self._stale = True  # the node may have failed over: refresh first
                     raise
-                asking, host, port = redirect
-                if not asking:
-                    self._stale = True  # the slot moved for good: refresh the map
-                node = self._node_at(host, port)
-            except RedisConnectionError:
-                self._stale = True  # the node may have failed over: refresh before the next
-                raise
-        raise TransportError(
-            f"Redis Cluster at {self.location} kept redirecting an exchange on slot {slot}"
-        )
+                where, asking, batch = routing.send(got[1::2] if asking else got)
+        except StopIteration as done:
+            result: list[Any] = done.value
+            return result
 
     def execute_each(self, exchanges: Sequence[Sequence[Sequence[Any]]]) -> list[list[Any]]:
         """Each exchange on its own slot's node (one round trip each)."""
@@ -1267,31 +1302,26 @@ class AsyncTransport:
         router = self._router
         assert router is not None
         slot = exchange_slot(commands)
-        node = await self._node(router, slot)
-        asking = False
-        for _ in range(_REDIRECTS):
-            try:
-                if not asking:
-                    return await node.execute(*commands)
-                paired = [c for command in commands for c in (("ASKING",), command)]
-                return (await node.execute(*paired))[1::2]
-            except CommandError as exc:
-                replies = exc.replies[1::2] if asking else exc.replies
-                redirect = _redirect(replies)
-                if redirect is None:
-                    if asking:
-                        raise CommandError(str(exc), replies=replies) from exc
-                    raise
-                asking, host, port = redirect
-                if not asking:
+        routing = _routing(commands)
+        try:
+            where, asking, batch = next(routing)
+            while True:
+                if where is None:
+                    node = await self._node(router, slot)
+                else:
+                    node = self._async_of(router._node_at(*where))
+                    router._stale = router._stale or not asking
+                try:
+                    got = await node.execute(*_asking(batch) if asking else batch)
+                except CommandError as exc:
+                    got = exc.replies
+                except RedisConnectionError:
                     router._stale = True
-                node = self._async_of(router._node_at(host, port))
-            except RedisConnectionError:
-                router._stale = True
-                raise
-        raise TransportError(
-            f"Redis Cluster at {self.location} kept redirecting an exchange on slot {slot}"
-        )
+                    raise
+                where, asking, batch = routing.send(got[1::2] if asking else got)
+        except StopIteration as done:
+            result: list[Any] = done.value
+            return result
 
     async def step(self, step: Any) -> Any:
         """Carry out one generic plan step, as :meth:`Transport.step`."""
