@@ -37,6 +37,7 @@ __all__ = [
     "reply_queue_prefix",
     "running_key",
     "service_key",
+    "service_name",
     "services_key",
 ]
 
@@ -62,6 +63,11 @@ def queue_name(service: str, *, cluster: bool = False) -> str:
     if not cluster or is_tagged(service):
         return service
     return "{" + service + "}"
+
+
+def service_name(queue: str, *, cluster: bool = False) -> str:
+    """The service a queue name stands for: :func:`queue_name` undone (``{calc}`` -> ``calc``)."""
+    return queue[1:-1] if cluster and is_tagged(queue) else queue
 
 
 def reply_queue_prefix(queue: str) -> str:
