@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 import redis.cluster
-from conftest import wait_for
+from conftest import run_cli, wait_for
 
 import redisrpc
 from redisrpc.core import keys
@@ -239,3 +239,15 @@ def test_a_moved_slot_is_followed(cluster: Cluster) -> None:
             assert client.who() == name
     finally:
         server.stop(10)
+
+
+def test_the_cli_lists_and_calls_on_a_cluster(cluster: Cluster) -> None:
+    """``redisrpc list`` and ``redisrpc call`` take a ``redis+cluster://`` URL."""
+    with redisrpc.Server(cluster.url, "clied", Echo("clied"), poll_interval=0.2):
+        wait_for(lambda: redisrpc.discover(cluster.url), message="the server registered")
+        listed = run_cli("list", "--url", cluster.url)
+        assert listed.returncode == 0, listed.stderr
+        assert "clied" in listed.stdout and "Echo" in listed.stdout
+        called = run_cli("call", "--url", cluster.url, "clied", "add", "40", "2")
+        assert called.returncode == 0, called.stderr
+        assert called.stdout.strip() == "42"
