@@ -209,29 +209,50 @@ def test_a_redis_cluster_client_works_sync_and_async(cluster: Cluster) -> None:
         rc.close()
 
 
-def test_a_moved_slot_is_followed(cluster: Cluster) -> None:
-    """After a service's slot moves to another node, MOVED is followed and calls go on."""
-    name = "mover"
-    queue = keys.queue_name(name, cluster=True)
+def _migrate(cluster: Cluster, queue: str, *, finish: bool) -> RedisServer:
+    """Move every key of ``queue``'s slot to another node; ``finish`` hands the slot over."""
     slot = redis.cluster.key_slot(queue.encode())
+    source = cluster.owner(queue)
+    target = next(n for n in cluster.nodes if n is not source)
+    with source.client() as src, target.client() as dst:
+        src_id = src.execute_command("CLUSTER", "MYID").decode()
+        dst_id = dst.execute_command("CLUSTER", "MYID").decode()
+        dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
+        src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
+        while batch := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+            src.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *batch)
+        if finish:
+            for node in cluster.nodes:
+                with node.client() as c:
+                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+    return target
+
+
+def test_a_migrating_slot_is_followed_with_asking(cluster: Cluster) -> None:
+    """While a service's slot is half moved (its keys already gone), ASK is followed."""
+    name = "asker"
+    queue = keys.queue_name(name, cluster=True)
     server = redisrpc.Server(cluster.url, name, Echo(name), poll_interval=0.2).start()
     client = redisrpc.Client(cluster.url, name, timeout=5)
     try:
         assert client.who() == name
-        source = cluster.owner(queue)
-        target = next(n for n in cluster.nodes if n is not source)
-        with source.client() as src, target.client() as dst:
-            src_id = src.execute_command("CLUSTER", "MYID").decode()
-            dst_id = dst.execute_command("CLUSTER", "MYID").decode()
-            dst.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
-            src.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
-            while batch := src.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-                src.execute_command(
-                    "MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *batch
-                )
-            for node in cluster.nodes:
-                with node.client() as c:
-                    c.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
+        target = _migrate(cluster, queue, finish=False)
+        assert cluster.owner(queue) is not target  # still the source's, keys elsewhere
+        for i in range(5):
+            assert client.add(i, 1) == i + 1
+    finally:
+        server.stop(10)
+
+
+def test_a_moved_slot_is_followed(cluster: Cluster) -> None:
+    """After a service's slot moves to another node, MOVED is followed and calls go on."""
+    name = "mover"
+    queue = keys.queue_name(name, cluster=True)
+    server = redisrpc.Server(cluster.url, name, Echo(name), poll_interval=0.2).start()
+    client = redisrpc.Client(cluster.url, name, timeout=5)
+    try:
+        assert client.who() == name
+        target = _migrate(cluster, queue, finish=True)
         assert cluster.owner(queue) is target
         for i in range(5):
             assert client.add(i, 1) == i + 1

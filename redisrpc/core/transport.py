@@ -314,6 +314,12 @@ def _translation(exc: BaseException, location: str) -> RedisRPCError:
     """
     if isinstance(exc, (rexc.AuthenticationError, rexc.NoPermissionError)):
         return TransportError(f"Redis at {location} refused access: {exc}")
+    if isinstance(exc, rexc.AskError):  # redis-py drops the word MOVED or ASK from the text
+        kind = "MOVED" if isinstance(exc, rexc.MovedError) else "ASK"
+        return TransportError(
+            f"Redis at {location} redirected a command ({kind} slot {exc.slot_id}"
+            f" to {exc.host}:{exc.port})"
+        )
     if isinstance(exc, rexc.RedisError) and not isinstance(
         exc, (rexc.ConnectionError, rexc.TimeoutError)
     ):
@@ -919,8 +925,8 @@ class ClusterTransport(Transport):
     (``RedisCluster``'s nodes manager). A MOVED reply sends the exchange on to
     the named node and refreshes the map; ASK sends it once, after ASKING, to
     the importing node; a lost node refreshes the map before the next
-    exchange. Only an exchange *every* command of which was redirected is
-    sent again: a redirected command did not run.
+    exchange. Only the commands Redis redirected are sent again (a
+    redirected command did not run); those that answered ran, and are not.
 
     Commands are never sent quietly here: the replies are what tell a
     redirection.
