@@ -148,6 +148,12 @@ def test_an_exchange_across_slots_is_refused() -> None:
     """Every command of one exchange must hash to one slot: a mix is an error, not a guess."""
     assert exchange_slot([("GET", "{a}:x"), ("BLPOP", "{a}:y", 1), ("TIME",)]) is not None
     assert exchange_slot([("PING",)]) is None
+    lock = keys.lock_key("{a}")
+    assert exchange_slot([("EVAL", "return 1", 1, lock, "token")]) == exchange_slot(
+        [("GET", "{a}:x")]
+    )
+    with pytest.raises(TransportError, match="spans"):
+        exchange_slot([("EVAL", "return 1", 2, lock, "b")])
     with pytest.raises(TransportError, match="spans Redis Cluster hash slots"):
         exchange_slot([("GET", "a"), ("GET", "b")])
 
