@@ -42,6 +42,7 @@ from .client.discovery import ServiceInfo, discover
 from .client.signature import signature_from_params
 from .client.sync import Client, description
 from .core.cancel import running_calls_of
+from .core.keys import queue_name
 from .core.protocol import SET_PROPERTY
 from .core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX
 from .core.transport import Transport, resolve_url
@@ -190,7 +191,9 @@ def _connect(args: argparse.Namespace, transport: Transport, name: str) -> Clien
 def _cmd_list(args: argparse.Namespace) -> int:
     transport = _transport(args)
     services = discover(transport, prefix=args.prefix)
-    running = transport.run(running_calls_of([s.name for s in services])) if services else {}
+    queues = {s.name: queue_name(s.name, cluster=transport.cluster) for s in services}
+    found = transport.run(running_calls_of(list(queues.values()))) if services else {}
+    running = {name: found[queue] for name, queue in queues.items()}
     if args.json:
         print(
             json.dumps(

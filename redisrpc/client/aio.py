@@ -35,6 +35,7 @@ from typing import Any
 import redis
 
 from ..core.call import Call, calling
+from ..core.keys import queue_name
 from ..core.ownlist import OwnList
 from ..core.plan import Plan, Receive, Recover, Send, drive_async
 from ..core.protocol import SET_PROPERTY, Reply, decode_reply
@@ -78,7 +79,8 @@ class AsyncClient(ProxyBase):
         transport: str = "json",
     ) -> None:
         check_serializer(transport)
-        state = ProxyState(name, AsyncTransport.of(redis), checked_timeout(timeout))
+        io = AsyncTransport.of(redis)
+        state = ProxyState(queue_name(name, cluster=io.cluster), io, checked_timeout(timeout))
         object.__setattr__(self, "_rpc_state", state)
 
     def __await__(self) -> Generator[Any, None, AsyncClient]:

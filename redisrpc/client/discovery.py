@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import redis
 
+from ..core.keys import service_name
 from ..core.registry import DEFAULT_PREFIX, ServiceRecord, discovering
 from ..core.transport import Transport
 
@@ -71,10 +72,12 @@ def _number(raw: dict[bytes, bytes], key: str) -> int:
         return 0
 
 
-def _instance(instance_id: str, service: str, raw: dict[bytes, bytes]) -> InstanceInfo:
+def _instance(
+    instance_id: str, service: str, raw: dict[bytes, bytes], *, cluster: bool = False
+) -> InstanceInfo:
     return InstanceInfo(
         id=instance_id,
-        name=_text(raw, "name", service),
+        name=service_name(_text(raw, "name", service), cluster=cluster),
         host=_text(raw, "host"),
         pid=_number(raw, "pid"),
         class_name=_text(raw, "class"),
@@ -86,12 +89,17 @@ def _instance(instance_id: str, service: str, raw: dict[bytes, bytes]) -> Instan
     )
 
 
-def services_of(records: list[ServiceRecord]) -> list[ServiceInfo]:
-    """The :class:`ServiceInfo` values for what :func:`~redisrpc.core.registry.discovering` read."""
+def services_of(records: list[ServiceRecord], *, cluster: bool = False) -> list[ServiceInfo]:
+    """The :class:`ServiceInfo` values for what :func:`~redisrpc.core.registry.discovering` read.
+
+    On a cluster (``cluster=True``) the registry holds queue names (``{calc}``):
+    services are named without the hash tag, as clients and servers are given them.
+    """
     services = []
-    for name, depth, stored in records:
+    for queue, depth, stored in records:
+        name = service_name(queue, cluster=cluster)
         instances = sorted(
-            (_instance(member, name, raw) for member, raw in stored),
+            (_instance(member, name, raw, cluster=cluster) for member, raw in stored),
             key=lambda i: (i.started_at, i.id),
         )
         first = instances[0]
@@ -119,4 +127,5 @@ def discover(
     cannot be reached. The asyncio form is
     ``services_of(await async_transport.run(discovering(prefix)))``.
     """
-    return services_of(Transport.of(redis).run(discovering(prefix)))
+    transport = Transport.of(redis)
+    return services_of(transport.run(discovering(prefix)), cluster=transport.cluster)

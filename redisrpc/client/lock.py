@@ -50,6 +50,7 @@ import time
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ..core.keys import lock_key  # re-exported
 from ..core.plan import NOW, Plan
 from ..core.protocol import OWN_ERROR_PREFIX, ErrorInfo
 from ..core.transport import AsyncTransport, Transport
@@ -81,11 +82,6 @@ return 0
 """
 
 _POLL_S = 0.1  # how often a caller waiting for the lock tries again
-
-
-def lock_key(service: str) -> str:
-    """The Redis key holding the advisory lock of ``service``."""
-    return f"{service}:lock"
 
 
 def _target(proxy: Any) -> tuple[Transport | AsyncTransport, str]:

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import redis
 
 from ..core.call import NOTE, calling
+from ..core.keys import queue_name
 from ..core.ownlist import OwnList
 from ..core.plan import Recover, drive
 from ..core.transport import Transport
@@ -79,7 +80,8 @@ class Client(ProxyBase):
         transport: str = "json",
     ) -> None:
         check_serializer(transport)
-        state = ProxyState(name, Transport.of(redis), checked_timeout(timeout))
+        io = Transport.of(redis)
+        state = ProxyState(queue_name(name, cluster=io.cluster), io, checked_timeout(timeout))
         object.__setattr__(self, "_rpc_state", state)
         if describe:
             self._rpc_refresh()

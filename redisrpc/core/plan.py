@@ -12,6 +12,8 @@ The steps:
   (an error reply raises :class:`~redisrpc.errors.CommandError` into the plan);
 * :data:`NOW` -- the plan gets the Redis clock estimate, in epoch ms;
 * a number -- pause that many seconds;
+* :class:`Each` -- several exchanges, each in one hash slot (a cluster sends
+  each to its node; a single Redis gets them in one write);
 * :class:`Send`, :class:`Receive`, :class:`Recover` -- a call's own steps
   (see :mod:`redisrpc.core.call`): how a request travels and its reply
   comes back is the driver's business (one reply list per call for the sync
@@ -29,7 +31,7 @@ from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["NOW", "Plan", "Receive", "Recover", "Send", "drive", "drive_async"]
+__all__ = ["NOW", "Each", "Plan", "Receive", "Recover", "Send", "drive", "drive_async"]
 
 T = TypeVar("T")
 
@@ -134,3 +136,15 @@ async def drive_async(plan: Plan[T], handle: Callable[[Any], Awaitable[Any]]) ->
 
 async def _awaited(handle: Callable[[Any], Awaitable[Any]], step: Any) -> Any:
     return await handle(step)
+
+
+@dataclass(frozen=True, slots=True)
+class Each:
+    """Several exchanges, perhaps on different cluster nodes; the plan gets each one's replies.
+
+    Each exchange (a tuple of commands) keeps to one hash slot. A single
+    Redis gets them all in one write, as one exchange would be; a cluster
+    transport sends each to the node that owns its slot.
+    """
+
+    exchanges: tuple[tuple[tuple[Any, ...], ...], ...]

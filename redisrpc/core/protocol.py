@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import EncodingError, MessageTooLargeError, ProtocolError
+from .keys import cancel_key, cancels_key, reply_queue_prefix, running_key  # re-exported
 
 __all__ = [
     "BUILTIN_CALLS",
@@ -109,15 +110,6 @@ _PLAIN_QUEUE_RE = re.compile(rb"[A-Za-z0-9_:.\-]{1,400}")
 def is_valid_name(name: object) -> bool:
     """Tell whether ``name`` is a plain identifier: no dots, spaces or code."""
     return isinstance(name, str) and _NAME_RE.match(name) is not None
-
-
-def reply_queue_prefix(queue: str) -> str:
-    """Return the prefix every reply queue of ``queue`` must carry (``calc:rpc:``).
-
-    Servers refuse to write anywhere else, so a hostile request cannot make a
-    server push into, or set an expiry on, an unrelated key.
-    """
-    return f"{queue}:rpc:"
 
 
 # -- values -----------------------------------------------------------------
@@ -634,18 +626,3 @@ def encode_progress(call_id: str | None, done: float, total: float | None, messa
 def encode_item(call_id: str | None, value: Any) -> bytes:
     """One item of a streamed result (only to protocol 3 callers)."""
     return _dumps({"item": value, "id": call_id, "protocol": PROTOCOL_VERSION})
-
-
-def cancel_key(service: str, call_id: str) -> str:
-    """The key a caller sets when it gives up on a call: servers never start it, and stop it."""
-    return f"{service}:cancel:{call_id}"
-
-
-def cancels_key(service: str) -> str:
-    """A counter callers increment after setting a cancel mark (servers poll only on change)."""
-    return f"{service}:cancels"
-
-
-def running_key(service: str) -> str:
-    """The hash of the calls each instance is running now (instance id -> JSON)."""
-    return f"{service}:running"

@@ -36,7 +36,8 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .plan import NOW, Plan
+from .keys import instance_key, service_key, services_key  # re-exported
+from .plan import NOW, Each, Plan
 from .transport import Transport
 
 __all__ = [
@@ -78,21 +79,6 @@ ServiceRecord = tuple[str, int, list[InstanceRecord]]
 """One live service as stored: its name, its queue depth, its instances (by id)."""
 
 
-def services_key(prefix: str) -> str:
-    """The sorted set of service names, scored by their latest instance expiry."""
-    return f"{prefix}:services"
-
-
-def service_key(prefix: str, name: str) -> str:
-    """The sorted set of ``name``'s instance ids, each scored by its own expiry."""
-    return f"{prefix}:service:{name}"
-
-
-def instance_key(prefix: str, instance: str) -> str:
-    """The hash of one instance's metadata."""
-    return f"{prefix}:instance:{instance}"
-
-
 def summary_of(obj: Any) -> str:
     """Return the first line of an object's docstring (or its class's), at most 200 characters."""
     doc = inspect.getdoc(obj) or ""
@@ -131,16 +117,24 @@ def beating(
     fields: list[Any] = []
     for key, value in {**meta, "started_at": started, "last_seen": now}.items():
         fields += (key, value)
-    yield (
-        ("HSET", entry, *fields),
-        ("PEXPIRE", entry, stale_ms),
-        ("ZADD", service, expires, instance),
-        # Sweep crashed siblings so the set does not grow without bound.
-        ("ZREMRANGEBYSCORE", service, "-inf", now),
-        ("PEXPIRE", service, _INDEX_TTL_MS),
-        ("ZADD", services, "GT", expires, name),
-        ("ZREMRANGEBYSCORE", services, "-inf", now),
-        ("PEXPIRE", services, _INDEX_TTL_MS),
+    # Two exchanges, one round trip on a single Redis: on a cluster the entry
+    # lives in the service's hash slot and the index in its own.
+    yield Each(
+        (
+            (
+                ("HSET", entry, *fields),
+                ("PEXPIRE", entry, stale_ms),
+                ("ZADD", service, expires, instance),
+                # Sweep crashed siblings so the set does not grow without bound.
+                ("ZREMRANGEBYSCORE", service, "-inf", now),
+                ("PEXPIRE", service, _INDEX_TTL_MS),
+            ),
+            (
+                ("ZADD", services, "GT", expires, name),
+                ("ZREMRANGEBYSCORE", services, "-inf", now),
+                ("PEXPIRE", services, _INDEX_TTL_MS),
+            ),
+        )
     )
     return started
 
@@ -185,6 +179,7 @@ def serving_types(name: str, *, prefix: str = DEFAULT_PREFIX) -> Plan[dict[str, 
     if not ids:
         return {}
     found = yield tuple(("HMGET", instance_key(prefix, i), "type", "class") for i in ids)
+    # (one slot: a service's instance ids carry its hash tag on a cluster)
     serving = {}
     for instance, (full, bare) in zip(ids, found, strict=True):
         if full is not None or bare is not None:  # gone meanwhile: skip it
@@ -208,30 +203,32 @@ def discovering(prefix: str = DEFAULT_PREFIX) -> Plan[list[ServiceRecord]]:
     names = [_text(n) for n, score in _scored(indexed) if score > now]
     if not names:
         return []
-    listed = yield tuple(
-        command
-        for name in names
-        for command in (
-            ("ZRANGEBYSCORE", service_key(prefix, name), f"({now}", "+inf"),
-            ("TYPE", name),  # LLEN on a key that is not a list would be an error reply
+    # One exchange per service (its hash slot on a cluster); one write on a single Redis.
+    listed = yield Each(
+        tuple(
+            (
+                ("ZRANGEBYSCORE", service_key(prefix, name), f"({now}", "+inf"),
+                ("TYPE", name),  # LLEN on a key that is not a list would be an error reply
+            )
+            for name in names
         )
     )
     found: list[tuple[str, list[str], bool]] = []
-    for i, name in enumerate(names):
-        members, kind = listed[2 * i : 2 * i + 2]
+    for name, (members, kind) in zip(names, listed, strict=True):
         if members:
             found.append((name, sorted(_text(m) for m in members), _text(kind) == "list"))
     if not found:
         return []
-    read = yield tuple(
-        command
-        for name, members, is_list in found
-        for command in (
-            *(("HGETALL", instance_key(prefix, m)) for m in members),
-            *((("LLEN", name),) if is_list else ()),
+    read = yield Each(
+        tuple(
+            (
+                *(("HGETALL", instance_key(prefix, m)) for m in members),
+                *((("LLEN", name),) if is_list else ()),
+            )
+            for name, members, is_list in found
         )
     )
-    replies = iter(read)
+    replies = iter(reply for exchange in read for reply in exchange)
     services: list[ServiceRecord] = []
     for name, members, is_list in found:
         instances = [(m, _hash(next(replies))) for m in members]

@@ -28,28 +28,38 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from typing import Any, TypeVar
+from urllib.parse import parse_qs, unquote
 
 import redis
 import redis.asyncio
+import redis.asyncio.sentinel
+import redis.cluster
 import redis.exceptions as rexc
+import redis.sentinel
 from redis.backoff import NoBackoff
 from redis.connection import AbstractConnection
+from redis.crc import key_slot
 from redis.retry import Retry
 
 from ..errors import CommandError, RedisConnectionError, RedisRPCError, TransportError
 from .clock import RedisClock
-from .plan import NOW, Plan, drive, drive_async
+from .plan import NOW, Each, Plan, drive, drive_async
 
 __all__ = [
     "BLOCK_MARGIN",
     "DEFAULT_URL",
     "RESCUE_TIMEOUT",
     "AsyncTransport",
+    "ClusterTransport",
     "Transport",
     "blocking_seconds",
+    "command_keys",
+    "exchange_slot",
     "pack_commands",
+    "parse_cluster_url",
+    "parse_sentinel_url",
     "resolve_url",
 ]
 
@@ -304,6 +314,12 @@ def _translation(exc: BaseException, location: str) -> RedisRPCError:
     """
     if isinstance(exc, (rexc.AuthenticationError, rexc.NoPermissionError)):
         return TransportError(f"Redis at {location} refused access: {exc}")
+    if isinstance(exc, rexc.AskError):  # redis-py drops the word MOVED or ASK from the text
+        kind = "MOVED" if isinstance(exc, rexc.MovedError) else "ASK"
+        return TransportError(
+            f"Redis at {location} redirected a command ({kind} slot {exc.slot_id}"
+            f" to {exc.host}:{exc.port})"
+        )
     if isinstance(exc, rexc.RedisError) and not isinstance(
         exc, (rexc.ConnectionError, rexc.TimeoutError)
     ):
@@ -337,13 +353,247 @@ def _error_reply(reply: rexc.ResponseError, location: str) -> RedisRPCError:
     return error
 
 
+# -- Sentinel and Cluster URLs -------------------------------------------------
+
+
+def _split_hosts(
+    url: str, scheme: str
+) -> tuple[str | None, str | None, list[tuple[str, int]], str, dict[str, str]]:
+    """(user, password, [(host, port)...], path, query) of ``scheme://[user:pw@]h:p[,h:p]/path?q``."""
+    rest = url[len(scheme) + 3 :]
+    rest, _, query = rest.partition("?")
+    netloc, slash, path = rest.partition("/")
+    auth, at, hosts = netloc.rpartition("@")
+    user: str | None = None
+    password: str | None = None
+    if at:
+        name, colon, secret = auth.partition(":")
+        user = unquote(name) or None
+        password = unquote(secret) if colon else None
+    addresses: list[tuple[str, int]] = []
+    for part in hosts.split(","):
+        host, colon, port = part.strip().rpartition(":")
+        if not colon:
+            host, port = port, ""
+        host = host.strip("[]")
+        if not host:
+            raise ValueError(f"no host in {part!r}")
+        addresses.append((host, int(port) if port else 26379 if "sentinel" in scheme else 6379))
+    options = {k: v[-1] for k, v in parse_qs(query).items()}
+    return user, password, addresses, path if slash else "", options
+
+
+def parse_sentinel_url(url: str) -> dict[str, Any]:
+    """Parse ``redis+sentinel://[user:password@]host:port[,host:port...]/MASTER_NAME[/db]``.
+
+    Returns ``sentinels`` (a list of (host, port)), ``service_name``, and the
+    master's connection settings (``db``, ``username``, ``password``,
+    ``ssl`` for ``rediss+sentinel``). The query may give ``sentinel_username``
+    and ``sentinel_password`` when the sentinels themselves require them. The
+    default sentinel port is 26379.
+    """
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("redis+sentinel", "rediss+sentinel"):
+        raise ValueError("a Sentinel URL starts with redis+sentinel:// or rediss+sentinel://")
+    user, password, sentinels, path, query = _split_hosts(url, scheme)
+    parts = [p for p in path.split("/") if p]
+    if not parts or len(parts) > 2:
+        raise ValueError("a Sentinel URL names the master: redis+sentinel://host:port/MASTER[/db]")
+    unknown = set(query) - {"sentinel_username", "sentinel_password"}
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)}")
+    return {
+        "sentinels": sentinels,
+        "service_name": unquote(parts[0]),
+        "db": int(parts[1]) if len(parts) == 2 else 0,
+        "username": user,
+        "password": password,
+        "ssl": scheme == "rediss+sentinel",
+        "sentinel_username": query.get("sentinel_username"),
+        "sentinel_password": query.get("sentinel_password"),
+    }
+
+
+def parse_cluster_url(url: str) -> dict[str, Any]:
+    """Parse ``redis+cluster://[user:password@]host:port[,host:port...]``: the startup nodes.
+
+    Returns ``nodes`` (a list of (host, port)) and ``username``,
+    ``password``, ``ssl`` (``rediss+cluster``). A cluster has only db 0.
+    """
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("redis+cluster", "rediss+cluster"):
+        raise ValueError("a Cluster URL starts with redis+cluster:// or rediss+cluster://")
+    user, password, nodes, path, query = _split_hosts(url, scheme)
+    if path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has only database 0")
+    if query:
+        raise ValueError(f"unknown option(s) {sorted(query)}")
+    return {
+        "nodes": nodes,
+        "username": user,
+        "password": password,
+        "ssl": scheme == "rediss+cluster",
+    }
+
+
+def _client_of_url(url: str, *, connect_timeout: float) -> redis.Redis | redis.cluster.RedisCluster:
+    """The redis-py client a URL describes (plain, Sentinel-managed, or a cluster)."""
+    scheme = url.split("://", 1)[0].lower()
+    if scheme.endswith("+sentinel"):
+        spec = parse_sentinel_url(url)
+        sentinel_kwargs: dict[str, Any] = {
+            # A silent sentinel must not hang the search for the master.
+            "socket_timeout": connect_timeout,
+            "socket_connect_timeout": connect_timeout,
+        }
+        if spec["sentinel_password"] is not None:
+            sentinel_kwargs["password"] = spec["sentinel_password"]
+            sentinel_kwargs["username"] = spec["sentinel_username"]
+        manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            spec["sentinels"],
+            sentinel_kwargs=sentinel_kwargs,
+            db=spec["db"],
+            username=spec["username"],
+            password=spec["password"],
+            ssl=spec["ssl"],
+        )
+        master: redis.Redis = manager.master_for(spec["service_name"])  # type: ignore[no-untyped-call]
+        return master
+    if scheme.endswith("+cluster"):
+        spec = parse_cluster_url(url)
+        return _LazyCluster(spec)  # type: ignore[return-value]
+    return redis.Redis.from_url(url)
+
+
+class _LazyCluster:
+    """Startup nodes and settings of a cluster not contacted yet (Transport.of connects lazily)."""
+
+    def __init__(self, spec: dict[str, Any]) -> None:
+        self.spec = spec
+
+
+# -- Cluster routing -------------------------------------------------------------
+
+# Commands redisrpc sends that name no key (routed to any primary).
+_KEYLESS = frozenset(
+    {
+        "PING",
+        "ECHO",
+        "TIME",
+        "CLIENT",
+        "ASKING",
+        "WAIT",
+        "WAITAOF",
+        "INFO",
+        "ROLE",
+        "CLUSTER",
+        "SCRIPT",
+        "FUNCTION",
+        "READONLY",
+        "READWRITE",
+        "DBSIZE",
+        "COMMAND",
+        "CONFIG",
+        "HELLO",
+    }
+)
+_ALL_KEYS = frozenset({"DEL", "UNLINK", "EXISTS", "MGET", "TOUCH", "WATCH", "SINTER", "SUNION"})
+_ALL_BUT_LAST = frozenset({"BLPOP", "BRPOP", "BZPOPMIN", "BZPOPMAX"})
+_TWO_KEYS = frozenset(
+    {"RPOPLPUSH", "LMOVE", "BRPOPLPUSH", "BLMOVE", "RENAME", "RENAMENX", "SMOVE", "COPY"}
+)
+_NUMKEYS_AT = {
+    "EVAL": 2,
+    "EVALSHA": 2,
+    "EVAL_RO": 2,
+    "EVALSHA_RO": 2,
+    "FCALL": 2,
+    "FCALL_RO": 2,
+    "LMPOP": 1,
+    "ZMPOP": 1,
+    "SINTERCARD": 1,
+    "BLMPOP": 2,
+    "BZMPOP": 2,
+}
+
+
+def command_keys(command: Sequence[Any]) -> list[Any]:
+    """The keys ``command`` touches, by the command's own key layout.
+
+    Covers the commands redisrpc sends and the usual others; any other
+    command is taken to have its key first (as most do).
+    """
+    if not command:
+        return []
+    name = _word(command[0])
+    args = list(command[1:])
+    if name in _KEYLESS:
+        return []
+    if name in _ALL_KEYS:
+        return args
+    if name in _ALL_BUT_LAST:
+        return args[:-1]
+    if name in _TWO_KEYS:
+        return args[:2]
+    if name in ("MSET", "MSETNX"):
+        return args[::2]
+    if name in _NUMKEYS_AT:
+        at = _NUMKEYS_AT[name] - 1
+        count = int(_arg_bytes(args[at]))
+        return args[at + 1 : at + 1 + count]
+    if name in ("XREAD", "XREADGROUP"):
+        words = [_word(a) if isinstance(a, (str, bytes)) else "" for a in args]
+        rest = args[words.index("STREAMS") + 1 :]
+        return rest[: len(rest) // 2]
+    return args[:1]
+
+
+def exchange_slot(commands: Sequence[Sequence[Any]]) -> int | None:
+    """The one hash slot of an exchange's keys (None: no keys); raises if they span slots.
+
+    A cluster runs each exchange on one node, so every key of an exchange
+    must hash to one slot: redisrpc names a service's keys with one hash tag
+    (:mod:`redisrpc.core.keys`) so its exchanges always do.
+    """
+    slot: int | None = None
+    for command in commands:
+        for key in command_keys(command):
+            this = key_slot(_arg_bytes(key))
+            if slot is None:
+                slot = this
+            elif this != slot:
+                raise TransportError(
+                    f"one exchange spans Redis Cluster hash slots {slot} and {this}"
+                    f" ({_word(command[0])} {key!r}): its keys need one hash tag"
+                )
+    return slot
+
+
+def _split(replies: list[Any], exchanges: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """The flat replies of concatenated exchanges, cut back into one list per exchange."""
+    out, at = [], 0
+    for exchange in exchanges:
+        out.append(replies[at : at + len(exchange)])
+        at += len(exchange)
+    return out
+
+
 class Transport:
     """A retry-free Redis connection pool plus a Redis clock estimate.
 
     Build one with :meth:`Transport.of`; servers and clients each own one.
     Everything goes through :meth:`execute` (or a plan run by :meth:`run`);
     the redis-py pool underneath is private.
+
+    A Sentinel-managed client (``sentinel.master_for(name)``, or a
+    ``redis+sentinel://`` URL) gives a pool whose connections ask the
+    sentinels for the current master whenever they (re)connect, so after a
+    failover the next exchange finds the new master by itself. A cluster
+    gives a :class:`ClusterTransport`.
     """
+
+    cluster = False
+    """Whether this talks to a Redis Cluster (keys then carry hash tags: :mod:`.keys`)."""
 
     def __init__(
         self,
@@ -365,8 +615,19 @@ class Transport:
             retry_on_error=[],
         )
         kwargs.pop("orig_socket_timeout", None)
-        self.location = _describe_location(kwargs)
-        self._pool = redis.ConnectionPool(connection_class=source.connection_class, **kwargs)
+        self._pool: redis.ConnectionPool
+        if isinstance(source, redis.sentinel.SentinelConnectionPool):
+            kwargs.pop("connection_pool", None)  # the new pool sets its own
+            self.location = f"sentinel master {source.service_name!r}"
+            self._pool = redis.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
+                source.service_name,
+                source.sentinel_manager,
+                connection_class=source.connection_class,
+                **kwargs,
+            )
+        else:
+            self.location = _describe_location(kwargs)
+            self._pool = redis.ConnectionPool(connection_class=source.connection_class, **kwargs)
         self.socket_timeout = socket_timeout
         self._clock = RedisClock()
         self._clock_lock = threading.Lock()
@@ -380,21 +641,29 @@ class Transport:
         self._marker = b"redisrpc-" + os.urandom(8).hex().encode()  # ends a quiet exchange
 
     @classmethod
-    def of(cls, target: Transport | redis.Redis | str | None, **options: Any) -> Transport:
+    def of(cls, target: Any, **options: Any) -> Transport:
         """Build a transport from a redis-py client, a URL, or None (``REDIS_URL``).
 
+        URLs: ``redis://``, ``rediss://``, ``unix://`` (redis-py's forms),
+        ``redis+sentinel://[user:password@]host:port[,host:port...]/MASTER[/db]``
+        and ``redis+cluster://[user:password@]host:port[,host:port...]``
+        (``rediss+`` for TLS). Clients: ``redis.Redis``, a Sentinel-managed one
+        (``Sentinel(...).master_for(name)``), or ``redis.cluster.RedisCluster``.
         A transport is returned as it is (``options`` then do not apply).
         """
         if isinstance(target, Transport):
             return target
+        client: Any
         if target is None or isinstance(target, str):
             url = resolve_url(target)
             try:
-                client = redis.Redis.from_url(url)
-            except ValueError as exc:
+                client = _client_of_url(url, connect_timeout=options.get("connect_timeout", 5.0))
+            except (ValueError, IndexError) as exc:
                 raise TransportError(f"invalid Redis URL {url!r}: {exc}") from exc
         else:
             client = target
+        if isinstance(client, (_LazyCluster, redis.cluster.RedisCluster)):
+            return ClusterTransport(client, **options)
         return cls(client, **options)
 
     def close(self) -> None:
@@ -504,14 +773,24 @@ class Transport:
             self._idle.append(conn)
         return False
 
+    def execute_each(self, exchanges: Sequence[Sequence[Sequence[Any]]]) -> list[list[Any]]:
+        """Carry out several exchanges (each within one hash slot); their replies, per exchange.
+
+        On a single Redis they go in one write, as one exchange.
+        """
+        flat = [command for exchange in exchanges for command in exchange]
+        return _split(self.execute(*flat), exchanges) if flat else [[] for _ in exchanges]
+
     def run(self, plan: Plan[T]) -> T:
         """Carry out a :data:`~redisrpc.core.plan.Plan` (blocking) and return its result."""
         return drive(plan, self.step)
 
     def step(self, step: Any) -> Any:
-        """Carry out one generic plan step: a tuple of commands, :data:`NOW` or a pause."""
+        """Carry out one generic plan step: commands, :data:`NOW`, :class:`Each` or a pause."""
         if isinstance(step, tuple):
             return self.execute(*step)
+        if isinstance(step, Each):
+            return self.execute_each(step.exchanges)
         if step is NOW:
             return self.now_ms()
         if isinstance(step, (int, float)):
@@ -558,6 +837,246 @@ class Transport:
                 if self._clock.due:  # another thread may have measured meanwhile
                     self.run(self._clock.measuring())
         return self._clock.now_ms()
+
+
+_REDIRECTS = 5
+"""How many MOVED/ASK redirections one exchange follows before giving up."""
+
+# Connection settings of a RedisCluster worth copying to our own node connections.
+_NODE_SETTINGS = (
+    "username",
+    "password",
+    "credential_provider",
+    "ssl",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_ca_certs",
+    "ssl_cert_reqs",
+    "ssl_check_hostname",
+    "client_name",
+    "protocol",
+)
+
+
+def _redirection(reply: Any) -> tuple[bool, str, int] | None:
+    """(asking, host, port) when ``reply`` is a MOVED or ASK redirection, else None."""
+    cause = reply.__cause__ if isinstance(reply, TransportError) else None
+    if not isinstance(cause, rexc.AskError):
+        return None
+    return not isinstance(cause, rexc.MovedError), str(cause.host), int(cause.port)
+
+
+_Batch = tuple[tuple[str, int] | None, bool, list[Sequence[Any]]]
+
+
+def _routing(commands: Sequence[Sequence[Any]]) -> Generator[_Batch, list[Any], list[Any]]:
+    """Send an exchange, then resend only its redirected commands where Redis points.
+
+    Yields (node or None for the slot's owner, asking, commands) and gets
+    their replies (error replies included). A redirected command did not run,
+    so it is sent once more; one that answered ran, and is never resent (a
+    server's reply push and its blocked pop may be split by a slot moving).
+    Returns the replies in order; raises CommandError if any is an error.
+    """
+    replies: list[Any] = [None] * len(commands)
+    pending = list(range(len(commands)))
+    node: tuple[str, int] | None = None
+    asking = False
+    for _ in range(_REDIRECTS):
+        got = yield node, asking, [commands[i] for i in pending]
+        moved: list[int] = []
+        targets = set()
+        for index, reply in zip(pending, got, strict=True):
+            replies[index] = reply
+            where = _redirection(reply)
+            if where is not None:
+                moved.append(index)
+                targets.add(where)
+        if not moved:
+            break
+        if len(targets) > 1:
+            break  # redirected to several nodes at once: report, do not guess
+        pending = moved
+        asking, host, port = targets.pop()
+        node = (host, port)
+    first = next((r for r in replies if isinstance(r, TransportError)), None)
+    if first is not None:
+        raise CommandError(str(first), replies=replies)
+    return replies
+
+
+def _asking(commands: Sequence[Sequence[Any]]) -> list[Sequence[Any]]:
+    """``commands`` each after ASKING (which holds for the next command only)."""
+    return [c for command in commands for c in (("ASKING",), command)]
+
+
+def _once(commands: tuple[Any, ...]) -> Plan[list[Any]]:
+    replies: list[Any] = yield commands
+    return replies
+
+
+class ClusterTransport(Transport):
+    """A :class:`Transport` for a Redis Cluster: each exchange goes to the node owning its slot.
+
+    Every exchange keeps to one hash slot (:func:`exchange_slot` checks it;
+    :mod:`redisrpc.core.keys` tags each service's keys so it does), and is
+    sent in one write on one connection of that node, as on a single Redis.
+    The slot map comes from redis-py's cluster machinery
+    (``RedisCluster``'s nodes manager). A MOVED reply sends the exchange on to
+    the named node and refreshes the map; ASK sends it once, after ASKING, to
+    the importing node; a lost node refreshes the map before the next
+    exchange. Only the commands Redis redirected are sent again (a
+    redirected command did not run); those that answered ran, and are not.
+
+    Commands are never sent quietly here: the replies are what tell a
+    redirection.
+    """
+
+    cluster = True
+
+    def __init__(
+        self, client: Any, *, socket_timeout: float = 10.0, connect_timeout: float = 5.0
+    ) -> None:
+        settings: dict[str, Any]
+        if isinstance(client, _LazyCluster):
+            spec = client.spec
+            self._startup: list[tuple[str, int]] = list(spec["nodes"])
+            settings = {k: spec[k] for k in ("username", "password") if spec[k] is not None}
+            if spec["ssl"]:
+                settings["ssl"] = True
+        elif isinstance(client, redis.cluster.RedisCluster):
+            self._startup = [(n.host, int(n.port)) for n in client.get_nodes()]  # type: ignore[no-untyped-call]
+            given = client.nodes_manager.connection_kwargs
+            settings = {k: given[k] for k in _NODE_SETTINGS if given.get(k) is not None}
+        else:
+            raise TypeError(f"not a Redis Cluster client: {client!r}")
+        if not self._startup:
+            raise TransportError("a Redis Cluster needs at least one startup node")
+        self._settings = settings
+        self.socket_timeout = socket_timeout
+        self._connect_timeout = connect_timeout
+        self.location = "cluster " + ",".join(f"{h}:{p}" for h, p in self._startup)
+        self._clock = RedisClock()
+        self._clock_lock = threading.Lock()
+        self._map: redis.cluster.RedisCluster | None = None
+        self._map_lock = threading.Lock()
+        self._stale = False
+        self._nodes: dict[str, Transport] = {}
+
+    # -- the slot map ---------------------------------------------------------
+
+    def _slots(self) -> redis.cluster.RedisCluster:
+        """The cluster map, built on first use and refreshed once marked stale."""
+        with self._map_lock:
+            try:
+                if self._map is None:
+                    self._map = redis.cluster.RedisCluster(
+                        startup_nodes=[
+                            redis.cluster.ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                            for h, p in self._startup
+                        ],
+                        socket_timeout=self._connect_timeout,
+                        socket_connect_timeout=self._connect_timeout,
+                        **self._settings,
+                    )
+                    self._stale = False
+                elif self._stale:
+                    self._map.nodes_manager.initialize()
+                    self._stale = False
+            except (rexc.RedisError, rexc.RedisClusterException, OSError) as exc:
+                raise _translation(exc, self.location) from exc
+            return self._map
+
+    def node_of(self, slot: int | None) -> Transport:
+        """The transport of the primary that owns ``slot`` (None: any primary)."""
+        cluster = self._slots()
+        try:
+            if slot is None:
+                node = cluster.get_default_node()  # type: ignore[no-untyped-call]
+            else:
+                node = cluster.nodes_manager.get_node_from_slot(slot)
+        except rexc.RedisClusterException as exc:  # the slot is not covered (yet)
+            self._stale = True
+            raise RedisConnectionError(f"Redis Cluster at {self.location}: {exc}") from exc
+        return self._node_at(node.host, int(node.port))
+
+    def _node_at(self, host: str, port: int) -> Transport:
+        name = f"{host}:{port}"
+        node = self._nodes.get(name)
+        if node is None:
+            with self._map_lock:
+                node = self._nodes.get(name)
+                if node is None:
+                    client = redis.Redis(host=host, port=port, **self._settings)
+                    node = Transport(
+                        client,
+                        socket_timeout=self.socket_timeout,
+                        connect_timeout=self._connect_timeout,
+                    )
+                    self._nodes[name] = node
+        return node
+
+    def primaries(self) -> list[Transport]:
+        """The transport of every primary node, as the map has them now."""
+        cluster = self._slots()
+        primaries = cluster.get_primaries()  # type: ignore[no-untyped-call]
+        return [self._node_at(n.host, int(n.port)) for n in primaries]
+
+    # -- exchanges --------------------------------------------------------------
+
+    def execute(self, *commands: Sequence[Any], quiet: int = 0) -> list[Any]:
+        """As :meth:`Transport.execute`, on the node that owns the exchange's hash slot.
+
+        Raises :class:`~redisrpc.TransportError` at once if the exchange's
+        keys span slots. ``quiet`` is ignored: every command is answered.
+        """
+        slot = exchange_slot(commands)
+        routing = _routing(commands)
+        try:
+            where, asking, batch = next(routing)
+            while True:
+                if where is None:
+                    node = self.node_of(slot)
+                else:
+                    node = self._node_at(*where)
+                    self._stale = self._stale or not asking  # MOVED: the map is out of date
+                try:
+                    got = node.execute(*_asking(batch) if asking else batch)
+                except CommandError as exc:
+                    got = exc.replies
+                except RedisConnectionError:
+                    self._stale = True  # the node may have failed over: refresh first
+                    raise
+                where, asking, batch = routing.send(got[1::2] if asking else got)
+        except StopIteration as done:
+            result: list[Any] = done.value
+            return result
+
+    def execute_each(self, exchanges: Sequence[Sequence[Sequence[Any]]]) -> list[list[Any]]:
+        """Each exchange on its own slot's node (one round trip each)."""
+        return [self.execute(*exchange) if exchange else [] for exchange in exchanges]
+
+    def rescue(self, plan: Plan[T], *, timeout: float = RESCUE_TIMEOUT) -> T:
+        """As :meth:`Transport.rescue`: each exchange on a new connection of its node."""
+
+        def one(step: Any) -> Any:
+            if isinstance(step, tuple):
+                node = self.node_of(exchange_slot(step))
+                return node.rescue(_once(step), timeout=timeout)
+            if isinstance(step, Each):
+                return [one(exchange) for exchange in step.exchanges]
+            return self.step(step)
+
+        return drive(plan, one)
+
+    def close(self) -> None:
+        """Close every node's connections and the map's."""
+        for node in list(self._nodes.values()):
+            node.close()
+        with self._map_lock:
+            if self._map is not None:
+                self._map.close()
+                self._map = None
 
 
 async def _exchange_async(
@@ -607,6 +1126,24 @@ def _accepted_kwargs(cls: type) -> set[str]:
     return names
 
 
+def _async_sentinel(manager: Any) -> Any:
+    """An asyncio Sentinel manager asking the same sentinels as a sync (or asyncio) one."""
+    if isinstance(manager, redis.asyncio.sentinel.Sentinel):
+        return manager
+    addresses, settings = [], {}
+    for sentinel in manager.sentinels:
+        given = sentinel.connection_pool.connection_kwargs
+        addresses.append((given["host"], given["port"]))
+        settings = {
+            k: given[k]
+            for k in ("socket_timeout", "socket_connect_timeout", "username", "password")
+            if given.get(k) is not None
+        }
+    return redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        addresses, min_other_sentinels=manager.min_other_sentinels, sentinel_kwargs=settings
+    )
+
+
 class AsyncTransport:
     """The asyncio counterpart of :class:`Transport`: same pool settings, no retries.
 
@@ -616,19 +1153,47 @@ class AsyncTransport:
     """
 
     _source: Any  # the pool whose settings this copies
+    cluster = False
+    """Whether this talks to a Redis Cluster (as :attr:`Transport.cluster`)."""
 
     def __init__(
         self, target: Any = None, *, socket_timeout: float = 10.0, connect_timeout: float = 5.0
     ) -> None:
+        self.socket_timeout = socket_timeout
+        self._clock = RedisClock()
+        # A cluster: the sync transport keeps the slot map; one of these per node does the I/O.
+        self._router: ClusterTransport | None = None
+        self._node_transports: dict[int, AsyncTransport] = {}
+        if isinstance(target, AsyncTransport) and target._router is not None:
+            target = target._router
+        if not isinstance(target, (Transport, AsyncTransport, redis.asyncio.Redis)):
+            target = Transport.of(target)
+        if isinstance(target, ClusterTransport):
+            self._router, self.cluster, self.location = target, True, target.location
+            return
         source_pool: Any
         if isinstance(target, (Transport, AsyncTransport)):
             source_pool = target._pool if isinstance(target, Transport) else target._source
-        elif isinstance(target, redis.asyncio.Redis):
-            source_pool = target.connection_pool
         else:
-            source_pool = Transport.of(target)._pool
+            source_pool = target.connection_pool
         self._source = source_pool
+        # Sentinel: (service name, sync manager); each event loop gets its own asyncio manager.
+        self._sentinel: tuple[str, Any] | None = None
+        sentinel_pools = (
+            redis.sentinel.SentinelConnectionPool,
+            redis.asyncio.sentinel.SentinelConnectionPool,
+        )
+        if isinstance(source_pool, sentinel_pools):
+            self._sentinel = (source_pool.service_name, source_pool.sentinel_manager)
         connection_class = _async_connection_class(source_pool.connection_class)
+        if self._sentinel is not None and not issubclass(
+            connection_class, redis.asyncio.sentinel.SentinelManagedConnection
+        ):
+            connection_class = (
+                redis.asyncio.sentinel.SentinelManagedSSLConnection
+                if issubclass(connection_class, redis.asyncio.connection.SSLConnection)
+                else redis.asyncio.sentinel.SentinelManagedConnection
+            )
         accepted = _accepted_kwargs(connection_class)
         kwargs = {
             k: v
@@ -636,6 +1201,7 @@ class AsyncTransport:
             if k in accepted
             and k not in _POOL_PRIVATE_KWARGS
             and k not in _ASYNC_SKIP
+            and k != "connection_pool"
             and not k.startswith(("maint", "orig_", "oss_"))
         }
         kwargs.update(
@@ -646,13 +1212,13 @@ class AsyncTransport:
             retry_on_error=[],
         )
         self.location = _describe_location(kwargs)
-        self.socket_timeout = socket_timeout
+        if self._sentinel is not None:
+            self.location = f"sentinel master {self._sentinel[0]!r}"
         self._connection_class = connection_class
         self._kwargs = kwargs
         self._pools: weakref.WeakKeyDictionary[
             asyncio.AbstractEventLoop, redis.asyncio.ConnectionPool
         ] = weakref.WeakKeyDictionary()
-        self._clock = RedisClock()
 
     @classmethod
     def of(cls, target: Any, **options: Any) -> AsyncTransport:
@@ -665,14 +1231,27 @@ class AsyncTransport:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
-            pool = redis.asyncio.ConnectionPool(
-                connection_class=self._connection_class, **self._kwargs
-            )
+            if self._sentinel is not None:
+                name, manager = self._sentinel
+                pool = redis.asyncio.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
+                    name,
+                    _async_sentinel(manager),
+                    connection_class=self._connection_class,
+                    **self._kwargs,
+                )
+            else:
+                pool = redis.asyncio.ConnectionPool(
+                    connection_class=self._connection_class, **self._kwargs
+                )
             self._pools[loop] = pool
         return pool
 
     async def close(self) -> None:
         """Close the running loop's pooled connections."""
+        for node in list(self._node_transports.values()):
+            await node.close()
+        if self._router is not None:
+            return
         pool = self._pools.pop(asyncio.get_running_loop(), None)
         if pool is not None:
             await pool.disconnect()
@@ -683,6 +1262,8 @@ class AsyncTransport:
 
     async def execute(self, *commands: Sequence[Any]) -> list[Any]:
         """Like :meth:`Transport.execute`: one write, raw replies, the same errors."""
+        if self._router is not None:
+            return await self._routed(commands)
         try:
             pool = self._pool
             conn = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -698,10 +1279,62 @@ class AsyncTransport:
         """Carry out a plan in the running loop and return its result."""
         return await drive_async(plan, self.step)
 
+    async def execute_each(self, exchanges: Sequence[Sequence[Sequence[Any]]]) -> list[list[Any]]:
+        """As :meth:`Transport.execute_each`: one write, or one per exchange on a cluster."""
+        if self._router is not None:
+            return [await self.execute(*exchange) if exchange else [] for exchange in exchanges]
+        flat = [command for exchange in exchanges for command in exchange]
+        return _split(await self.execute(*flat), exchanges) if flat else [[] for _ in exchanges]
+
+    async def _node(self, router: ClusterTransport, slot: int | None) -> AsyncTransport:
+        """The asyncio transport of the node owning ``slot`` (the map is read in a thread)."""
+        if router._map is None or router._stale:
+            await asyncio.to_thread(router._slots)
+        return self._async_of(router.node_of(slot))
+
+    def _async_of(self, node: Transport) -> AsyncTransport:
+        found = self._node_transports.get(id(node))
+        if found is None:
+            found = AsyncTransport(
+                node,
+                socket_timeout=self.socket_timeout,
+                connect_timeout=node._pool.connection_kwargs.get("socket_connect_timeout") or 5.0,
+            )
+            self._node_transports[id(node)] = found
+        return found
+
+    async def _routed(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
+        """:meth:`ClusterTransport.execute` for asyncio: the slot's node, redirections followed."""
+        router = self._router
+        assert router is not None
+        slot = exchange_slot(commands)
+        routing = _routing(commands)
+        try:
+            where, asking, batch = next(routing)
+            while True:
+                if where is None:
+                    node = await self._node(router, slot)
+                else:
+                    node = self._async_of(router._node_at(*where))
+                    router._stale = router._stale or not asking
+                try:
+                    got = await node.execute(*_asking(batch) if asking else batch)
+                except CommandError as exc:
+                    got = exc.replies
+                except RedisConnectionError:
+                    router._stale = True
+                    raise
+                where, asking, batch = routing.send(got[1::2] if asking else got)
+        except StopIteration as done:
+            result: list[Any] = done.value
+            return result
+
     async def step(self, step: Any) -> Any:
         """Carry out one generic plan step, as :meth:`Transport.step`."""
         if isinstance(step, tuple):
             return await self.execute(*step)
+        if isinstance(step, Each):
+            return await self.execute_each(step.exchanges)
         if step is NOW:
             return await self.now_ms()
         if isinstance(step, (int, float)):
@@ -711,7 +1344,21 @@ class AsyncTransport:
 
     async def rescue(self, plan: Plan[T], *, timeout: float = RESCUE_TIMEOUT) -> T:
         """Carry out a plan on a new, briefly waiting connection: see :meth:`Transport.rescue`."""
-        kwargs = dict(self._kwargs, socket_timeout=timeout, socket_connect_timeout=timeout)
+        if self._router is not None:
+            router = self._router
+
+            async def routed(step: Any) -> Any:
+                if isinstance(step, tuple):
+                    node = await self._node(router, exchange_slot(step))
+                    return await node.rescue(_once(step), timeout=timeout)
+                if isinstance(step, Each):
+                    return [await routed(exchange) for exchange in step.exchanges]
+                return await self.step(step)
+
+            return await drive_async(plan, routed)
+        # The pool's own settings: a Sentinel pool adds the link its connections ask.
+        kwargs = dict(self._pool.connection_kwargs)
+        kwargs.update(socket_timeout=timeout, socket_connect_timeout=timeout)
         conn = self._connection_class(**kwargs)
 
         async def step(step: Any) -> Any:

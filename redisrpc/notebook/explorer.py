@@ -36,6 +36,7 @@ from ..client.discovery import ServiceInfo, discover
 from ..client.proxy import CALLER
 from ..client.sync import Client, description
 from ..core.cancel import cancelling_running, running_calls
+from ..core.keys import queue_name
 from ..core.registry import DEFAULT_PREFIX
 from ..core.transport import Transport
 from ..errors import RemoteException
@@ -519,7 +520,9 @@ class Explorer:
         if name is None:
             return []
         try:
-            calls = self.transport.run(running_calls(name))
+            calls = self.transport.run(
+                running_calls(queue_name(name, cluster=self.transport.cluster))
+            )
         except Exception:  # a refresh thread must not die; the status line shows Redis errors
             return []
         now = time.time()
@@ -546,7 +549,8 @@ class Explorer:
 
     def cancel(self, service: str, call_id: str) -> None:
         """Cancel a running call of ``service`` (its caller is told who cancelled it)."""
-        self.transport.run(cancelling_running(service, call_id, by=CALLER))
+        queue = queue_name(service, cluster=self.transport.cluster)
+        self.transport.run(cancelling_running(queue, call_id, by=CALLER))
         self.update_running()
 
     def _tick_running(self) -> None:

@@ -45,6 +45,7 @@ import redis
 
 from ..client.lock import lock_key
 from ..client.lock import refusal as lock_refusal
+from ..core.keys import queue_name
 from ..core.protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     DESCRIBE,
@@ -163,9 +164,11 @@ class Server:
                 f"transport={transport!r} is not supported: redisrpc speaks JSON only"
                 " (pickle lets whoever can push to the queue run code in the server)"
             )
+        self.transport = Transport.of(redis)
+        # The request list's key, which names every key of the service ({name} on a cluster).
+        name = queue_name(name, cluster=self.transport.cluster)
         self.name = name
         self.obj = obj
-        self.transport = Transport.of(redis)
         self.max_message_size = max_message_size
         self.reply_ttl_ms = max(1, int(reply_ttl * 1000))
         self.poll_interval = poll_interval

@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 from .._version import __version__
+from ..core.keys import instance_id
 from ..core.protocol import PROTOCOL_VERSION
 from ..core.registry import (
     DEFAULT_HEARTBEAT,
@@ -69,7 +70,8 @@ class Registration:
         self.stale_ms = max(1, int(STALE_BEATS * heartbeat * 1000))
         self.host = socket.gethostname()
         self.pid = os.getpid()
-        self.id = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
+        unique = f"{self.host}:{self.pid}:{secrets.token_hex(4)}"
+        self.id = instance_id(name, unique, cluster=transport.cluster)
         self.meta: dict[str, str | int | float] = {
             "name": name,
             "host": self.host,
