@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from redisrpc.core import protocol
 from redisrpc.core.protocol import (
     BUILTIN_CALLS,
     MAX_NESTING,
@@ -438,3 +440,48 @@ def test_arrays_of_dtypes_outside_the_list_are_refused_both_ways(dtype):
     with pytest.raises(ProtocolError):
         decode_value(json.dumps(raw))
     assert decode_value(encode_value(np.array(["ab", "c"]))).tolist() == ["ab", "c"]
+
+
+@contextlib.contextmanager
+def _without_orjson() -> Iterator[None]:
+    """The json module only, as where the "fast" extra is not installed."""
+    saved = protocol._orjson
+    protocol._orjson = None
+    try:
+        yield
+    finally:
+        protocol._orjson = saved
+
+
+@pytest.mark.skipif(protocol._orjson is None, reason="orjson (the fast extra) is not installed")
+@given(json_values | st.sets(st.integers(), max_size=3) | st.integers(min_value=2**63))
+def test_orjson_and_the_json_module_agree(value):
+    """Both encoders give messages that both decoders read alike (NaN tagged, big ints exact)."""
+    fast = encode_value(value)
+    with _without_orjson():
+        plain = encode_value(value)
+        assert _same(decode_value(fast), decode_value(plain))
+    assert _same(decode_value(plain), decode_value(fast))
+    assert _same(decode_value(fast), list(value) if isinstance(value, set) else value)
+    json.loads(fast)  # strict JSON (no NaN literals)
+
+
+@pytest.mark.skipif(protocol._orjson is None, reason="orjson (the fast extra) is not installed")
+@pytest.mark.parametrize(
+    "value", [{1: 2}, "\ud800", object(), [np.float64("nan"), np.int64(3)], {TAG: "x", "a": [1]}]
+)
+def test_orjson_falls_back_or_refuses_as_the_json_module(value):
+    """What orjson cannot encode goes to the json module: same message, same error."""
+    try:
+        fast: bytes | Exception = encode_value(value)
+    except EncodingError as exc:
+        fast = exc
+    with _without_orjson():
+        try:
+            plain: bytes | Exception = encode_value(value)
+        except EncodingError as exc:
+            plain = exc
+    assert type(fast) is type(plain)
+    if isinstance(fast, bytes):
+        assert isinstance(plain, bytes)
+        assert _same(decode_value(fast), decode_value(plain))

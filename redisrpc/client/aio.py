@@ -36,9 +36,9 @@ import redis
 
 from ..core.call import Call, calling
 from ..core.keys import queue_name
-from ..core.ownlist import OwnList
+from ..core.ownlist import OwnList, blob_commands
 from ..core.plan import Plan, Receive, Recover, Send, drive_async
-from ..core.protocol import SET_PROPERTY, Reply, decode_reply
+from ..core.protocol import SET_PROPERTY, Framed, Reply, decode_reply, framed
 from ..core.transport import AsyncTransport, Transport
 from ..errors import RedisRPCError
 from .proxy import ProxyBase, ProxyState, checked_timeout
@@ -283,7 +283,9 @@ class Multiplexer:
         """Push a batch; if that fails, every call in it gets the error."""
         error: BaseException | None = None
         try:
-            await self.transport.step((("RPUSH", self.service, *batch.values()),))
+            # Blob lists first (protocol 4), in the same round trip as the requests.
+            blobs = tuple(c for data in batch.values() for c in blob_commands(data))
+            await self.transport.step((*blobs, ("RPUSH", self.service, *batch.values())))
         except RedisRPCError as exc:
             error = exc
         for call_id in batch:
@@ -310,7 +312,7 @@ class Multiplexer:
                         ("LPOP", self.reply_queue, _READ_BATCH),
                     )
                 )
-                for raw in ([blocked[1]] if blocked else []) + (more or []):
+                for raw in await self._framed(([blocked[1]] if blocked else []) + (more or [])):
                     self._deliver(raw)
         except RedisRPCError as exc:
             # Every waiting call learns of it at its step; its plan then recovers.
@@ -318,6 +320,16 @@ class Multiplexer:
                 box.put(exc)
         finally:
             self.reader = None
+
+    async def _framed(self, elements: list[bytes]) -> list[bytes]:
+        """The messages among popped ``elements``, each with its blobs (one RPUSH wrote them)."""
+        messages, missing = framed(elements)
+        if missing:
+            (rest,) = await self.transport.step((("LPOP", self.reply_queue, missing),))
+            last = messages[-1]
+            if isinstance(last, Framed):
+                last.blobs.extend(rest or [])
+        return messages
 
     def _deliver(self, raw: bytes) -> None:
         try:
@@ -372,7 +384,13 @@ class Multiplexer:
         for box in self.boxes.values():  # errors handed out before are settled now
             while box.items and isinstance(box.items[0], BaseException):
                 box.items.popleft()
-        for raw in more or []:
+        messages, missing = framed(more or [])
+        if missing:
+            (rest,) = yield (("LPOP", self.reply_queue, missing),)
+            last = messages[-1]
+            if isinstance(last, Framed):
+                last.blobs.extend(rest or [])
+        for raw in messages:
             self._deliver(raw)
         return removed
 

@@ -138,6 +138,12 @@ class ProxyState:
         version = (self.description or {}).get("protocol")
         return isinstance(version, int) and not isinstance(version, bool) and version >= 2
 
+    @property
+    def binary(self) -> bool:
+        """Whether the described server takes bytes and arrays as raw blobs (protocol 4)."""
+        version = (self.description or {}).get("protocol")
+        return isinstance(version, int) and not isinstance(version, bool) and version >= 4
+
     def call(self, method: str, args: Any, kwargs: dict[str, Any], **options: Any) -> Call:
         """The :class:`~redisrpc.core.call.Call` of one call through this proxy."""
         anonymous: Anonymous = "none" if self.echoes_ids else "any"
@@ -152,6 +158,7 @@ class ProxyState:
             max_size=self.max_size,
             registry_prefix=liveness_prefix(self.description),
             anonymous=anonymous,
+            binary=self.binary,
             limit=self.limit,
             caller=CALLER,
             **options,

@@ -35,7 +35,14 @@ from ..errors import MessageTooLargeError, RedisConnectionError, RedisRPCError
 from .cancel import MARK_MARGIN, cancel_commands, running_calls
 from .outcomes import gone, interrupted, lost, timed_out, unknown
 from .plan import NOW, Plan, Receive, Recover, Send
-from .protocol import DEFAULT_MAX_MESSAGE_SIZE, Reply, Request, decode_reply, encode_request
+from .protocol import (
+    DEFAULT_MAX_BLOB_SIZE,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Reply,
+    Request,
+    decode_reply,
+    encode_framed_request,
+)
 from .registry import DEFAULT_PREFIX, counting_live, listing_names
 
 __all__ = [
@@ -110,6 +117,9 @@ class Call:
     caller: str | None = None
     deadline: int | None = None
     """The request's deadline (epoch ms, Redis clock), once :func:`calling` set it."""
+    binary: bool = False
+    """Send bytes and arrays as raw blobs: the server speaks protocol 4 (PROTOCOL.md, "Blobs")."""
+    max_blob_size: int = DEFAULT_MAX_BLOB_SIZE
     on_event: Callable[[str, Any], None] | None = None
     """Told of ``("progress", (done, total, message))`` and, while the call waits
     behind others, ``("waiting", [running calls])``; see :mod:`redisrpc.client.progress`."""
@@ -134,7 +144,16 @@ def encoded(call: Call) -> bytes:
     request.caller = call.caller
     if call.deadline is not None:
         request.sent = call.deadline - int(call.timeout * 1000)
-    data = encode_request(request)
+    # A blob list lives as long as the request may wait, and a margin (withdrawn calls too).
+    ttl_ms = int((call.limit or call.timeout) * 1000) + int(MARK_MARGIN * 1000)
+    data = encode_framed_request(
+        request,
+        binary=call.binary,
+        max_size=call.max_size,
+        max_blob_size=call.max_blob_size,
+        key=call.reply_prefix + call.call_id + ":blobs",
+        ttl_ms=ttl_ms,
+    )
     if len(data) > call.max_size:
         raise MessageTooLargeError(
             f"request for {call.method}() is {len(data)} bytes, over the server's limit of"

@@ -10,8 +10,9 @@ from collections import deque
 from typing import Any
 
 from .plan import Plan, Receive, Recover, Send
+from .protocol import Framed, blob_count, framed
 
-__all__ = ["RECEIVE_BATCH", "OwnList"]
+__all__ = ["RECEIVE_BATCH", "OwnList", "blob_commands", "completed"]
 
 
 class OwnList:
@@ -41,11 +42,12 @@ class OwnList:
         return None
 
     def _sending(self, step: Send) -> Plan[bytes | None]:
-        _, popped = yield (
+        *_, popped = yield (
+            *blob_commands(step.data),
             ("RPUSH", step.service, step.data),
             ("BLPOP", step.reply_queue, step.wait),
         )
-        return popped[1] if popped else None
+        return (yield from completed(step.reply_queue, [popped[1]] if popped else []))
 
     def _receiving(self, step: Receive) -> Plan[bytes | None]:
         if not self.buffer:
@@ -53,14 +55,48 @@ class OwnList:
                 ("BLPOP", step.reply_queue, step.wait),
                 ("LPOP", step.reply_queue, RECEIVE_BATCH),
             )
-            self.buffer.extend(([popped[1]] if popped else []) + (more or []))
+            elements = ([popped[1]] if popped else []) + (more or [])
+            messages, missing = framed(elements)
+            if missing:
+                yield from _taking_rest(step.reply_queue, messages[-1], missing)
+            self.buffer.extend(messages)
         return self.buffer.popleft() if self.buffer else None
 
     def _recovering(self, step: Recover) -> Plan[tuple[bool, Any]]:
         removed, popped = yield (("LREM", step.service, 1, step.data), ("LPOP", step.reply_queue))
         if not removed and step.marks:
             yield step.marks
-        return bool(removed), popped
+        return bool(removed), (yield from completed(step.reply_queue, [popped] if popped else []))
+
+
+def blob_commands(data: bytes) -> tuple[tuple[Any, ...], ...]:
+    """The commands that write a request's blobs to its blob list (none for a plain request).
+
+    Sent before the request's RPUSH, in the same round trip: a server that
+    pops the request finds its blobs there.
+    """
+    if not isinstance(data, Framed) or not data.blobs or data.key is None:
+        return ()
+    return (("RPUSH", data.key, *data.blobs), ("PEXPIRE", data.key, max(1, data.ttl_ms)))
+
+
+def completed(queue: str, elements: list[bytes]) -> Plan[bytes | None]:
+    """The one message popped (``elements``: none, or its JSON), with the blobs that follow it."""
+    if not elements:
+        return None
+    if not blob_count(elements[0]):
+        return elements[0]
+    messages, missing = framed(elements)
+    if missing:
+        yield from _taking_rest(queue, messages[-1], missing)
+    return messages[0]
+
+
+def _taking_rest(queue: str, message: bytes, missing: int) -> Plan[None]:
+    """Pop the blobs of ``message`` that a batch cut off (one RPUSH wrote them: they are there)."""
+    (rest,) = yield (("LPOP", queue, missing),)
+    if isinstance(message, Framed):
+        message.blobs.extend(rest or [])
 
 
 RECEIVE_BATCH = 64

@@ -26,18 +26,23 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import math
 import re
 import sys
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import EncodingError, MessageTooLargeError, ProtocolError
+from ..errors import EncodingError, MessageTooLargeError, ProtocolError, RedisRPCError
 from .keys import cancel_key, cancels_key, reply_queue_prefix, running_key  # re-exported
 
 __all__ = [
+    "BLOB_VERSION",
     "BUILTIN_CALLS",
+    "DEFAULT_MAX_BLOB_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "DESCRIBE",
     "GET_PROPERTY",
@@ -49,18 +54,24 @@ __all__ = [
     "SET_PROPERTY",
     "TAG",
     "ErrorInfo",
+    "Framed",
     "Reply",
     "Request",
+    "blob_count",
+    "blob_header",
     "cancel_key",
     "cancels_key",
     "decode_reply",
     "decode_request",
     "decode_value",
+    "encode_framed_reply",
+    "encode_framed_request",
     "encode_item",
     "encode_progress",
     "encode_reply",
     "encode_request",
     "encode_value",
+    "framed",
     "is_valid_name",
     "max_values",
     "reply_queue_prefix",
@@ -68,9 +79,10 @@ __all__ = [
     "salvage_response_queue",
 ]
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 """Version 1 is the original RedisRPC format; version 2 adds the optional keys;
-version 3 adds interim messages (progress, stream items) and cancellation."""
+version 3 adds interim messages (progress, stream items) and cancellation;
+version 4 adds the binary side channel (bytes and arrays as raw blobs)."""
 
 INTERIM_VERSION = 3
 """The first version whose callers take interim messages (progress, stream items)."""
@@ -118,6 +130,11 @@ def is_valid_name(name: object) -> bool:
 def _encode_default(obj: Any) -> Any:
     """Encode the types JSON lacks; called by ``json.dumps`` only for those."""
     if isinstance(obj, (bytes, bytearray, memoryview)):
+        sink = _SINK.get()
+        if sink is not None:  # protocol 4: a raw blob, or base64 checked against the limit first
+            blob = sink.take(memoryview(obj).cast("B"))
+            if blob is not None:
+                return {TAG: "bytes", "blob": blob}
         return {TAG: "bytes", "base64": base64.b64encode(bytes(obj)).decode("ascii")}
     numpy = sys.modules.get("numpy")
     if numpy is not None:
@@ -129,6 +146,13 @@ def _encode_default(obj: Any) -> Any:
                 )
             # Not ascontiguousarray: it turns a 0-d array into a 1-d one.
             arr = obj if obj.flags.c_contiguous else obj.copy(order="C")
+            sink = _SINK.get()
+            if sink is not None:
+                # The array's own memory travels (no copy): a flat view of its bytes.
+                blob = sink.take(memoryview(arr.reshape(-1).view(numpy.uint8)))
+                if blob is not None:
+                    shape = list(arr.shape)
+                    return {TAG: "ndarray", "dtype": arr.dtype.str, "shape": shape, "blob": blob}
             return {
                 TAG: "ndarray",
                 "dtype": arr.dtype.str,
@@ -205,6 +229,8 @@ _TAG_KEY = b'"' + TAG.encode() + b'"'
 def _dumps_unescaped(obj: Any) -> bytes:
     try:
         return _json_bytes(obj)
+    except MessageTooLargeError:
+        raise  # a blob or base64 string over the limit, refused before it was encoded
     except ValueError as exc:
         if "Out of range float" not in str(exc):
             raise EncodingError(str(exc)) from exc
@@ -221,6 +247,11 @@ _ENCODER = json.JSONEncoder(default=_encode_default, allow_nan=False, separators
 
 def _json_bytes(obj: Any) -> bytes:
     """Strict JSON, with every failure but non-finite floats reported as EncodingError."""
+    if _orjson is not None:
+        data = _orjson_bytes(obj)
+        if data is not None:
+            return data
+    _restart()
     try:
         text = _ENCODER.encode(obj)
     except EncodingError:
@@ -246,7 +277,7 @@ def _decode_tag(obj: dict[str, Any]) -> Any:
         return obj
     try:
         if tag == "bytes":
-            return _b64decode(obj["base64"])
+            return _inbox(obj["blob"]) if "blob" in obj else _b64decode(obj["base64"])
         if tag == "float":
             return float(obj["value"])
         if tag == "dict":  # a plain dict that uses the tag key itself (see _escape)
@@ -262,13 +293,15 @@ def _decode_tag(obj: dict[str, Any]) -> Any:
                 import numpy  # noqa: PLC0415 - numpy is optional; only arrays need it
             except ImportError as exc:
                 raise EncodingError("a numpy array arrived but numpy is not installed") from exc
-            data = _b64decode(obj["base64"])
+            blob = "blob" in obj
+            data = _inbox(obj["blob"]) if blob else _b64decode(obj["base64"])
             if not (isinstance(obj["dtype"], str) and _DTYPE_RE.fullmatch(obj["dtype"])):
                 raise ProtocolError(f"arrays of dtype {str(obj['dtype'])[:40]!r} are refused")
             dtype = numpy.dtype(obj["dtype"])
             if dtype.hasobject:
                 raise ProtocolError("arrays of Python objects are refused")
-            return numpy.frombuffer(data, dtype=dtype).reshape(obj["shape"]).copy()
+            array = numpy.frombuffer(data, dtype=dtype).reshape(obj["shape"])
+            return array if blob else array.copy()  # a blob's array is read-only, not copied
     except (KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ProtocolError):
             raise
@@ -349,14 +382,19 @@ def _checked(raw: bytes | str, max_size: int, what: str) -> Any:
 
 def _loads(raw: bytes | str, brackets: int | None = None) -> Any:
     try:
-        value = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        value = _orjson_loads(raw) if _orjson is not None else _NOT_PARSED
+        if value is _NOT_PARSED:
+            value = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+            tagged = False  # the decoder's object_hook resolved them
+        else:
+            tagged = _TAG_KEY in (raw.encode() if isinstance(raw, str) else raw)
         # Few brackets cannot nest deeply: the walk runs only for messages that might.
         if brackets is None:
             data = raw.encode() if isinstance(raw, str) else raw
             brackets = data.count(b"[") + data.count(b"{")
         if brackets > MAX_NESTING and _too_deep(value, MAX_NESTING):
             raise ProtocolError(f"message is nested too deeply (more than {MAX_NESTING} levels)")
-        return value
+        return _resolved(value) if tagged else value
     except RecursionError as exc:
         raise ProtocolError("message is nested too deeply") from exc
     except UnicodeDecodeError as exc:
@@ -452,7 +490,8 @@ def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAG
     Raises :class:`ProtocolError` (or :class:`MessageTooLargeError`) with a
     message fit to send back to the caller.
     """
-    message = _checked(raw, max_size, "request")
+    with _receiving(raw):
+        message = _checked(raw, max_size, "request")
     if not isinstance(message, dict):
         raise ProtocolError(f"a request must be a JSON object, not {type(message).__name__}")
     response_queue = message.get("response_queue")
@@ -584,7 +623,8 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
     than :func:`max_values` values, raises :class:`MessageTooLargeError`
     before any decoding (no memory spent on it).
     """
-    message = _loads(raw) if max_size is None else _checked(raw, max_size, "reply")
+    with _receiving(raw):
+        message = _loads(raw) if max_size is None else _checked(raw, max_size, "reply")
     if not isinstance(message, dict):
         raise ProtocolError(f"a reply must be a JSON object, not {type(message).__name__}")
     reply_id = message.get("id")
@@ -626,3 +666,279 @@ def encode_progress(call_id: str | None, done: float, total: float | None, messa
 def encode_item(call_id: str | None, value: Any) -> bytes:
     """One item of a streamed result (only to protocol 3 callers)."""
     return _dumps({"item": value, "id": call_id, "protocol": PROTOCOL_VERSION})
+
+
+# -- faster JSON: orjson, where installed (the "fast" extra) ------------------
+
+try:
+    import orjson as _orjson_module
+except ImportError:  # pragma: no cover - exercised where orjson is absent
+    _orjson: Any = None
+else:
+    _orjson = _orjson_module
+
+# datetime and dataclasses go to _encode_default (refused), as with the json module.
+_ORJSON_OPTIONS = getattr(_orjson, "OPT_PASSTHROUGH_DATETIME", 0) | getattr(
+    _orjson, "OPT_PASSTHROUGH_DATACLASS", 0
+)
+_NULL = b"null"
+_NOT_PARSED = object()
+
+
+def _orjson_bytes(obj: Any) -> bytes | None:
+    """orjson's encoding of ``obj``, or None where the json module must decide.
+
+    orjson writes NaN and infinities as ``null``; a message with no ``null``
+    at all certainly had none (one C scan), otherwise the json module encodes
+    it again and tags them. Whatever orjson refuses (integers over 64 bits,
+    dict keys that are not strings, lone surrogates, deep nesting) is also
+    left to the json module, so both give the same messages and errors.
+    """
+    _restart()
+    try:
+        data: bytes = _orjson.dumps(obj, default=_encode_default, option=_ORJSON_OPTIONS)
+    except _orjson.JSONEncodeError as exc:
+        if isinstance(exc.__cause__, RedisRPCError):
+            raise exc.__cause__ from None  # raised by _encode_default (a refusal, a limit)
+        return None
+    return None if _NULL in data else data
+
+
+_LONG_NUMBER_RE = re.compile(rb"[0-9]{19}")
+
+
+def _orjson_loads(raw: bytes | str) -> Any:
+    """orjson's decoding of ``raw``, or _NOT_PARSED: the json module then decides (and reports).
+
+    orjson reads integers beyond 64 bits as floats; a message with 19 digits
+    in a row anywhere is left to the json module, which keeps them exact.
+    """
+    if _LONG_NUMBER_RE.search(raw.encode() if isinstance(raw, str) else raw):
+        return _NOT_PARSED
+    try:
+        return _orjson.loads(raw)
+    except _orjson.JSONDecodeError:
+        return _NOT_PARSED
+
+
+def _resolved(obj: Any) -> Any:
+    """Replace tagged values, innermost first, as the json module's object_hook does."""
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if isinstance(value, (dict, list)):
+                obj[key] = _resolved(value)
+        return _decode_tag(obj) if TAG in obj else obj
+    if isinstance(obj, list):
+        for i, value in enumerate(obj):
+            if isinstance(value, (dict, list)):
+                obj[i] = _resolved(value)
+    return obj
+
+
+# -- the binary side channel (protocol 4) --------------------------------------
+
+BLOB_VERSION = 4
+"""The first version whose peers send bytes and arrays as raw blobs (PROTOCOL.md, "Blobs")."""
+
+DEFAULT_MAX_BLOB_SIZE = 1024 * 1024 * 1024
+"""The most bytes of blobs one message may carry (1 GiB), beside its JSON's own limit."""
+
+_MAX_BLOBS = 100_000
+_HEADER_RE = re.compile(
+    rb'\{\s*"blobs"\s*:\s*([0-9]{1,9})\s*(?:,\s*"blob_key"\s*:\s*"([^"\\]{1,400})")?'
+)
+
+
+class Framed(bytes):
+    """A message's JSON (the bytes themselves) with the raw blobs that travel after it.
+
+    ``blobs`` are the message's blobs in order; a request's also names the
+    key they are written to (``key``) and how long it lives (``ttl_ms``).
+    A plain ``bytes`` message is a message with no blobs.
+    """
+
+    blobs: list[Any]
+    key: str | None
+    ttl_ms: int
+
+    def __new__(
+        cls, data: bytes, blobs: Sequence[Any], *, key: str | None = None, ttl_ms: int = 0
+    ) -> Framed:
+        message = super().__new__(cls, data)
+        message.blobs = list(blobs)
+        message.key = key
+        message.ttl_ms = ttl_ms
+        return message
+
+
+class _Sink:
+    """Where an encoding puts its bytes and arrays: blobs, or base64 within a size limit."""
+
+    __slots__ = ("blobs", "limit", "total")
+
+    def __init__(self, blobs: list[Any] | None, limit: int) -> None:
+        self.blobs = blobs
+        self.limit = limit
+        self.total = 0
+
+    def take(self, data: memoryview) -> int | None:
+        """The blob index of ``data``, or None: encode it as base64 (a peer before protocol 4).
+
+        Either way the size is checked first, so nothing too large is ever encoded.
+        """
+        size = data.nbytes if self.blobs is not None else (data.nbytes + 2) // 3 * 4
+        self.total += size
+        if self.total > self.limit:
+            what = "blobs" if self.blobs is not None else "base64 data"
+            raise MessageTooLargeError(
+                f"message {what} of at least {self.total} bytes exceed the limit of {self.limit}"
+            )
+        if self.blobs is None:
+            return None
+        self.blobs.append(data)
+        return len(self.blobs) - 1
+
+
+def _restart() -> None:
+    """An encoding starts (again, e.g. to tag NaN): forget the blobs of an earlier attempt."""
+    sink = _SINK.get()
+    if sink is not None:
+        sink.total = 0
+        if sink.blobs is not None:
+            sink.blobs.clear()
+
+
+_SINK: ContextVar[_Sink | None] = ContextVar("redisrpc_sink", default=None)
+_INBOX: ContextVar[Sequence[Any] | None] = ContextVar("redisrpc_inbox", default=None)
+
+
+@contextlib.contextmanager
+def _sending(binary: bool, limit: int) -> Iterator[list[Any]]:
+    blobs: list[Any] = []
+    token = _SINK.set(_Sink(blobs if binary else None, limit))
+    try:
+        yield blobs
+    finally:
+        _SINK.reset(token)
+
+
+@contextlib.contextmanager
+def _receiving(raw: bytes | str) -> Iterator[None]:
+    """While decoding ``raw``: its blobs (if any) are what blob tags refer to."""
+    blobs = raw.blobs if isinstance(raw, Framed) else None
+    if blobs is None:
+        yield
+        return
+    token = _INBOX.set(blobs)
+    try:
+        yield
+    finally:
+        _INBOX.reset(token)
+
+
+def _inbox(index: Any) -> Any:
+    blobs = _INBOX.get()
+    if blobs is None:
+        raise ProtocolError("a blob is referred to, but none came with the message")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(blobs):
+        raise ProtocolError(f"no blob {str(index)[:20]} among the {len(blobs)} that came")
+    return blobs[index]
+
+
+def _with_header(data: bytes, blobs: list[Any], **more: Any) -> bytes:
+    """``{"blobs":N,...`` first, so a reader frames the message without parsing it."""
+    head = f'{{"blobs":{len(blobs)}'
+    for name, value in more.items():
+        head += f',"{name}":{json.dumps(value)}'
+    return (head + ",").encode() + data[1:]
+
+
+def encode_framed_request(
+    request: Request,
+    *,
+    binary: bool,
+    max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
+    key: str,
+    ttl_ms: int,
+) -> bytes:
+    """Encode a request; with ``binary`` (a protocol 4 server) its bytes and arrays as blobs.
+
+    The blobs go to the list ``key`` (under the reply prefix), written in the
+    same round trip as the request, and expire after ``ttl_ms``. Without
+    ``binary``, bytes and arrays are base64 in the JSON, and refused before
+    they are encoded when they would not fit ``max_size``.
+    """
+    with _sending(binary, max_blob_size if binary else max_size) as blobs:
+        data = encode_request(request)
+    if not blobs:
+        return data
+    return Framed(_with_header(data, blobs, blob_key=key), blobs, key=key, ttl_ms=ttl_ms)
+
+
+def encode_framed_reply(
+    reply: Reply,
+    *,
+    binary: bool,
+    max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
+) -> bytes:
+    """Encode a reply; with ``binary`` (a protocol 4 caller) its bytes and arrays as blobs.
+
+    The blobs are pushed right after the JSON, in the same RPUSH. A value too
+    large for the limits becomes a ``MessageTooLargeError`` error reply,
+    decided before the large part is encoded.
+    """
+    try:
+        with _sending(binary, max_blob_size if binary else max_size) as blobs:
+            data = encode_reply(reply)
+    except MessageTooLargeError as exc:
+        error = ErrorInfo(
+            OWN_ERROR_PREFIX + "MessageTooLargeError", f"the reply is too large: {exc}"
+        )
+        return encode_reply(Reply(error=error, id=reply.id))
+    if not blobs:
+        return data
+    return Framed(_with_header(data, blobs), blobs)
+
+
+def blob_header(raw: bytes) -> tuple[int, str | None]:
+    """How many blobs follow the message ``raw``, and (a request's) the key they are under.
+
+    Read from the message's first key (``{"blobs":N``), without parsing it.
+    """
+    match = _HEADER_RE.match(raw)
+    if match is None:
+        return 0, None
+    count = min(int(match.group(1)), _MAX_BLOBS)
+    key = match.group(2)
+    return count, None if key is None else key.decode("utf-8", "replace")
+
+
+def blob_count(raw: bytes) -> int:
+    """How many blobs follow the message ``raw`` on its list (0 for plain messages)."""
+    return blob_header(raw)[0] if b'"blobs"' in raw[:16] else 0
+
+
+def framed(elements: Sequence[bytes]) -> tuple[list[bytes], int]:
+    """Group elements popped from a reply list into messages, each with its blobs.
+
+    Returns the messages (a :class:`Framed` for one with blobs) and how many
+    blobs the last one still lacks: a message and its blobs are pushed in one
+    RPUSH, so they are there, and the reader pops that many more.
+    """
+    messages: list[bytes] = []
+    missing = 0
+    i = 0
+    while i < len(elements):
+        raw = elements[i]
+        count = blob_count(raw)
+        if count == 0:
+            messages.append(raw)
+            i += 1
+            continue
+        blobs = elements[i + 1 : i + 1 + count]
+        messages.append(Framed(raw, blobs))
+        missing = count - len(blobs)
+        i += 1 + count
+    return messages, missing

@@ -104,16 +104,40 @@ else:
         return packed
 
 
-def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> bytes:
+def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> Any:
     """Encode ``commands`` as one RESP write; the first ``quiet`` ones will get no reply.
 
     A quiet command is preceded by ``CLIENT REPLY SKIP``: Redis runs it and
     sends nothing back, so it adds no reply, and no wakeup, to the round trip.
+    Returns bytes, or a list of buffers when an argument is a ``memoryview``
+    (a blob: its memory is written to the socket as it is, never copied).
     """
+    if any(type(arg) is memoryview for command in commands for arg in command):
+        return _pack_chunks(commands, quiet)
     return b"".join(
         _SKIP + _pack(command) if i < quiet else _pack(command)
         for i, command in enumerate(commands)
     )
+
+
+def _pack_chunks(commands: Sequence[Sequence[Any]], quiet: int) -> list[Any]:
+    """RESP for commands with memoryview arguments: small parts joined, blobs left in place."""
+    chunks: list[Any] = []
+    small: list[bytes] = []
+    for i, command in enumerate(commands):
+        if i < quiet:
+            small.append(_SKIP)
+        small.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            if type(arg) is memoryview:
+                small.append(b"$%d\r\n" % arg.nbytes)
+                chunks += (b"".join(small), arg)
+                small = [b"\r\n"]
+            else:
+                data = _arg_bytes(arg)
+                small += (b"$%d\r\n" % len(data), data, b"\r\n")
+    chunks.append(b"".join(small))
+    return chunks
 
 
 _SKIP = _pack_python(("CLIENT", "REPLY", "SKIP"))
@@ -228,7 +252,7 @@ def _deadline(commands: Sequence[Sequence[Any]]) -> float | None:
 
 
 def _exchange(
-    conn: AbstractConnection, packed: bytes, count: int, deadline: float | None = None
+    conn: AbstractConnection, packed: bytes | list[Any], count: int, deadline: float | None = None
 ) -> list[Any]:
     """Send ``packed`` (``count`` commands) and read their replies (until ``deadline``).
 
@@ -245,7 +269,7 @@ def _exchange(
 
 def _exchange_quietly(
     conn: AbstractConnection,
-    packed: bytes,
+    packed: bytes | list[Any],
     count: int,
     skipped: int,
     marker: bytes,
@@ -278,10 +302,11 @@ def _exchange_quietly(
         raise
 
 
-def _send(conn: AbstractConnection, packed: bytes) -> None:
+def _send(conn: AbstractConnection, packed: bytes | list[Any]) -> None:
     """Write one exchange; on failure the connection is dropped and nothing counts as sent."""
     try:
-        conn.send_packed_command((packed,), check_health=False)  # type: ignore[no-untyped-call]
+        chunks = packed if isinstance(packed, list) else (packed,)
+        conn.send_packed_command(chunks, check_health=False)  # type: ignore[no-untyped-call]
     except BaseException:
         conn.disconnect()  # type: ignore[no-untyped-call]
         raise

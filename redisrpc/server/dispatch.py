@@ -30,7 +30,9 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from ..core.protocol import (
+    BLOB_VERSION,
     BUILTIN_CALLS,
+    DEFAULT_MAX_BLOB_SIZE,
     DESCRIBE,
     GET_PROPERTY,
     OWN_ERROR_PREFIX,
@@ -40,6 +42,7 @@ from ..core.protocol import (
     Reply,
     Request,
     decode_request,
+    encode_framed_reply,
     encode_reply,
     is_valid_name,
     salvage_response_queue,
@@ -123,8 +126,10 @@ class Dispatcher:
         deny_tags: Collection[str] = (),
         max_message_size: int,
         contexts: Contexts | None = None,
+        max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
     ) -> None:
         self.obj = obj
+        self.max_blob_size = max_blob_size
         self.contexts = contexts
         self.name = name
         self.ident = ident
@@ -365,8 +370,11 @@ class Dispatcher:
                 late_ms,
             )
             return None, None
-        data = encode_reply(
-            Reply(value=value, id=request.id, stream=stream and context is not None)
+        data = encode_framed_reply(
+            Reply(value=value, id=request.id, stream=stream and context is not None),
+            binary=request.protocol >= BLOB_VERSION,
+            max_size=self.max_message_size,
+            max_blob_size=self.max_blob_size,
         )
         if len(data) > self.max_message_size:
             message = (

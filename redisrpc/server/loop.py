@@ -45,14 +45,17 @@ import redis
 
 from ..client.lock import lock_key
 from ..client.lock import refusal as lock_refusal
-from ..core.keys import queue_name
+from ..core.keys import queue_name, reply_queue_prefix
 from ..core.protocol import (
+    DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
     DESCRIBE,
     OWN_ERROR_PREFIX,
     PING,
     ErrorInfo,
+    Framed,
     Request,
+    blob_header,
 )
 from ..core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, serving_types, type_name
 from ..core.transport import Transport
@@ -95,7 +98,10 @@ def _reply_commands(pending: list[tuple[str, bytes]], ttl_ms: int) -> list[tuple
     """
     by_queue: dict[str, list[bytes]] = {}
     for queue, data in pending:
-        by_queue.setdefault(queue, []).append(data)
+        items = by_queue.setdefault(queue, [])
+        items.append(data)
+        if isinstance(data, Framed):
+            items.extend(data.blobs)  # the reply's blobs follow it, in the same RPUSH
     commands: list[tuple[Any, ...]] = []
     for queue, items in by_queue.items():
         commands.append(("RPUSH", queue, *items))
@@ -116,6 +122,8 @@ class Server:
             refuse every property or attribute write.
         deny_tags: hide members tagged with any of these (e.g. ``{"admin"}``).
         max_message_size: requests larger than this many bytes are refused.
+        max_blob_size: the most bytes of raw blobs (bytes and arrays of protocol 4
+            callers) one request or reply may carry (default 1 GiB).
         reply_ttl: seconds an unread reply list lives before Redis drops it.
         poll_interval: how often, in seconds, an idle server checks for stop().
         handle_signals: when run() is in the main thread, SIGINT and SIGTERM
@@ -146,6 +154,7 @@ class Server:
         readonly: bool = False,
         deny_tags: Collection[str] = (),
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
         reply_ttl: float = 60.0,
         poll_interval: float = 1.0,
         handle_signals: bool = True,
@@ -170,6 +179,7 @@ class Server:
         self.name = name
         self.obj = obj
         self.max_message_size = max_message_size
+        self.max_blob_size = max_blob_size
         self.reply_ttl_ms = max(1, int(reply_ttl * 1000))
         self.poll_interval = poll_interval
         self.handle_signals = handle_signals
@@ -194,6 +204,7 @@ class Server:
             deny_tags=deny_tags,
             max_message_size=max_message_size,
             contexts=self._call_context,
+            max_blob_size=max_blob_size,
         )
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -220,6 +231,7 @@ class Server:
         return {
             "server": self.ident,
             "max_message_size": self.max_message_size,
+            "max_blob_size": self.max_blob_size,
             **(self.registration.describe_extra() if self.registration else {}),
         }
 
@@ -235,11 +247,32 @@ class Server:
         raises: see :meth:`redisrpc.server.dispatch.Dispatcher.handle`.
         """
         return self.dispatcher.handle(
-            raw,
+            self._with_blobs(raw),
             now_ms=self.transport.now_ms,
             check=lambda request: self._check(request, prefetched),
             describe_extra=self._describe_extra,
         )
+
+    def _with_blobs(self, raw: bytes) -> bytes:
+        """The request with its blobs (protocol 4), taken from its blob list in one round trip.
+
+        The list must be under the service's reply prefix (as the reply queue
+        must). Blobs that are missing (expired, or over the limit) leave the
+        request short of them: it is then answered with a ProtocolError.
+        """
+        count, key = blob_header(raw)
+        if not count or key is None or not key.startswith(reply_queue_prefix(self.name)):
+            return raw
+        try:
+            (blobs,) = self.transport.execute(("LPOP", key, count))
+        except RedisRPCError as exc:
+            log.warning("%s: could not take a request's blobs from %r: %s", self.name, key, exc)
+            blobs = []
+        blobs = blobs or []
+        if sum(len(blob) for blob in blobs) > self.max_blob_size:
+            log.warning("%s: a request's blobs exceed max_blob_size; refused", self.name)
+            blobs = []
+        return Framed(raw, blobs)
 
     def _check(self, request: Request, prefetched: Sequence[Any] = ()) -> ErrorInfo | None:
         """Before a call starts: not a replay, its caller has not given up, the lock lets it run."""
