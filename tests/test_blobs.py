@@ -206,3 +206,11 @@ def test_max_blob_size_is_advertised_and_enforced(r, serve):
     assert redisrpc.description(store)["max_blob_size"] == 1000
     with pytest.raises(MessageTooLargeError, match="blobs of at least 2000 bytes"):
         store.make(1000)  # 2000 bytes of reply blobs
+
+
+def test_a_client_refuses_blobs_over_the_servers_limit_before_sending(r, serve):
+    serve(Store(), "store", max_blob_size=1000)
+    store = redisrpc.Client(r, "store")
+    with pytest.raises(MessageTooLargeError, match="limit of 1000"):
+        store.echo(np.zeros(1000))
+    assert r.llen("store") == 0 and r.keys("store:rpc:*") == []

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from ..core.call import Anonymous, Call
 from ..core.protocol import (
+    DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
     DESCRIBE,
     GET_PROPERTY,
@@ -117,6 +118,7 @@ class ProxyState:
     timeout: float
     description: dict[str, Any] | None = None
     max_size: int = DEFAULT_MAX_MESSAGE_SIZE
+    max_blob_size: int = DEFAULT_MAX_BLOB_SIZE
     lock: LockCell = field(default_factory=LockCell)
     channels: dict[Any, Any] = field(default_factory=dict)
     """Per-client I/O helpers, e.g. the asyncio multiplexer of each event loop."""
@@ -159,6 +161,7 @@ class ProxyState:
             registry_prefix=liveness_prefix(self.description),
             anonymous=anonymous,
             binary=self.binary,
+            max_blob_size=self.max_blob_size,
             limit=self.limit,
             caller=CALLER,
             **options,
@@ -197,6 +200,9 @@ class ProxyState:
         size = (found or {}).get("max_message_size")
         if isinstance(size, int) and size > 0:
             self.max_size = size
+        blobs = (found or {}).get("max_blob_size")
+        if isinstance(blobs, int) and blobs > 0:
+            self.max_blob_size = blobs
         return found
 
     def value(self, reply: Reply) -> Any:
