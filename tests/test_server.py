@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import redisrpc
 from redisrpc.core.protocol import Request, decode_reply, encode_request
 from redisrpc.core.transport import Transport
+from redisrpc.server import dispatch
 
 
 class MyError(Exception):
@@ -617,3 +618,31 @@ def test_a_request_id_already_run_is_not_run_again(server, device):
     assert _handle(server, raw)["return_value"] == 6
     assert server.handle(raw) == (None, None)
     assert device.calls == ["add", "add"]
+
+
+def test_the_description_is_computed_once_until_the_object_changes(monkeypatch):
+    """__describe__ rescans the object only when its members or attribute types changed."""
+    scans = []
+    real = dispatch.exposed_members
+    monkeypatch.setattr(
+        dispatch, "exposed_members", lambda *a, **k: scans.append(1) or real(*a, **k)
+    )
+
+    class Thing:
+        def ping(self) -> str:
+            return "pong"
+
+    thing = Thing()
+    dispatcher = dispatch.Dispatcher(thing, "thing", ident="t", max_message_size=1000)
+    first = dispatcher.describe({"server": "a"})
+    scanned = len(scans)
+    assert dispatcher.describe({"server": "b"})["server"] == "b"
+    assert dispatcher.describe({})["methods"] == first["methods"]
+    assert len(scans) == scanned  # not scanned again
+    thing.gain = 1.5  # a new public attribute
+    names = [p["name"] for p in dispatcher.describe({})["properties"]]
+    assert names == ["gain"] and len(scans) == scanned + 1
+    thing.gain = "now text"  # its type changed: its annotation does
+    assert dispatcher.describe({})["properties"][0]["annotation"] == "str"
+    Thing.extra = lambda self: 1  # a method added to the class
+    assert "extra" in [m["name"] for m in dispatcher.describe({})["methods"]]

@@ -9,12 +9,16 @@
 
 The call itself is :func:`redisrpc.core.call.calling`, a plan shared with the
 asyncio client; this module only carries out its steps, each call on a reply
-list of its own. A proxy is safe to share between threads: every call
-borrows its own pooled connection.
+list of its own. A proxy is safe to share between threads: calls that
+overlap share one reply list and one reader thread
+(:class:`~redisrpc.client.threads.ThreadMultiplexer`), and their pushes
+are coalesced.
 """
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import redis
@@ -27,6 +31,7 @@ from ..core.transport import Transport
 from .progress import ProgressCallback
 from .proxy import ProxyBase, ProxyState, checked_timeout, state_of
 from .stream import RemoteStream
+from .threads import Flight, ThreadMultiplexer, described_stream
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -92,23 +97,54 @@ class Client(ProxyBase):
         state = self._rpc_state
         watcher = state.watcher(name)
         call = state.call(name, args, kwargs, on_event=watcher)
-        channel = _Direct(state.transport)
+        flight: Flight | None = state.channels.get(_FLIGHT)
+        if flight is None:
+            flight = state.channels.setdefault(_FLIGHT, Flight())
+        mux: ThreadMultiplexer | None = None
+        if flight.enter() and state.echoes_ids and not described_stream(state.description, name):
+            mux = _multiplexer(state, flight)
+            call = replace(call, shared_queue=mux.reply_queue)
+        step = _Direct(state.transport).step if mux is None else mux.step
+        streaming = False
         try:
-            reply = drive(calling(call), channel.step)
+            reply = drive(calling(call), step)
+            streaming = reply.interim == "item" or reply.stream
         except KeyboardInterrupt as exc:
             # One line on what became of the call, not pages of library frames.
             raise KeyboardInterrupt(getattr(exc, NOTE, "")) from None
         finally:
+            flight.leave()
+            if mux is not None and not streaming:
+                mux.forget(call.call_id)
             if watcher is not None:
                 watcher.close()
-        if reply.interim == "item" or reply.stream:
-            return RemoteStream(state, call, reply, lambda plan: drive(plan, channel.step))
+        if streaming:
+            return RemoteStream(state, call, reply, lambda plan: drive(plan, step))
         return state.value(reply)
 
     def _rpc_refresh(self) -> dict[str, Any] | None:
         """Fetch the description again and rebuild this proxy's class from it."""
         channel = _Direct(self._rpc_state.transport)
         return self._rpc_adopt(drive(calling(self._rpc_state.describe_call()), channel.step))
+
+
+_FLIGHT = "threads"  # the key of a proxy's Flight among its channels
+
+
+def _multiplexer(state: ProxyState, flight: Flight) -> ThreadMultiplexer:
+    """The proxy's thread multiplexer, made on first use."""
+    mux = flight.mux
+    if mux is None:
+        with flight.lock:
+            if flight.mux is None:
+                flight.mux = ThreadMultiplexer(
+                    state.transport,
+                    state.name,
+                    state.reply_prefix + secrets.token_hex(16),
+                    max_size=state.max_size,
+                )
+            mux = flight.mux
+    return mux
 
 
 class _Direct:

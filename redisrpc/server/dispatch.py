@@ -139,6 +139,7 @@ class Dispatcher:
         self.max_message_size = max_message_size
         self.calls = 0
         self.members: dict[str, Member] = self.scan()
+        self._described: tuple[Any, dict[str, Any]] | None = None  # (fingerprint, description)
         # id -> deadline (ms) of the requests run, oldest first; see _replayed.
         self._ran: dict[str, int] = {}
         self._ran_lock = threading.Lock()  # workers > 1 run handle() in several threads
@@ -151,9 +152,21 @@ class Dispatcher:
         )
 
     def describe(self, extra: dict[str, Any]) -> dict[str, Any]:
-        """Return the ``__describe__`` payload, rescanning the object first."""
-        self.members = self.scan()
-        return describe(self.obj, self.members, name=self.name, extra=extra)
+        """Return the ``__describe__`` payload; computed again only when the object changed.
+
+        A description of a class with hundreds of methods costs the serving
+        thread tens of milliseconds; the object's fingerprint (its classes'
+        members, its own attributes' names and types) costs microseconds.
+        """
+        fingerprint = _fingerprint(self.obj)
+        cached = self._described
+        if cached is None or cached[0] != fingerprint:
+            self.members = self.scan()
+            cached = self._described = (
+                fingerprint,
+                describe(self.obj, self.members, name=self.name),
+            )
+        return {**cached[1], **extra}
 
     def _member(self, name: str) -> Member:
         if not is_valid_name(name):
@@ -383,6 +396,18 @@ class Dispatcher:
             )
             data = self._error(request, OWN_ERROR_PREFIX + "MessageTooLargeError", message)
         return queue, data
+
+
+def _fingerprint(obj: Any) -> tuple[Any, ...]:
+    """What the description depends on: every class's members, the instance's attribute types."""
+    parts: list[Any] = [type(obj)]
+    for cls in type(obj).__mro__[:-1]:  # not object
+        members = vars(cls)
+        parts.append((tuple(members), tuple(map(id, members.values()))))
+    own = getattr(obj, "__dict__", None)
+    if isinstance(own, dict):
+        parts.append(tuple((k, id(v) if callable(v) else type(v)) for k, v in own.items()))
+    return tuple(parts)
 
 
 def _is_stream(value: Any) -> bool:

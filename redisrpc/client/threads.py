@@ -1,0 +1,241 @@
+"""Many threads on one sync proxy: one shared reply list, one reader thread, pushes coalesced.
+
+The sync client's calls each wait on a reply list of their own, which costs
+every call a connection, a blocking pop and several GIL releases: threads
+that share a proxy then convoy on the GIL. When calls overlap, the client
+hands them to a :class:`ThreadMultiplexer` instead, the threaded twin of the
+asyncio client's :class:`~redisrpc.client.aio.Multiplexer`:
+
+* it carries out the same call plan (:func:`redisrpc.core.call.calling`);
+  only the :class:`~redisrpc.core.plan.Send`, :class:`~redisrpc.core.plan.Receive`
+  and :class:`~redisrpc.core.plan.Recover` steps differ;
+* requests queued while a push is in flight go out together in the next
+  RPUSH (the thread that finds no push running sends them all);
+* one reader thread pops the shared reply list in batches (a message with
+  its blobs) and hands each reply to its call by id;
+* a call made while no other is in flight takes the direct path (its own
+  list), which is the quickest for one thread alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+from ..core.ownlist import blob_commands
+from ..core.plan import Plan, Receive, Recover, Send
+from ..core.protocol import Framed, decode_reply, framed
+from ..core.transport import Transport
+from ..errors import RedisConnectionError, RedisRPCError
+
+__all__ = ["Flight", "ThreadMultiplexer", "described_stream"]
+
+log = logging.getLogger("redisrpc.client")
+
+_READ_SLICE = 1.0  # the reader's longest wait; it stops once no call waits
+_READ_BATCH = 256
+
+
+def described_stream(description: dict[str, Any] | None, method: str) -> bool:
+    """Whether the description marks ``method`` as streaming (its items need their own list)."""
+    methods = (description or {}).get("methods")
+    for entry in methods if isinstance(methods, list) else []:
+        if isinstance(entry, dict) and entry.get("name") == method:
+            return entry.get("stream") is True
+    return False
+
+
+class Flight:
+    """How many calls of one proxy are in flight, and the multiplexer the overlapping ones share."""
+
+    __slots__ = ("count", "lock", "mux")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.count = 0
+        self.mux: ThreadMultiplexer | None = None
+
+    def enter(self) -> bool:
+        """A call starts; True when another is in flight (it should be multiplexed)."""
+        with self.lock:
+            self.count += 1
+            return self.count > 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.count -= 1
+
+
+class _Box:
+    """What one call waits on: the replies (or errors) handed to it, and its push."""
+
+    __slots__ = ("error", "pushed", "replies")
+
+    def __init__(self) -> None:
+        self.replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.pushed = threading.Event()
+        self.error: BaseException | None = None
+
+
+class ThreadMultiplexer:
+    """The calls of many threads on one shared reply list (see the module docstring)."""
+
+    def __init__(self, transport: Transport, service: str, reply_queue: str, *, max_size: int):
+        self.transport = transport
+        self.service = service
+        self.reply_queue = reply_queue
+        self.max_size = max_size
+        self.lock = threading.Lock()
+        self.boxes: dict[str, _Box] = {}
+        self.outbox: dict[str, bytes] = {}  # call id -> request, not pushed yet
+        self.pushing = False
+        self.reader: threading.Thread | None = None
+
+    def step(self, step: Any) -> Any:
+        """Carry out one step of a multiplexed call's plan (blocking)."""
+        if isinstance(step, Send):
+            return self._send(step)
+        if isinstance(step, Receive):
+            return self._wait(step.call_id, step.wait)
+        if isinstance(step, Recover):
+            return self._recover(step)
+        return self.transport.step(step)
+
+    def forget(self, call_id: str) -> None:
+        """The call is over: drop what the multiplexer kept for it."""
+        with self.lock:
+            self.boxes.pop(call_id, None)
+            self.outbox.pop(call_id, None)
+
+    # -- pushes ---------------------------------------------------------------
+
+    def _send(self, step: Send) -> Any:
+        box = _Box()
+        with self.lock:
+            self.boxes[step.call_id] = box
+            self.outbox[step.call_id] = step.data
+            lead = not self.pushing
+            self.pushing = True
+            self._start_reader()
+        if lead:
+            self._push_all()
+        box.pushed.wait()
+        if box.error is not None:
+            raise box.error
+        return self._wait(step.call_id, step.wait)
+
+    def _push_all(self) -> None:
+        """Push what is queued, and what was queued meanwhile, until nothing is left."""
+        while True:
+            with self.lock:
+                batch, self.outbox = self.outbox, {}
+                if not batch:
+                    self.pushing = False
+                    return
+            error: BaseException | None = None
+            try:
+                blobs = tuple(c for data in batch.values() for c in blob_commands(data))
+                self.transport.execute(*blobs, ("RPUSH", self.service, *batch.values()))
+            except RedisRPCError as exc:
+                error = exc
+            except BaseException as exc:  # interrupted mid-push: whether it went out is unknown
+                self._settle(batch, RedisConnectionError(f"the push was interrupted: {exc!r}"))
+                with self.lock:
+                    rest, self.outbox, self.pushing = self.outbox, {}, False
+                self._settle(rest, RedisConnectionError("the push was interrupted"))
+                raise
+            self._settle(batch, error)
+
+    def _settle(self, batch: dict[str, bytes], error: BaseException | None) -> None:
+        with self.lock:
+            boxes = [self.boxes.get(call_id) for call_id in batch]
+        for box in boxes:
+            if box is not None:
+                box.error = error
+                box.pushed.set()
+
+    # -- replies --------------------------------------------------------------
+
+    def _wait(self, call_id: str, wait: float) -> Any:
+        """The next reply (or error) handed to the call, or None after ``wait`` seconds."""
+        box = self.boxes[call_id]
+        with self.lock:
+            self._start_reader()
+        try:
+            item = box.replies.get(timeout=wait)
+        except queue.Empty:
+            return None
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def _start_reader(self) -> None:
+        """Start the reader if calls wait and none runs (called with the lock held)."""
+        if self.reader is None and self.boxes:
+            self.reader = threading.Thread(
+                target=self._reading, name=f"redisrpc-reader-{self.service}", daemon=True
+            )
+            self.reader.start()
+
+    def _reading(self) -> None:
+        """Pop replies while calls wait, and hand each to its call."""
+        while True:
+            with self.lock:
+                if not self.boxes:
+                    self.reader = None
+                    return
+            try:
+                blocked, more = self.transport.execute(
+                    ("BLPOP", self.reply_queue, _READ_SLICE),
+                    ("LPOP", self.reply_queue, _READ_BATCH),
+                )
+                messages, missing = framed(([blocked[1]] if blocked else []) + (more or []))
+                if missing:
+                    (rest,) = self.transport.execute(("LPOP", self.reply_queue, missing))
+                    last = messages[-1]
+                    if isinstance(last, Framed):
+                        last.blobs.extend(rest or [])
+            except RedisRPCError as exc:
+                # Every waiting call learns of it at its step; its plan then recovers.
+                with self.lock:
+                    boxes = list(self.boxes.values())
+                    self.reader = None
+                for box in boxes:
+                    box.replies.put(exc)
+                return
+            for raw in messages:
+                self._deliver(raw)
+
+    def _deliver(self, raw: bytes) -> None:
+        try:
+            reply = decode_reply(raw, max_size=self.max_size)
+        except RedisRPCError as exc:
+            log.warning("dropped an undecodable reply on %s: %s", self.reply_queue, exc)
+            return
+        box = self.boxes.get(reply.id or "")
+        if box is not None:
+            box.replies.put(reply)  # else: a reply to a call that already gave up
+
+    # -- recovery -------------------------------------------------------------
+
+    def _recover(self, step: Recover) -> tuple[bool, Any]:
+        """Withdraw the request on a fresh connection; a reply already handed over wins."""
+        removed = self.transport.rescue(_withdrawing(step))
+        box = self.boxes.get(step.call_id)
+        waiting = None
+        while box is not None and waiting is None:
+            try:
+                item = box.replies.get_nowait()
+            except queue.Empty:
+                break
+            waiting = None if isinstance(item, BaseException) else item
+        return removed, waiting
+
+
+def _withdrawing(step: Recover) -> Plan[bool]:
+    (removed,) = yield (("LREM", step.service, 1, step.data),)
+    if not removed and step.marks:
+        yield step.marks
+    return bool(removed)
