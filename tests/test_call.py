@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from conftest import ROOT, wait_for
 from servable import Thing
 
 import redisrpc
-from redisrpc.core.call import UNKNOWN_GRACE, Call, calling
+from redisrpc.core.call import UNKNOWN_GRACE, Call, calling, new_call_id
 from redisrpc.core.plan import NOW, Receive, Recover, Send
 from redisrpc.core.protocol import Reply, decode_request, encode_reply
 
@@ -349,3 +350,28 @@ def test_a_flood_in_the_reply_list_does_not_blow_up_the_client(r, serve):
     r.rpush(f"svc:rpc:{running['id']}", b'{"return_value": [' + b"0," * (2 * 1024 * 1024) + b"0]}")
     worker.join(10)
     assert isinstance(result[0], redisrpc.MessageTooLargeError)
+
+
+def test_call_ids_are_unique_and_a_forked_child_draws_its_own():
+    """Ids are a random per-process prefix plus a counter; a child never repeats its parent's."""
+    ids = {new_call_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    prefixes = {i[:24] for i in ids}
+    assert len(prefixes) == 1
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write_end, new_call_id().encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    child = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert child not in ids and child[:24] not in prefixes
+
+
+def test_evolve_is_replace():
+    call = Call("s", "m", [1], {}, 5.0, "s:rpc:")
+    assert call.evolve(deadline=7, shared_queue="q") == replace(call, deadline=7, shared_queue="q")

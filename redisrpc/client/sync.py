@@ -18,7 +18,6 @@ are coalesced.
 from __future__ import annotations
 
 import secrets
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import redis
@@ -103,7 +102,7 @@ class Client(ProxyBase):
         mux: ThreadMultiplexer | None = None
         if flight.enter() and state.echoes_ids and not described_stream(state.description, name):
             mux = _multiplexer(state, flight)
-            call = replace(call, shared_queue=mux.reply_queue)
+            call = call.evolve(shared_queue=mux.reply_queue)
         step = _Direct(state.transport).step if mux is None else mux.step
         streaming = False
         try:
