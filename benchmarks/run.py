@@ -29,7 +29,7 @@ import redisrpc
 from redisrpc.aio import AsyncClient
 from redisrpc.testing import RedisServer
 
-__all__ = ["Row", "main"]
+__all__ = ["ArrayRow", "Row", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,6 +43,14 @@ class Row:
     p99_us: float | None = None
     rate: float | None = None
     note: str = ""
+
+
+@dataclass
+class ArrayRow:
+    """Moving one array of ``nbytes`` each way: median ms per transfer, by whom."""
+
+    nbytes: int
+    ms: dict[str, float]
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -244,7 +252,7 @@ def run_suite(url: str, sizes: Sizes, peers: bool) -> list[Row]:
     for count in sizes.scale:
         _scale_out(url, sizes, count, measure)
     if peers:
-        _peers(sizes, measure)
+        _peers(sizes, measure, url)
     return rows
 
 
@@ -268,7 +276,9 @@ def _scale_out(
         measure(lambda: asynchronous(f"{label}, async, {c} in flight, add()", url, name, c, 5 * n))
 
 
-def _peers(sizes: Sizes, measure: Callable[[Callable[[], Row]], None]) -> None:
+def _peers(
+    sizes: Sizes, measure: Callable[[Callable[[], Row]], None], url: str | None = None
+) -> None:
     """Pyro5 and RPyC, each against its own server process, when installed."""
     n, k = sizes.calls, sizes.threads
     if importlib.util.find_spec("Pyro5") is None:
@@ -279,6 +289,16 @@ def _peers(sizes: Sizes, measure: Callable[[Callable[[], Row]], None]) -> None:
         with servers("pyro5") as (uri,):
             call = functools.partial(Pyro5.api.Proxy(uri).add, 1)
             measure(lambda: sequential("Pyro5 call (direct TCP)", call, n))
+            if url is not None:
+                with servers("redisrpc", url=url, name="interleaved"):
+                    ours = functools.partial(redisrpc.Client(url, "interleaved").add, 1)
+                    pairs = [
+                        interleaved(("redisrpc sync call", ours), ("Pyro5 call", call), n)
+                        for _ in range(sizes.repeat)
+                    ]
+                for i in range(2):  # medians of the runs, which took turns with Pyro5
+                    runs = iter(pairs)
+                    measure(lambda i=i, runs=runs: next(runs)[i])
 
             def pyro_call() -> Callable[[], Any]:  # Pyro5 proxies belong to one thread
                 return functools.partial(Pyro5.api.Proxy(uri).add, 1)
@@ -298,6 +318,119 @@ def _peers(sizes: Sizes, measure: Callable[[Callable[[], Row]], None]) -> None:
                 return lambda: own.add(1)
 
             measure(lambda: threaded(f"RPyC, {k} threads", rpyc_call, k, 5 * n))
+
+
+def interleaved(
+    a: tuple[str, Callable[[], Any]], b: tuple[str, Callable[[], Any]], n: int
+) -> list[Row]:
+    """Two kinds of call timed alternately, so both see the same load (a shared machine)."""
+    for _ in range(max(10, n // 10)):
+        a[1]()
+        b[1]()
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(n):
+        for (_, call), out in zip((a, b), times, strict=True):
+            t0 = time.perf_counter()
+            call()
+            out.append(time.perf_counter() - t0)
+    rows = []
+    for (name, _), out in zip((a, b), times, strict=True):
+        out.sort()
+        total = sum(out)
+        rows.append(
+            Row(
+                f"interleaved: {name}",
+                _percentile(out, 0.5) * 1e6,
+                _percentile(out, 0.99) * 1e6,
+                n / total,
+            )
+        )
+    return rows
+
+
+ARRAY_SIZES = (8 * 1024, 256 * 1024, 8 * 1024 * 1024, 64 * 1024 * 1024)
+
+
+def _timed_median(call: Callable[[], Any], nbytes: int) -> float:
+    """Median ms of ``call`` over enough transfers for this size (about 0.5 GB, 3 to 200)."""
+    count = max(3, min(200, (512 * 1024 * 1024) // max(nbytes, 1) // 4))
+    call()  # warm up
+    times = []
+    for _ in range(count):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def run_arrays(url: str, sizes: tuple[int, ...], peers: bool) -> list[ArrayRow]:
+    """Arrays each way: raw SET+GET of the same bytes, redisrpc, Pyro5 (marshal), RPyC."""
+    import numpy  # noqa: PLC0415 (only these rows need it)
+
+    rows = [ArrayRow(n, {}) for n in sizes]
+    r = redis.Redis.from_url(url)
+    with servers("redisrpc", url=url, name="arrays"):
+        proxy: Any = redisrpc.Client(url, "arrays", timeout=300)
+        for row in rows:
+            data = proxy.array(row.nbytes)
+            raw = data.tobytes()
+
+            def set_get(raw: bytes = raw) -> None:
+                r.set("bench:raw", raw)
+                assert len(r.get("bench:raw") or b"") == len(raw)
+
+            row.ms["raw SET+GET"] = _timed_median(set_get, row.nbytes)
+            row.ms["redisrpc down"] = _timed_median(
+                functools.partial(proxy.array, row.nbytes), row.nbytes
+            )
+            row.ms["redisrpc up"] = _timed_median(functools.partial(proxy.take, data), row.nbytes)
+        r.delete("bench:raw")
+    if peers and importlib.util.find_spec("Pyro5") is not None:
+        import Pyro5.api  # noqa: PLC0415 (optional)
+
+        with servers("pyro5") as (uri,):
+            pyro = Pyro5.api.Proxy(uri)
+            pyro._pyroSerializer = "marshal"  # bytes as they are (serpent would base64 them)
+            for row in rows:
+                data = numpy.ones(row.nbytes // 8)
+                row.ms["Pyro5 down"] = _timed_median(
+                    lambda n=row.nbytes: numpy.frombuffer(pyro.array_bytes(n)), row.nbytes
+                )
+                row.ms["Pyro5 up"] = _timed_median(
+                    lambda d=data: pyro.take(d.tobytes()), row.nbytes
+                )
+    if peers and importlib.util.find_spec("rpyc") is not None:
+        import rpyc  # noqa: PLC0415 (optional)
+
+        with servers("rpyc") as (port,):
+            config = {"sync_request_timeout": 300}
+            root = rpyc.connect("127.0.0.1", int(port), config=config).root
+            for row in rows:
+                data = numpy.ones(row.nbytes // 8)
+                row.ms["RPyC down"] = _timed_median(
+                    lambda n=row.nbytes: numpy.frombuffer(root.array_bytes(n)), row.nbytes
+                )
+                row.ms["RPyC up"] = _timed_median(lambda d=data: root.take(d.tobytes()), row.nbytes)
+    return rows
+
+
+def array_table(rows: list[ArrayRow]) -> str:
+    """Median ms per transfer, and each against raw SET+GET of the same bytes (lower is better)."""
+    columns = [c for c in rows[0].ms if c != "raw SET+GET"] if rows else []
+    lines = [
+        "| array | raw SET+GET ms | " + " | ".join(f"{c} ms (x raw)" for c in columns) + " |",
+        "|---|---:|" + "---:|" * len(columns),
+    ]
+    for row in rows:
+        raw = row.ms["raw SET+GET"]
+        size = (
+            f"{row.nbytes // (1024 * 1024)} MB"
+            if row.nbytes >= 1024 * 1024
+            else f"{row.nbytes // 1024} KB"
+        )
+        cells = [f"{row.ms[c]:.2f} ({row.ms[c] / raw:.2f})" if c in row.ms else "" for c in columns]
+        lines.append(f"| {size} | {raw:.2f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 # -- output ---------------------------------------------------------------------
@@ -351,6 +484,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work-ms", type=float, default=1.0, help="the work() call's sleep")
     parser.add_argument("--no-peers", action="store_true", help="skip Pyro5 and RPyC")
     parser.add_argument("--repeat", type=int, default=3, help="runs per row; medians are shown")
+    parser.add_argument("--no-arrays", action="store_true", help="skip the array rows")
+    parser.add_argument("--only-arrays", action="store_true", help="only the array rows")
     args = parser.parse_args(argv)
     sizes = Sizes(
         calls=args.calls,
@@ -362,9 +497,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     if args.quick:
         sizes = Sizes(calls=20, threads=2, repeat=1, concurrency=4, scale=(1, 2), work_ms=1.0)
+    array_sizes = (8 * 1024, 1024 * 1024) if args.quick else ARRAY_SIZES
     with redis_server() as url:
-        rows = run_suite(url, sizes, peers=not args.no_peers)
+        rows = [] if args.only_arrays else run_suite(url, sizes, peers=not args.no_peers)
+        arrays = [] if args.no_arrays else run_arrays(url, array_sizes, peers=not args.no_peers)
         print(f"redisrpc benchmarks: {machine(url)}")
     print(f"command: python -m benchmarks {' '.join(argv if argv is not None else sys.argv[1:])}")
-    print()
-    print(table(rows))
+    if rows:
+        print()
+        print(table(rows))
+    if arrays:
+        print()
+        print(array_table(arrays))

@@ -34,6 +34,28 @@ class Bench:
         time.sleep(ms / 1000.0)
         return ms
 
+    def array(self, nbytes: int) -> Any:
+        """A float64 array of ``nbytes`` bytes (made once per size: only moving it is measured)."""
+        import numpy  # noqa: PLC0415 (only the array rows need it)
+
+        if nbytes not in _ARRAYS:
+            _ARRAYS[nbytes] = numpy.random.default_rng(0).random(nbytes // 8)
+        return _ARRAYS[nbytes]
+
+    def take(self, data: Any) -> int:
+        """Receive an array (or bytes) and say how many bytes came."""
+        return int(getattr(data, "nbytes", None) or len(data))
+
+    def array_bytes(self, nbytes: int) -> bytes:
+        """The same array's bytes, for peers that move bytes, not arrays."""
+        if nbytes not in _BYTES:
+            _BYTES[nbytes] = self.array(nbytes).tobytes()
+        return _BYTES[nbytes]
+
+
+_ARRAYS: dict[int, Any] = {}
+_BYTES: dict[int, bytes] = {}
+
 
 def _exit_when_orphaned() -> None:
     def watch() -> None:
@@ -90,7 +112,14 @@ def serve_rpyc() -> None:
         def exposed_add(self, x: int) -> int:
             return bench.add(x)
 
-    server = ThreadedServer(BenchService, hostname="127.0.0.1", port=0)
+        def exposed_array_bytes(self, nbytes: int) -> bytes:
+            return bench.array_bytes(nbytes)
+
+        def exposed_take(self, data: bytes) -> int:
+            return bench.take(data)
+
+    config = {"sync_request_timeout": 300}
+    server = ThreadedServer(BenchService, hostname="127.0.0.1", port=0, protocol_config=config)
     threading.Thread(target=server.start, daemon=True).start()
     deadline = time.monotonic() + 10
     while True:  # it listens only once start() runs
