@@ -37,6 +37,11 @@ def test_quick_benchmark_prints_every_row(redis_url):
         "| scale-out: 2 server(s), async, 4 in flight, add() |",
         "| Pyro5",
         "| RPyC",
+        "| interleaved: redisrpc sync call |",
+        "| interleaved: Pyro5 call |",
+        "| array | raw SET+GET ms | redisrpc down ms (x raw) | redisrpc up ms (x raw) |",
+        "| 8 KB |",
+        "| 1 MB |",
     ]:
         assert row in out, f"missing row {row!r} in:\n{out}"
     ping = next(line for line in out.splitlines() if line.startswith("| redis-py PING"))
