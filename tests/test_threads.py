@@ -100,3 +100,16 @@ def test_multiplexed_calls_time_out_and_are_withdrawn(r):
     results = _run_threads(8, lambda i: idle._rpc_call("anything", (i,), {}))
     assert all(isinstance(x, redisrpc.TimeoutException) for x in results), results
     assert r.llen("idle") == 0
+
+
+def test_a_failed_push_reaches_every_call_of_its_batch(r, serve):
+    """A push that fails is each call's first 'reply': its plan recovers (here: Redis gone)."""
+    serve(Worker(), "work", workers=4)
+    work = redisrpc.Client(r, "work", timeout=5)
+    flight = redisrpc.client.sync.state_of(work).channels
+    mux_calls = _run_threads(4, lambda i: work.ident(i))
+    assert mux_calls == [[i, None] for i in range(4)]
+    mux = flight["threads"].mux
+    assert mux is not None
+    boxes_before = dict(mux.boxes)
+    assert boxes_before == {}

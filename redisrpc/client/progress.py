@@ -40,10 +40,20 @@ def interactive() -> bool:
     """Whether someone watches: a Jupyter kernel, or a terminal on stderr."""
     if "ipykernel" in sys.modules:
         return True
+    stderr = sys.stderr
+    known = _TTY.get(id(stderr))
+    if known is not None and known[0] is stderr:
+        return known[1]  # isatty() is a system call, which releases the GIL: once per stream
     try:
-        return sys.stderr.isatty()
+        tty = bool(stderr.isatty())
     except (AttributeError, ValueError):  # a replaced or closed stderr
         return False
+    _TTY.clear()
+    _TTY[id(stderr)] = (stderr, tty)
+    return tty
+
+
+_TTY: dict[int, tuple[Any, bool]] = {}  # the current stderr, and whether it is a terminal
 
 
 def callback_events(callback: ProgressCallback) -> Callable[[str, Any], None]:

@@ -69,14 +69,12 @@ class Flight:
 
 
 class _Box:
-    """What one call waits on: the replies (or errors) handed to it, and its push."""
+    """What one call waits on: the replies handed to it, or the error of its push or read."""
 
-    __slots__ = ("error", "pushed", "replies")
+    __slots__ = ("replies",)
 
     def __init__(self) -> None:
         self.replies: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.pushed = threading.Event()
-        self.error: BaseException | None = None
 
 
 class ThreadMultiplexer:
@@ -121,9 +119,8 @@ class ThreadMultiplexer:
             self._start_reader()
         if lead:
             self._push_all()
-        box.pushed.wait()
-        if box.error is not None:
-            raise box.error
+        # No wait for the push itself (one wakeup less per call): a failed push
+        # reaches the call as its first "reply", an error raised at this step.
         return self._wait(step.call_id, step.wait)
 
     def _push_all(self) -> None:
@@ -134,27 +131,25 @@ class ThreadMultiplexer:
                 if not batch:
                     self.pushing = False
                     return
-            error: BaseException | None = None
             try:
                 blobs = tuple(c for data in batch.values() for c in blob_commands(data))
                 self.transport.execute(*blobs, ("RPUSH", self.service, *batch.values()))
             except RedisRPCError as exc:
-                error = exc
+                self._fail(batch, exc)
             except BaseException as exc:  # interrupted mid-push: whether it went out is unknown
-                self._settle(batch, RedisConnectionError(f"the push was interrupted: {exc!r}"))
+                self._fail(batch, RedisConnectionError(f"the push was interrupted: {exc!r}"))
                 with self.lock:
                     rest, self.outbox, self.pushing = self.outbox, {}, False
-                self._settle(rest, RedisConnectionError("the push was interrupted"))
+                self._fail(rest, RedisConnectionError("the push was interrupted"))
                 raise
-            self._settle(batch, error)
 
-    def _settle(self, batch: dict[str, bytes], error: BaseException | None) -> None:
+    def _fail(self, batch: dict[str, bytes], error: BaseException) -> None:
+        """Every call of a batch whose push failed learns of it at its wait (then recovers)."""
         with self.lock:
             boxes = [self.boxes.get(call_id) for call_id in batch]
         for box in boxes:
             if box is not None:
-                box.error = error
-                box.pushed.set()
+                box.replies.put(error)
 
     # -- replies --------------------------------------------------------------
 
