@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import numpy as np
+import pytest
+from conftest import wait_for
 
 import redisrpc
 from redisrpc.client.threads import ThreadMultiplexer
+from redisrpc.core.plan import Send
+from redisrpc.errors import RedisConnectionError
 
 
 class Worker:
@@ -85,7 +90,7 @@ def test_a_multiplexed_call_waits_while_others_complete(r, serve):
     blocker = threading.Thread(target=lambda: slow.append(work.wait_gate()))
     blocker.start()
     flight = redisrpc.client.sync.state_of(work).channels
-    redisrpc.testing.wait_for(lambda: "threads" in flight and flight["threads"].count == 1)
+    wait_for(lambda: "threads" in flight and flight["threads"].count == 1)
     assert [work.ident(i) for i in range(5)] == [[i, None] for i in range(5)]
     worker.gate.set()
     blocker.join(10)
@@ -102,14 +107,52 @@ def test_multiplexed_calls_time_out_and_are_withdrawn(r):
     assert r.llen("idle") == 0
 
 
-def test_a_failed_push_reaches_every_call_of_its_batch(r, serve):
-    """A push that fails is each call's first 'reply': its plan recovers (here: Redis gone)."""
-    serve(Worker(), "work", workers=4)
-    work = redisrpc.Client(r, "work", timeout=5)
-    flight = redisrpc.client.sync.state_of(work).channels
-    mux_calls = _run_threads(4, lambda i: work.ident(i))
-    assert mux_calls == [[i, None] for i in range(4)]
-    mux = flight["threads"].mux
-    assert mux is not None
-    boxes_before = dict(mux.boxes)
-    assert boxes_before == {}
+class _FakeTransport:
+    """Records pushes; a push may block on a gate or fail; pops find nothing."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.pushes: list[int] = []
+        self.gate = threading.Event()
+        self.first = threading.Event()
+
+    def execute(self, *commands: Any, quiet: int = 0) -> list[Any]:
+        if commands[-1][0] == "RPUSH":
+            if self.fail:
+                raise RedisConnectionError("Redis went away")
+            self.pushes.append(len(commands[-1]) - 2)
+            self.first.set()
+            self.gate.wait(10)
+            return [len(self.pushes)]
+        time.sleep(0.01)  # the reader's pop: nothing came
+        return [None, None]
+
+
+def test_requests_queued_during_a_push_go_out_together_in_the_next():
+    transport = _FakeTransport()
+    mux = ThreadMultiplexer(transport, "svc", "svc:rpc:shared", max_size=1000)  # type: ignore[arg-type]
+
+    def send(i: int) -> Any:
+        return mux.step(Send("svc", b"{}", "svc:rpc:shared", f"id{i}", 0.2))
+
+    leader = threading.Thread(target=send, args=(0,))
+    leader.start()
+    assert transport.first.wait(10)  # the first push is in flight: the others queue
+    others = [threading.Thread(target=send, args=(i,)) for i in range(1, 4)]
+    for t in others:
+        t.start()
+    wait_for(lambda: len(mux.outbox) == 3)
+    transport.gate.set()
+    for t in [leader, *others]:
+        t.join(10)
+    assert transport.pushes == [1, 3]
+    for i in range(4):
+        mux.forget(f"id{i}")
+
+
+def test_a_failed_push_is_raised_at_the_calls_send_step():
+    mux = ThreadMultiplexer(_FakeTransport(fail=True), "svc", "svc:rpc:shared", max_size=1000)  # type: ignore[arg-type]
+    with pytest.raises(RedisConnectionError, match="went away"):
+        mux.step(Send("svc", b"{}", "svc:rpc:shared", "id1", 1.0))
+    mux.forget("id1")
+    wait_for(lambda: mux.reader is None)
