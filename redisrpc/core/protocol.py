@@ -64,6 +64,7 @@ __all__ = [
     "decode_reply",
     "decode_request",
     "decode_value",
+    "encode_framed_item",
     "encode_framed_reply",
     "encode_framed_request",
     "encode_item",
@@ -900,6 +901,23 @@ def encode_framed_reply(
     if not blobs:
         return data
     return Framed(_with_header(data, blobs), blobs)
+
+
+def encode_framed_item(
+    call_id: str | None,
+    value: Any,
+    *,
+    binary: bool,
+    max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
+) -> bytes:
+    """One item of a streamed result; with ``binary`` its bytes and arrays as blobs.
+
+    Raises MessageTooLargeError (before encoding the large part) when over the limits.
+    """
+    with _sending(binary, max_blob_size if binary else max_size) as blobs:
+        data = encode_item(call_id, value)
+    return Framed(_with_header(data, blobs), blobs) if blobs else data
 
 
 def blob_header(raw: bytes) -> tuple[int, str | None]:

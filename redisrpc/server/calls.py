@@ -36,11 +36,13 @@ from typing import Any
 
 from ..core.plan import NOW, Plan
 from ..core.protocol import (
+    BLOB_VERSION,
     INTERIM_VERSION,
+    Framed,
     Request,
     cancel_key,
     cancels_key,
-    encode_item,
+    encode_framed_item,
     encode_progress,
     running_key,
 )
@@ -163,8 +165,9 @@ class CallContext:
     def _push(self, data: bytes) -> int:
         self.heard = True
         queue = self.request.response_queue
+        blobs = data.blobs if isinstance(data, Framed) else ()  # in the same RPUSH (protocol 4)
         length, _ = self.transport.execute(
-            ("RPUSH", queue, data), ("PEXPIRE", queue, self.reply_ttl_ms)
+            ("RPUSH", queue, data, *blobs), ("PEXPIRE", queue, self.reply_ttl_ms)
         )
         return int(length)
 
@@ -221,7 +224,8 @@ class CallContext:
                 except StopIteration as stop:
                     return True, stop.value
                 waited = 0.0
-                length = self._push(encode_item(self.request.id, item))
+                binary = self.request.protocol >= BLOB_VERSION
+                length = self._push(encode_framed_item(self.request.id, item, binary=binary))
                 while length > STREAM_WINDOW:  # the caller is behind: wait for it to read
                     if self.cancel.wait(0.01 if waited < 0.1 else 0.05):
                         return False, None
