@@ -236,3 +236,13 @@ def test_stream_items_carry_their_arrays_as_blobs(r, serve):
         return [f async for f in await acam.frames(70)]
 
     assert [int(f[0, 0]) for f in asyncio.run(main())] == list(range(70))
+
+
+def test_a_withdrawn_request_leaves_no_blobs_behind(r):
+    # Nothing serves "idle" (a described protocol 4 server that went away): the call times
+    # out, its request is withdrawn, and its blob list goes with it.
+    idle = redisrpc.Client(r, "idle", timeout=0.3, describe=False)
+    redisrpc.client.sync.state_of(idle).description = {"protocol": 4}
+    with pytest.raises(redisrpc.TimeoutException, match=r"never ran|withdrawn|not taken"):
+        idle._rpc_call("echo", (np.zeros(100),), {})
+    assert r.llen("idle") == 0 and r.keys("idle:rpc:*") == []

@@ -40,6 +40,7 @@ from .plan import NOW, Plan, Receive, Recover, Send
 from .protocol import (
     DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
+    Framed,
     Reply,
     Request,
     decode_reply,
@@ -367,6 +368,8 @@ def withdrawing(
     commands: list[tuple[Any, ...]] = [("LREM", service, 1, data)]
     if own:
         commands.append(("DEL", reply_queue))
+    if isinstance(data, Framed) and data.key is not None:
+        commands.append(("DEL", data.key))  # its blobs (a server that took it has popped them)
     removed, *_ = yield tuple(commands)
     if not removed and call is not None:
         yield from cancelling(call)
