@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import operator
 import os
 import secrets
 import time
@@ -149,10 +150,8 @@ class Call:
     def evolve(self, **changes: Any) -> Call:
         """A copy with ``changes`` (``dataclasses.replace`` without its checks: the hot path)."""
         twin = object.__new__(Call)
-        for name in _CALL_FIELDS:
-            object.__setattr__(
-                twin, name, changes[name] if name in changes else getattr(self, name)
-            )
+        for (name, slot), value in zip(_CALL_SLOTS, _call_values(self), strict=True):
+            slot.__set__(twin, changes.get(name, value))
         return twin
 
     @property
@@ -167,6 +166,9 @@ class Call:
 
 
 _CALL_FIELDS = tuple(f.name for f in fields(Call))
+# Each field's slot descriptor (it sets a frozen instance's field) and all values in one call.
+_CALL_SLOTS = tuple((name, vars(Call)[name]) for name in _CALL_FIELDS)
+_call_values = operator.attrgetter(*_CALL_FIELDS)
 
 
 def encoded(call: Call) -> bytes:
