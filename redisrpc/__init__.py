@@ -36,7 +36,7 @@ from .errors import (
     TransportError,
     UnknownServiceError,
 )
-from .server.exposure import expose
+from .server.exposure import expose, writable
 from .server.loop import Server
 
 RedisRPCClient = Client
@@ -78,6 +78,7 @@ __all__ = [
     "lock_info_async",
     "refresh",
     "with_timeout",
+    "writable",
 ]
 
 # The notebook widget needs ipywidgets, an optional extra: import it on first use,

@@ -43,6 +43,8 @@ __all__ = [
     "OWN_ERROR_PREFIX",
     "PING",
     "PROTOCOL_VERSION",
+    "RELEASE",
+    "REPLY_EXTENSIONS",
     "SET_PROPERTY",
     "TAG",
     "ErrorInfo",
@@ -52,6 +54,7 @@ __all__ = [
     "decode_request",
     "decode_value",
     "encode_reply",
+    "encode_reply_with",
     "encode_request",
     "encode_value",
     "is_valid_name",
@@ -380,6 +383,8 @@ class Reply:
     value: Any = None
     error: ErrorInfo | None = None
     id: str | None = None
+    extra: dict[str, Any] | None = None
+    """Optional reply keys of later extensions (see :data:`REPLY_EXTENSIONS`), as sent."""
 
 
 def encode_reply(reply: Reply) -> bytes:
@@ -393,6 +398,8 @@ def encode_reply(reply: Reply) -> bytes:
         message = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
         if reply.id is not None:
             message["id"] = reply.id
+        if reply.extra:
+            message.update(reply.extra)
         try:
             return _dumps(message)
         except EncodingError as exc:
@@ -401,6 +408,7 @@ def encode_reply(reply: Reply) -> bytes:
                     OWN_ERROR_PREFIX + "EncodingError", f"the return value could not be sent: {exc}"
                 ),
                 id=reply.id,
+                extra=reply.extra,
             )
     error = reply.error
     assert error is not None
@@ -419,6 +427,8 @@ def encode_reply(reply: Reply) -> bytes:
         message["error"]["details"] = error.details
     if reply.id is not None:
         message["id"] = reply.id
+    if reply.extra:
+        message.update(reply.extra)
     return _dumps(message)
 
 
@@ -429,6 +439,7 @@ def decode_reply(raw: bytes | str) -> Reply:
         raise ProtocolError(f"a reply must be a JSON object, not {type(message).__name__}")
     reply_id = message.get("id")
     reply_id = reply_id if isinstance(reply_id, str) else None
+    extra = {key: message[key] for key in REPLY_EXTENSIONS if key in message} or None
     # The original Python client tests `exception is not None`: null means success.
     if message.get("exception") is not None:
         detail = message.get("error")
@@ -442,8 +453,61 @@ def decode_reply(raw: bytes | str) -> Reply:
                     details=detail["details"] if isinstance(detail.get("details"), dict) else None,
                 ),
                 id=reply_id,
+                extra=extra,
             )
         return Reply(error=ErrorInfo(type="", message=str(message["exception"])), id=reply_id)
     if "return_value" not in message:
         raise ProtocolError("a reply needs 'return_value' or 'exception'")
-    return Reply(value=message["return_value"], id=reply_id)
+    return Reply(value=message["return_value"], id=reply_id, extra=extra)
+
+
+# -- paths, handles and remote output (see PROTOCOL.md "Nested objects, handles, output") --
+
+RELEASE = "__release__"
+"""The built-in call that drops handles (args: their ids); the server sends no reply to it."""
+
+REPLY_EXTENSIONS = ("output", "handles")
+"""Optional reply keys: ``output`` (what the call printed, warned and logged, in order) and
+``handles`` (true when the return value holds handles)."""
+
+
+def encode_reply_with(reply: Reply, fallback: Any) -> bytes:
+    """Like :func:`encode_reply`, but values with no JSON form become ``fallback(value)``.
+
+    ``fallback`` returns a JSON-able stand-in (a tagged handle); when it was
+    used, the reply carries ``"handles": true`` so clients look for them.
+    """
+    if reply.error is not None:
+        return encode_reply(reply)
+    used = False
+
+    def default(obj: Any) -> Any:
+        nonlocal used
+        try:
+            return _encode_default(obj)
+        except EncodingError:
+            used = True
+            return fallback(obj)
+
+    encoder = json.JSONEncoder(default=default, allow_nan=False, separators=(",", ":"))
+    message: dict[str, Any] = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
+    if reply.id is not None:
+        message["id"] = reply.id
+    if reply.extra:
+        message.update(reply.extra)
+    try:
+        try:
+            text = encoder.encode(message)
+        except ValueError as exc:
+            if "Out of range float" not in str(exc):
+                raise
+            text = encoder.encode(_tag_non_finite(message))
+    except (TypeError, ValueError, RecursionError, EncodingError) as exc:
+        error = ErrorInfo(
+            OWN_ERROR_PREFIX + "EncodingError", f"the return value could not be sent: {exc}"
+        )
+        return encode_reply(Reply(error=error, id=reply.id, extra=reply.extra))
+    if used:
+        # A handle marker at the end: the client walks the value only when told to.
+        text = text[:-1] + ',"handles":true}'
+    return text.encode()
