@@ -182,7 +182,9 @@ class Dispatcher:
     def _locate(self, name: str) -> tuple[Any, Member | None]:
         """The object and member a call name means: a plain name, or a path."""
         if not is_path(name):
-            return self.root, self._member(name)
+            member = self._member(name)
+            if member.kind != "object":
+                return self.root, member
         try:
             return self.resolver.locate(self.root, name)
         except PathError as exc:
