@@ -44,9 +44,12 @@ class HandleRef:
 
     def __del__(self) -> None:
         # Only a queue put here: the collector may run anywhere, even inside the transport.
-        if hasattr(self.transport, "execute") and not _is_async(self.transport):
-            _pending.put((self.transport, self.service, self.handle))
-            _ensure_thread()
+        try:
+            if not _is_async(self.transport):
+                _pending.put((self.transport, self.service, self.handle))
+                _ensure_thread()
+        except Exception:  # interpreter shutdown: the server's bounds drop it
+            return
 
 
 def _is_async(transport: Any) -> bool:

@@ -148,7 +148,7 @@ class Dispatcher:
             ) from None
 
     def _describe_value(self, obj: Any, path: str) -> dict[str, Any]:
-        members = self.resolver.members(obj)
+        members = self.resolver.members(obj, keep=False)
         return describe(obj, members, name=self.name, extra={"path": path})
 
     def describe(self, extra: dict[str, Any], path: str | None = None) -> dict[str, Any]:
@@ -159,7 +159,7 @@ class Dispatcher:
         target, member = self.resolver.locate(self.root, path)
         if member is not None:
             raise _CallError("TypeError", f"{path[:80]!r} is a {member.kind}, not an object")
-        members = self.resolver.members(target, rescan=True)
+        members = self.resolver.members(target, rescan=True, keep=not path.startswith("@"))
         return describe(target, members, name=self.name, extra={**extra, "path": path})
 
     def _member(self, name: str) -> Member:

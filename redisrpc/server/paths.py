@@ -92,13 +92,18 @@ class Resolver:
         self._members: dict[int, tuple[Any, dict[str, Member]]] = {}
         self._lock = threading.Lock()
 
-    def members(self, obj: Any, *, rescan: bool = False) -> dict[str, Member]:
-        """The exposed members of ``obj`` (cached; rescanned on request)."""
+    def members(self, obj: Any, *, rescan: bool = False, keep: bool = True) -> dict[str, Member]:
+        """The exposed members of ``obj`` (cached unless ``keep`` is false; rescanned on request).
+
+        Objects under a handle are not kept: the cache would hold them after their release.
+        """
         with self._lock:
             kept = self._members.get(id(obj))
         if kept is not None and kept[0] is obj and not rescan:
             return kept[1]
         members = self.members_of(obj)
+        if not keep:
+            return members
         with self._lock:
             if len(self._members) >= _MAX_CACHED:
                 self._members.clear()
@@ -107,9 +112,10 @@ class Resolver:
 
     def member(self, obj: Any, name: str, path: str) -> Member:
         """The member ``name`` of ``obj``, rescanning once (objects grow members)."""
-        member = self.members(obj).get(name)
+        keep = not path.startswith("@")
+        member = self.members(obj, keep=keep).get(name)
         if member is None:
-            member = self.members(obj, rescan=True).get(name)
+            member = self.members(obj, rescan=True, keep=keep).get(name)
         if member is None:
             raise PathError(
                 "AttributeError",
