@@ -44,6 +44,7 @@ PUBLIC = {
     "lock_info_async",
     "refresh",
     "with_timeout",
+    "writable",
 }
 NOTEBOOK = {"Explorer", "explore"}  # only where ipywidgets is installed
 
