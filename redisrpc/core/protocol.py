@@ -479,6 +479,15 @@ def encode_reply_with(reply: Reply, fallback: Any) -> bytes:
     """
     if reply.error is not None:
         return encode_reply(reply)
+    plain: dict[str, Any] = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
+    if reply.id is not None:
+        plain["id"] = reply.id
+    if reply.extra:
+        plain.update(reply.extra)
+    try:
+        return _dumps(plain)  # the common case: plain JSON, the shared encoder
+    except EncodingError:
+        pass
     used = False
 
     def default(obj: Any) -> Any:

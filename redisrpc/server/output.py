@@ -23,13 +23,11 @@ and dropped.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import sys
 import threading
 import warnings
-from collections.abc import Iterator
 from typing import Any, TextIO
 
 __all__ = ["MAX_OUTPUT", "Capture", "capturing"]
@@ -174,13 +172,23 @@ def _install(log_level: int | None) -> None:
                 root.setLevel(log_level)
 
 
-@contextlib.contextmanager
-def capturing(*, log_level: int | None = None) -> Iterator[Capture]:
-    """Capture what the code in the block prints, warns and logs (at ``log_level`` and above)."""
-    _install(log_level)
-    capture = Capture(log_level=log_level)
-    token = _current.set(capture)
-    try:
-        yield capture
-    finally:
-        _current.reset(token)
+class capturing:  # noqa: N801 - used like a function: `with capturing() as capture:`
+    """Capture what the code in the block prints, warns and logs (at ``log_level`` and above).
+
+    A class rather than a generator: it runs around every call, so it is kept cheap.
+    """
+
+    __slots__ = ("capture", "token")
+
+    def __init__(self, *, log_level: int | None = None) -> None:
+        _install(log_level)
+        self.capture = Capture(log_level=log_level)
+        self.token: contextvars.Token[Capture | None] | None = None
+
+    def __enter__(self) -> Capture:
+        self.token = _current.set(self.capture)
+        return self.capture
+
+    def __exit__(self, *exc: object) -> None:
+        if self.token is not None:
+            _current.reset(self.token)
