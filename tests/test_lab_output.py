@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import sys
 import threading
 import warnings
@@ -49,7 +50,7 @@ class Noisy:
 def _reply_output(server: redisrpc.Server, name: str, *args: Any) -> Any:
     from redisrpc.core.protocol import Request, decode_reply, encode_request  # noqa: PLC0415
 
-    raw = encode_request(Request(name, list(args), {}, "noisy:rpc:1", "id1"))
+    raw = encode_request(Request(name, list(args), {}, "noisy:rpc:1", secrets.token_hex(8)))
     _, data = server.handle(raw)
     assert data is not None
     return decode_reply(data).extra

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import secrets
 from typing import Any
 
 import pytest
@@ -78,7 +79,7 @@ def _dispatcher(obj: Any, **options: Any) -> Dispatcher:
 
 
 def _call(dispatcher: Dispatcher, name: str, *args: Any) -> dict[str, Any]:
-    raw = encode_request(Request(name, list(args), {}, "svc:rpc:1", "id1"))
+    raw = encode_request(Request(name, list(args), {}, "svc:rpc:1", secrets.token_hex(8)))
     _, data = dispatcher.handle(raw, now_ms=lambda: 0, check=lambda _: None, describe_extra=dict)
     assert data is not None
     return json.loads(data)  # type: ignore[no-any-return]
