@@ -655,7 +655,11 @@ def _callable(namespace: dict[str, Any], class_name: str, entry: dict[str, Any])
 
     def call(self: ProxyBase, /, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
-        return self._rpc_call("", args, kwargs)
+        try:
+            return _settled(self._rpc_call("", args, kwargs))
+        except _CUT as exc:
+            exc.__traceback__ = None  # see _settled: only the caller's frames remain
+            raise
 
     call.__doc__ = method.__doc__
     call.__signature__ = method.__signature__  # type: ignore[attr-defined]
