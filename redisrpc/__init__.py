@@ -48,7 +48,7 @@ from .errors import (
     UnknownServiceError,
 )
 from .server.calls import cancelled, progress
-from .server.exposure import expose
+from .server.exposure import expose, writable
 from .server.loop import Server
 
 RedisRPCClient = Client
@@ -98,6 +98,7 @@ __all__ = [
     "running",
     "with_progress",
     "with_timeout",
+    "writable",
 ]
 
 # The notebook widget needs ipywidgets, an optional extra: import it on first use,

@@ -14,6 +14,7 @@ import redisrpc
 __all__ = ["Mover", "Thing", "make_thing"]
 
 
+@redisrpc.writable("label")
 class Thing:
     """A small object for child-process tests.
 

@@ -52,6 +52,7 @@ PUBLIC = {
     "running",
     "with_progress",
     "with_timeout",
+    "writable",
 }
 NOTEBOOK = {"Explorer", "explore"}  # only where ipywidgets is installed
 

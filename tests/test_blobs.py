@@ -246,3 +246,23 @@ def test_a_withdrawn_request_leaves_no_blobs_behind(r):
     with pytest.raises(redisrpc.TimeoutException, match=r"never ran|withdrawn|not taken"):
         idle._rpc_call("echo", (np.zeros(100),), {})
     assert r.llen("idle") == 0 and r.keys("idle:rpc:*") == []
+
+
+class _Opaque:
+    """No JSON form: it comes back as a handle."""
+
+    def name(self) -> str:
+        return "opaque"
+
+
+class Mixed:
+    def both(self) -> dict[str, Any]:
+        return {"trace": np.arange(5, dtype="<f4"), "thing": _Opaque(), "raw": b"\x01\x02"}
+
+
+def test_blobs_and_handles_travel_in_one_reply(r, serve):
+    serve(Mixed(), "mixed")
+    mixed = redisrpc.Client(r, "mixed")
+    got = mixed.both()
+    assert np.array_equal(got["trace"], np.arange(5, dtype="<f4")) and got["raw"] == b"\x01\x02"
+    assert got["thing"].name() == "opaque"

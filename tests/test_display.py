@@ -69,7 +69,7 @@ def test_pretty_text_form(greeter):
     assert "  greet(name: str, times: int = 1, *, shout: bool = False) -> str" in text
     assert "# Greet name a number of times." in text
     assert "  mood (str, read-only)  # The current mood." in lines
-    assert "  greeting (str)" in lines
+    assert "  greeting (str, read-only)" in lines  # plain attributes: read-only unless marked
 
 
 def test_ipython_formatter_uses_the_card(greeter):

@@ -291,3 +291,45 @@ def test_running_calls_show_with_progress_and_cancel_stops_them(explorer, serve,
     worker.join(5)
     assert isinstance(outcome[0], redisrpc.CallCancelledError)
     wait_for(lambda: not explorer.update_running() and not explorer.running_box.children)
+
+
+class Channel:
+    """One output channel."""
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.volts = 0.0
+
+    def measure(self) -> float:
+        """Measure the channel's voltage."""
+        return self.volts + self.number
+
+
+class TwoChannels:
+    """A supply with two channel objects."""
+
+    def __init__(self) -> None:
+        self.ch1 = Channel(1)
+        self.ch2 = Channel(2)
+
+    def idn(self) -> str:
+        """Identify."""
+        return "two channels"
+
+
+def test_the_object_tree_expands_a_channel_and_calls_its_methods(explorer, serve):
+    """Children show as buttons; a child's own forms call through its path."""
+    serve(TwoChannels(), "supply")
+    listed(explorer, ["supply"])
+    explorer.select("supply").result(10)
+    buttons = explorer.objects_box.children[1].children
+    assert [b.description for b in buttons] == ["ch1 ▸", "ch2 ▸"]
+    buttons[1].click()
+    wait_for(lambda: "supply.ch2" in explorer.header.value and "Channel" in explorer.header.value)
+    form = explorer.forms["measure"]
+    form.submit().result(10)
+    assert "2.0" in form.result.value and form.code.value == "supply.ch2.measure()"
+    up = explorer.objects_box.children[1].children[0]
+    assert up.description == "↑ supply"
+    up.click()
+    wait_for(lambda: "idn" in explorer.forms and explorer.path == "")

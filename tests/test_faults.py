@@ -323,11 +323,12 @@ def test_timed_out_calls_never_run_and_leave_no_keys(r, serve):
     assert all(k in runs for k, v in outcomes.items() if v == "answered")
     assert r.llen("busy") == 0
     # Cancel marks of calls a server had taken expire within seconds of their deadline.
-    # (-2: expired meanwhile; never -1, no expiry. The deadline is on the Redis clock and the
-    # caller's timeout on its own: they differ by the push's latency, hence the slack.)
-    ttls = [r.pttl(k) for k in r.keys("busy:cancel*")]
-    assert all(t == -2 or 0 < t <= 3_500 for t in ttls), ttls
-    wait_for(lambda: not [k for k in r.keys("*") if not k.startswith(b"redisrpc:")], timeout=5)
+    # (-2: expired meanwhile; never -1, no expiry. A mark lives 3 s past the request's
+    # deadline, which each caller reckons from its own estimate of the Redis clock.)
+    ttls = {k: r.pttl(k) for k in r.keys("busy:cancel*")}
+    odd = {k: t for k, t in ttls.items() if not (t == -2 or 0 <= t <= 5_000)}
+    assert not odd, odd
+    wait_for(lambda: not [k for k in r.keys("*") if not k.startswith(b"redisrpc:")], timeout=8)
 
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:

@@ -223,7 +223,7 @@ def test_properties_describe_doc_annotation_and_read_only():
     assert props["setpoint"]["readonly"] is False
     assert props["gain"] == {
         "name": "gain",
-        "readonly": False,
+        "readonly": True,  # plain attributes: read-only unless @redisrpc.writable names them
         "kind": "attribute",
         "doc": "",
         "annotation": "float",

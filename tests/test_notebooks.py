@@ -68,6 +68,10 @@ def test_stored_without_outputs(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, redis_url, kernel_here):
     """The notebook executes without an unexpected error, using REDIS_URL."""
+    for package in (
+        nbformat.read(path, as_version=4).metadata.get("redisrpc", {}).get("requires", [])
+    ):
+        pytest.importorskip(package)  # e.g. lab-objects needs qcodes and ophyd (the lab extra)
     notebook = run(path, kernel_here)
     found = outputs(notebook)
     text = "".join(o.get("text", "") for o in found if o.get("output_type") == "stream")
@@ -82,6 +86,9 @@ def test_notebook_runs(path, redis_url, kernel_here):
     if path.stem == "explorer":
         assert WIDGET_VIEW in kinds
         assert "psu.measure(1)" in text
+    if path.stem == "lab-objects":
+        assert "[dmm] dmm:" in text  # the remote print, shown here
+        assert "MoveStatus" in text and "True True 2.0 2.0" in text
     if path.stem == "exploring":
         raised = [o for o in found if o.get("output_type") == "error"]
         assert [o["ename"] for o in raised] == ["OverCurrentError"]  # the remote type's name

@@ -32,6 +32,7 @@ class BadStr(Exception):
         raise RuntimeError("no str for you")
 
 
+@redisrpc.writable("level")  # plain attributes are read-only unless marked
 class Device:
     """A device under test."""
 
@@ -168,7 +169,7 @@ def test_wrong_arguments_give_type_error(server, device):
         ("_hidden", "private"),
         ("__class__", "private"),
         ("__init__", "private"),
-        ("os.system", "not a valid method name"),
+        ("os.system", "no exposed member 'os'"),
         ("add; import os", "not a valid method name"),
         ("__import__('os')", "not a valid method name"),
         ("", "not a valid method name"),
@@ -241,10 +242,10 @@ def test_member_added_after_start_is_callable(server, device):
 
 
 def test_unencodable_and_oversized_return_values_become_errors(fake, device):
-    """Return values that cannot travel give redisrpc.EncodingError / MessageTooLargeError."""
+    """A value with no JSON form travels as a handle; one too big is MessageTooLargeError."""
     server = redisrpc.Server(fake, "dev", device, max_message_size=1000, handle_signals=False)
-    error = _handle(server, _request("unencodable"))["error"]
-    assert error["type"] == "redisrpc.EncodingError" and "object" in error["message"]
+    reply = _handle(server, _request("unencodable"))
+    assert reply["return_value"]["__redisrpc__"] == "handle" and reply["handles"] is True
     error = _handle(server, _request("big", [5000]))["error"]
     assert error["type"] == "redisrpc.MessageTooLargeError" and "1000" in error["message"]
     assert _handle(server, _request("big", [10]))["return_value"] == "x" * 10

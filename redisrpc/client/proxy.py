@@ -9,6 +9,16 @@ Hygiene rules: a proxy holds one private attribute, ``_rpc_state`` (a
 :class:`ProxyState`), and its methods' names start with ``_rpc_`` (remote names
 never start with ``_``, so nothing can clash); unknown and private names raise
 :class:`AttributeError` locally; ``repr`` comes from the cached description.
+
+Nested objects: a member the description lists under ``objects`` (a channel,
+a submodule) is a *child proxy* sharing its parent's state (transport, lock,
+timeout) with a ``path`` added; its calls travel as dotted names
+(``"ch1.measure"``). A sync child fetches its own description once, on first
+access, and is cached, so Tab, ``?``, ``help()`` and :func:`inspect.signature`
+work at every level with no traffic per keystroke. An asyncio child starts
+undescribed (any public name is a call); ``await proxy.ch1`` describes it.
+Lists of children are indexable (``chan.channels[0]``), callable children are
+callable (``dmm.ch1()``).
 """
 
 from __future__ import annotations
@@ -48,6 +58,8 @@ from ..errors import (
     remote_exception,
 )
 from ..notebook.display import describe_html, describe_text, summary_line
+from .handles import HandleRef, unwrap
+from .output import show_output
 from .progress import ProgressCallback, ProgressDisplay, Watcher, callback_events, interactive
 from .signature import signature_from_params
 
@@ -129,6 +141,12 @@ class ProxyState:
     reply_prefix: str = ""
     location: str = ""
     """Where the Redis is, for display (no secrets); read once, so display never asks."""
+    path: str = ""
+    """A child's dotted path (``"ch1"``, ``"channels.0"``, ``"@<handle>"``); "" at the root."""
+    children: dict[Any, Any] = field(default_factory=dict)
+    """Child proxies made so far, by (path, timeout); shared along the tree."""
+    handle: HandleRef | None = None
+    """For a handle's proxy: its release ticket (collected with the last proxy that holds it)."""
 
     def __post_init__(self) -> None:
         self.reply_prefix = self.reply_prefix or reply_queue_prefix(self.name)
@@ -149,6 +167,14 @@ class ProxyState:
     def call(self, method: str, args: Any, kwargs: dict[str, Any], **options: Any) -> Call:
         """The :class:`~redisrpc.core.call.Call` of one call through this proxy."""
         anonymous: Anonymous = "none" if self.echoes_ids else "any"
+        if self.path:
+            # A child's calls are paths: "ch1.measure", "__getprop__('ch1.voltage')".
+            if method in (GET_PROPERTY, SET_PROPERTY) and args:
+                args = [f"{self.path}.{args[0]}", *list(args)[1:]]
+            elif method == DESCRIBE:
+                args = [self.path]
+            else:
+                method = f"{self.path}.{method}" if method else self.path
         return Call(
             self.name,
             method,
@@ -189,7 +215,7 @@ class ProxyState:
         the proxy stays dynamic. redisrpc's own refusals are raised.
         """
         if reply.error is not None:
-            if reply.error.type.startswith(OWN_ERROR_PREFIX):
+            if reply.error.type.startswith(OWN_ERROR_PREFIX) or self.path:
                 raise error_from_reply(reply.error, self.name)
             found = None
         elif isinstance(reply.value, dict):
@@ -208,9 +234,19 @@ class ProxyState:
     def value(self, reply: Reply) -> Any:
         """The value a call's reply carries, or raise the remote error it carries."""
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
+        extra = reply.extra
+        if extra is not None and "output" in extra:
+            show_output(self.name, extra["output"])
         if reply.error is not None:
             raise error_from_reply(reply.error, self.name)
+        if extra is not None and extra.get("handles") is True:
+            return unwrap(self, reply.value)
         return reply.value
+
+    @property
+    def label(self) -> str:
+        """The service name, with the path of a child (``dmm.ch1``)."""
+        return f"{self.name}.{self.path}" if self.path else self.name
 
 
 class _CallbackWatcher:
@@ -280,6 +316,29 @@ class ProxyBase:
         object.__setattr__(twin, "_rpc_state", replace(self._rpc_state, **options))
         return twin
 
+    def _rpc_child(self, segment: str) -> Any:
+        """The child proxy at ``segment`` below this one (cached; described once when sync)."""
+        state = self._rpc_state
+        path = f"{state.path}.{segment}" if state.path else segment
+        key = (path, state.timeout)
+        child = state.children.get(key)
+        if child is None:
+            child = object.__new__(_base_class(type(self)))
+            object.__setattr__(child, "_rpc_state", replace(state, path=path, description=None))
+            if not inspect.iscoroutinefunction(type(child)._rpc_refresh):
+                child._rpc_refresh()
+            else:
+                # Undescribed until awaited (any public name is a call); indexing and
+                # calling already work, from what the parent's description says.
+                entry = _entry(state.description, segment)
+                shape = {"class": entry.get("class"), "items": entry.get("items")}
+                if entry.get("callable"):
+                    shape["call"] = {"params": None}
+                cls = build_proxy_class(_base_class(type(self)), shape)
+                object.__setattr__(child, "__class__", cls)
+            state.children[key] = child
+        return child
+
     def _rpc_lock(self, *, ttl: float = 30.0, note: str = "", wait: float = 0.0) -> Any:
         """Same as ``redisrpc.lock(proxy, ...)``: hold the service for a sequence of calls."""
         from .lock import lock  # noqa: PLC0415 - the lock module builds on this one
@@ -318,20 +377,29 @@ class ProxyBase:
 
     def __repr__(self) -> str:
         state = self._rpc_state
-        return f"<{summary_line(state.name, state.description, state.location)}>"
+        return f"<{summary_line(state.label, state.description, state.location)}>"
 
     def _repr_html_(self) -> str:
         """The notebook's HTML card, from the cached description (no network)."""
         state = self._rpc_state
-        return describe_html(state.name, state.description, state.location)
+        return describe_html(state.label, state.description, state.location)
 
     def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
         """IPython's plain-text form: summary, docs, members (no network)."""
         state = self._rpc_state
-        printer.text(describe_text(state.name, state.description, state.location))
+        printer.text(describe_text(state.label, state.description, state.location))
 
 
 P = TypeVar("P", bound=ProxyBase)
+
+
+def _entry(description: dict[str, Any] | None, name: str) -> dict[str, Any]:
+    """The description's ``objects`` entry for ``name``, or {}."""
+    objects = (description or {}).get("objects")
+    for entry in objects if isinstance(objects, list) else []:
+        if isinstance(entry, dict) and entry.get("name") == name:
+            return entry
+    return {}
 
 
 def _base_class(cls: type[ProxyBase]) -> type[ProxyBase]:
@@ -558,6 +626,59 @@ def _property(entry: dict[str, Any]) -> property:
     return property(fget, None if entry.get("readonly") else fset, None, doc or None)
 
 
+def _child(entry: dict[str, Any]) -> property:
+    name = entry["name"]
+
+    def fget(self: ProxyBase) -> Any:
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
+        return self._rpc_child(name)
+
+    doc = str(entry.get("doc") or "")
+    kind = f"{entry.get('class') or 'object'}"
+    if isinstance(entry.get("items"), int):
+        kind += f", {entry['items']} items"
+    info = entry.get("info")
+    if isinstance(info, dict) and info.get("unit"):
+        kind += f", in {info['unit']}"
+    return property(fget, None, None, f"{doc}\n\n(remote {kind})".strip())
+
+
+def _container(namespace: dict[str, Any], count: int) -> None:
+    """Indexing for a list of children: proxy[0] is the child at path ``<path>.0``."""
+
+    def getitem(self: ProxyBase, index: int) -> Any:
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise TypeError("remote items are indexed by integers")
+        position = index + count if index < 0 else index
+        if not 0 <= position < count:
+            raise IndexError(f"index {index} out of range ({count} items)")
+        return self._rpc_child(str(position))
+
+    def iterate(self: ProxyBase) -> Any:
+        return (self._rpc_child(str(i)) for i in range(count))
+
+    namespace["__getitem__"] = getitem
+    namespace["__len__"] = lambda self: count
+    namespace["__iter__"] = iterate
+
+
+def _callable(namespace: dict[str, Any], class_name: str, entry: dict[str, Any]) -> None:
+    """Calling a callable child (a QCoDeS parameter): the path itself is the call name."""
+    method = _method(class_name, {**entry, "name": "__call__"})
+
+    def call(self: ProxyBase, /, *args: Any, **kwargs: Any) -> Any:
+        __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
+        try:
+            return _settled(self._rpc_call("", args, kwargs))
+        except _CUT as exc:
+            exc.__traceback__ = None  # see _settled: only the caller's frames remain
+            raise
+
+    call.__doc__ = method.__doc__
+    call.__signature__ = method.__signature__  # type: ignore[attr-defined]
+    namespace["__call__"] = call
+
+
 _REMOTE_MODULE = "redisrpc.remote"  # the module every generated class and member claims
 
 
@@ -607,5 +728,16 @@ def build_proxy_class(base: type[ProxyBase], description: dict[str, Any]) -> typ
         name = entry.get("name") if isinstance(entry, dict) else None
         if isinstance(name, str) and is_valid_name(name) and not name.startswith("_"):
             namespace[name] = _property(entry)
+    objects = description.get("objects")
+    for entry in objects if isinstance(objects, list) else []:
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if isinstance(name, str) and is_valid_name(name) and not name.startswith("_"):
+            namespace[name] = _child(entry)
+    items = description.get("items")
+    if isinstance(items, int) and not isinstance(items, bool) and items >= 0:
+        _container(namespace, items)
+    call = description.get("call")
+    if isinstance(call, dict):
+        _callable(namespace, class_name, call)
     made = _RemoteClass(class_name.rsplit(".", 1)[-1], (base,), namespace)
     return made  # type: ignore[return-value]  # a subclass of base, made by the metaclass

@@ -31,7 +31,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +51,8 @@ __all__ = [
     "OWN_ERROR_PREFIX",
     "PING",
     "PROTOCOL_VERSION",
+    "RELEASE",
+    "REPLY_EXTENSIONS",
     "SET_PROPERTY",
     "TAG",
     "ErrorInfo",
@@ -70,6 +72,7 @@ __all__ = [
     "encode_item",
     "encode_progress",
     "encode_reply",
+    "encode_reply_with",
     "encode_request",
     "encode_value",
     "framed",
@@ -573,6 +576,8 @@ class Reply:
     None for the final reply."""
     stream: bool = False
     """A final reply that ends a stream (its value is the generator's return value)."""
+    extra: dict[str, Any] | None = None
+    """Optional reply keys of later extensions (see :data:`REPLY_EXTENSIONS`), as sent."""
 
 
 def encode_reply(reply: Reply) -> bytes:
@@ -588,6 +593,8 @@ def encode_reply(reply: Reply) -> bytes:
             message["id"] = reply.id
         if reply.stream:
             message["stream"] = True
+        if reply.extra:
+            message.update(reply.extra)
         try:
             return _dumps(message)
         except EncodingError as exc:
@@ -596,6 +603,7 @@ def encode_reply(reply: Reply) -> bytes:
                     OWN_ERROR_PREFIX + "EncodingError", f"the return value could not be sent: {exc}"
                 ),
                 id=reply.id,
+                extra=reply.extra,
             )
     error = reply.error
     assert error is not None
@@ -614,6 +622,8 @@ def encode_reply(reply: Reply) -> bytes:
         message["error"]["details"] = error.details
     if reply.id is not None:
         message["id"] = reply.id
+    if reply.extra:
+        message.update(reply.extra)
     return _dumps(message)
 
 
@@ -633,6 +643,7 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
     for kind in _INTERIM_KINDS:
         if kind in message and "return_value" not in message and "exception" not in message:
             return Reply(value=message[kind], id=reply_id, interim=kind)
+    extra = {key: message[key] for key in REPLY_EXTENSIONS if key in message} or None
     # The original Python client tests `exception is not None`: null means success.
     if message.get("exception") is not None:
         detail = message.get("error")
@@ -646,11 +657,17 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
                     details=detail["details"] if isinstance(detail.get("details"), dict) else None,
                 ),
                 id=reply_id,
+                extra=extra,
             )
         return Reply(error=ErrorInfo(type="", message=str(message["exception"])), id=reply_id)
     if "return_value" not in message:
         raise ProtocolError("a reply needs 'return_value' or 'exception'")
-    return Reply(value=message["return_value"], id=reply_id, stream=message.get("stream") is True)
+    return Reply(
+        value=message["return_value"],
+        id=reply_id,
+        stream=message.get("stream") is True,
+        extra=extra,
+    )
 
 
 # -- interim messages and cancellation (protocol 3) ----------------------------
@@ -667,6 +684,73 @@ def encode_progress(call_id: str | None, done: float, total: float | None, messa
 def encode_item(call_id: str | None, value: Any) -> bytes:
     """One item of a streamed result (only to protocol 3 callers)."""
     return _dumps({"item": value, "id": call_id, "protocol": PROTOCOL_VERSION})
+
+
+# -- paths, handles and remote output (see PROTOCOL.md "Nested objects, handles, output") --
+
+RELEASE = "__release__"
+"""The built-in call that drops handles (args: their ids); the server sends no reply to it."""
+
+REPLY_EXTENSIONS = ("output", "handles")
+"""Optional reply keys: ``output`` (what the call printed, warned and logged, in order) and
+``handles`` (true when the return value holds handles)."""
+
+
+def encode_reply_with(reply: Reply, fallback: Any) -> bytes:
+    """Like :func:`encode_reply`, but values with no JSON form become ``fallback(value)``.
+
+    ``fallback`` returns a JSON-able stand-in (a tagged handle); when it was
+    used, the reply carries ``"handles": true`` so clients look for them.
+    """
+    if reply.error is not None:
+        return encode_reply(reply)
+    plain: dict[str, Any] = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
+    if reply.id is not None:
+        plain["id"] = reply.id
+    if reply.stream:
+        plain["stream"] = True
+    if reply.extra:
+        plain.update(reply.extra)
+    try:
+        return _dumps(plain)  # the common case: plain JSON, the shared encoder
+    except EncodingError:
+        pass
+    used = False
+
+    def default(obj: Any) -> Any:
+        nonlocal used
+        try:
+            return _encode_default(obj)
+        except EncodingError:
+            used = True
+            return fallback(obj)
+
+    encoder = json.JSONEncoder(default=default, allow_nan=False, separators=(",", ":"))
+    message: dict[str, Any] = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
+    if reply.id is not None:
+        message["id"] = reply.id
+    if reply.stream:
+        message["stream"] = True
+    if reply.extra:
+        message.update(reply.extra)
+    try:
+        try:
+            _restart()  # blobs (protocol 4) of the attempt above are dropped
+            text = encoder.encode(message)
+        except ValueError as exc:
+            if "Out of range float" not in str(exc):
+                raise
+            _restart()
+            text = encoder.encode(_tag_non_finite(message))
+    except (TypeError, ValueError, RecursionError, EncodingError) as exc:
+        error = ErrorInfo(
+            OWN_ERROR_PREFIX + "EncodingError", f"the return value could not be sent: {exc}"
+        )
+        return encode_reply(Reply(error=error, id=reply.id, extra=reply.extra))
+    if used:
+        # A handle marker at the end: the client walks the value only when told to.
+        text = text[:-1] + ',"handles":true}'
+    return text.encode()
 
 
 # -- faster JSON: orjson, where installed (the "fast" extra) ------------------
@@ -883,21 +967,23 @@ def encode_framed_reply(
     binary: bool,
     max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
+    encode: Callable[[Reply], bytes] = encode_reply,
 ) -> bytes:
     """Encode a reply; with ``binary`` (a protocol 4 caller) its bytes and arrays as blobs.
 
     The blobs are pushed right after the JSON, in the same RPUSH. A value too
     large for the limits becomes a ``MessageTooLargeError`` error reply,
-    decided before the large part is encoded.
+    decided before the large part is encoded. ``encode`` is the reply
+    encoder (the server's, which turns values JSON cannot hold into handles).
     """
     try:
         with _sending(binary, max_blob_size if binary else max_size) as blobs:
-            data = encode_reply(reply)
+            data = encode(reply)
     except MessageTooLargeError as exc:
         error = ErrorInfo(
             OWN_ERROR_PREFIX + "MessageTooLargeError", f"the reply is too large: {exc}"
         )
-        return encode_reply(Reply(error=error, id=reply.id))
+        return encode_reply(Reply(error=error, id=reply.id, extra=reply.extra))
     if not blobs:
         return data
     return Framed(_with_header(data, blobs), blobs)

@@ -58,6 +58,7 @@ LIVE_WITHIN = 3.0
 """A server whose last heartbeat is older than this many seconds shows as "last seen N s ago"."""
 _HISTORY = 50  # calls kept in the history
 _RUNNING_EVERY = 1.0  # seconds between looks at what the selected server runs
+_MAX_ITEMS = 32  # items of a channel list shown as buttons
 _SHOWN = 4000  # characters of a result or traceback shown
 _SMALL = "color: #555; font-size: 85%; line-height: 1.2;"
 _PRE = "font-family: var(--jp-code-font-family, monospace); white-space: pre-wrap; margin: 2px 0;"
@@ -101,9 +102,12 @@ def _value_text(value: Any) -> str:
 class CallForm:
     """The form for one method: a field per parameter, Call, result, and the code line."""
 
-    def __init__(self, explorer: Explorer, service: str, entry: dict[str, Any]) -> None:
+    def __init__(
+        self, explorer: Explorer, service: str, entry: dict[str, Any], path: str = ""
+    ) -> None:
         self.explorer = explorer
         self.service = service
+        self.path = path
         self.method = str(entry["name"])
         self.fields: list[Field] = fields_for(entry)
         self.title = f"{self.method}{member_signature(entry)}"
@@ -138,7 +142,7 @@ class CallForm:
         except ValueError as exc:
             self.result.value = _error_html(exc)
             return None
-        code = call_code(self.service, self.method, args, kwargs)
+        code = call_code(self.service, member_code(self.path, self.method), args, kwargs)
         self.code.value = code
         self.button.disabled = True
         self.button.description = "Running…"
@@ -146,7 +150,7 @@ class CallForm:
         self.result.value = f"<i>running {html.escape(code)} …</i>"
 
         def call(proxy: Client) -> Any:
-            return getattr(proxy, self.method)(*args, **kwargs)
+            return getattr(child_of(proxy, self.path), self.method)(*args, **kwargs)
 
         return self.explorer._submit(self.service, code, call, self._done)
 
@@ -164,9 +168,12 @@ class CallForm:
 class PropertyRow:
     """One property: its value field, Get and Set buttons."""
 
-    def __init__(self, explorer: Explorer, service: str, entry: dict[str, Any]) -> None:
+    def __init__(
+        self, explorer: Explorer, service: str, entry: dict[str, Any], path: str = ""
+    ) -> None:
         self.explorer = explorer
         self.service = service
+        self.path = path
         self.name = str(entry["name"])
         self.readonly = bool(entry.get("readonly"))
         note = entry.get("annotation") if isinstance(entry.get("annotation"), str) else ""
@@ -194,10 +201,13 @@ class PropertyRow:
 
     def get(self) -> Future[Any]:
         """Read the property in a worker thread and show its value."""
-        code = f"{variable_name(self.service)}.{self.name}"
+        code = f"{variable_name(self.service)}.{member_code(self.path, self.name)}"
         self.status.value = "<i>reading…</i>"
         return self.explorer._submit(
-            self.service, code, lambda proxy: getattr(proxy, self.name), self._got
+            self.service,
+            code,
+            lambda proxy: getattr(child_of(proxy, self.path), self.name),
+            self._got,
         )
 
     def set(self) -> Future[Any] | None:
@@ -207,11 +217,14 @@ class PropertyRow:
         except ValueError as exc:
             self.status.value = _error_html(exc)
             return None
-        code = setprop_code(self.service, self.name, value)
+        code = setprop_code(self.service, member_code(self.path, self.name), value)
         self.explorer.code.value = code
         self.status.value = "<i>writing…</i>"
         return self.explorer._submit(
-            self.service, code, lambda proxy: setattr(proxy, self.name, value), self._wrote
+            self.service,
+            code,
+            lambda proxy: setattr(child_of(proxy, self.path), self.name, value),
+            self._wrote,
         )
 
     def _got(self, ok: bool, value: Any, seconds: float) -> None:
@@ -253,6 +266,8 @@ class Explorer:
         self.forms: dict[str, CallForm] = {}
         self.properties: dict[str, PropertyRow] = {}
         self.selected: str | None = None
+        self.path = ""
+        """The child object of the selected server being shown (``"ch1"``); "" for its root."""
         self._clients: dict[str, tuple[frozenset[str], Client]] = {}
         self._describing: dict[str, Future[Any]] = {}
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="redisrpc-explorer")
@@ -288,13 +303,21 @@ class Explorer:
         self.server_list = widgets.Select(options=[], rows=12, layout={"width": "20em"})
         self.header = widgets.HTML("<i>Select a server.</i>")
         self.running_box = widgets.VBox([])
+        self.objects_box = widgets.VBox([])
         self.methods = widgets.Accordion(children=[])
         self.props_box = widgets.VBox([])
         self.read_all = widgets.Button(description="Read all", icon="download")
         self.code = widgets.Text(description="code", layout={"width": "95%"})
         self.history_html = widgets.HTML()
         self.detail = widgets.VBox(
-            [self.header, self.running_box, self.methods, self.props_box, self.history_html],
+            [
+                self.header,
+                self.running_box,
+                self.objects_box,
+                self.methods,
+                self.props_box,
+                self.history_html,
+            ],
             layout={"flex": "1 1 auto", "padding": "0 0 0 1em"},
         )
         self.widget = widgets.VBox(
@@ -421,10 +444,15 @@ class Explorer:
             return
         self.select(change["new"])
 
-    def select(self, name: str) -> Future[Any]:
-        """Show server ``name``: describe it in a worker thread (once), then build its forms."""
+    def select(self, name: str, path: str = "") -> Future[Any]:
+        """Show server ``name`` (or its child object at ``path``, e.g. ``"ch1"``).
+
+        The server, and each child, is described once, in a worker thread;
+        then its forms are built.
+        """
         with self._lock:
             self.selected = name
+            self.path = path
             if self.server_list.value != name and name in self.server_names:
                 self._quiet = True
                 try:
@@ -432,6 +460,8 @@ class Explorer:
                 finally:
                     self._quiet = False
             self.header.value = f"<b>{html.escape(name)}</b> <i>describing…</i>"
+            if path:
+                return self._track(self._pool.submit(self._describe, name))
             return self._start_describe(name)
 
     def _start_describe(self, name: str) -> Future[Any]:
@@ -457,22 +487,25 @@ class Explorer:
         return client
 
     def _describe(self, name: str) -> None:
+        path = self.path
         try:
-            client = self._client(name)
+            client = child_of(self._client(name), path)
         except Exception as exc:
             with self._lock:
                 if self.selected == name:
                     self.header.value = f"<b>{html.escape(name)}</b>" + _error_html(exc)
             return
         with self._lock:
-            if self.selected == name:
+            if self.selected == name and self.path == path:
                 self._show(name, client)
 
     def _show(self, name: str, client: Client) -> None:
         found = description(client) or {}
         service = self.services.get(name)
+        path = self.path
+        shown = f"{name}.{path}" if path else name
         lines = [
-            f'<div style="font-size: 120%;"><b>{html.escape(name)}</b>:'
+            f'<div style="font-size: 120%;"><b>{html.escape(shown)}</b>:'
             f" {html.escape(str(found.get('class') or '?'))}</div>"
         ]
         if service is not None:
@@ -486,13 +519,14 @@ class Explorer:
             f'<div style="color: #555;">In Python: <code>{html.escape(connect)}</code></div>'
         )
         self.header.value = "".join(lines)
+        self.objects_box.children = self._objects(name, path, found)
         self.forms = {
-            str(m["name"]): CallForm(self, name, m)
+            str(m["name"]): CallForm(self, name, m, path)
             for m in found.get("methods", [])
             if isinstance(m, dict) and isinstance(m.get("name"), str)
         }
         self.properties = {
-            str(p["name"]): PropertyRow(self, name, p)
+            str(p["name"]): PropertyRow(self, name, p, path)
             for p in found.get("properties", [])
             if isinstance(p, dict) and isinstance(p.get("name"), str)
         }
@@ -507,6 +541,34 @@ class Explorer:
             ]
         self.props_box.children = props
         self._apply_filter()
+
+    def _objects(self, name: str, path: str, found: dict[str, Any]) -> list[widgets.Widget]:
+        """The object tree around ``path``: its parent, its children and its items."""
+        buttons: list[widgets.Widget] = []
+        if path:
+            parent = path.rpartition(".")[0]
+            up = widgets.Button(description=f"↑ {parent or name}", layout={"width": "auto"})
+            up.on_click(lambda _: self.select(name, parent))
+            buttons.append(up)
+        children = [
+            (str(o["name"]), str(o.get("class") or "object"))
+            for o in found.get("objects", [])
+            if isinstance(o, dict) and isinstance(o.get("name"), str)
+        ]
+        items = found.get("items")
+        if isinstance(items, int) and not isinstance(items, bool):
+            children += [(str(i), "item") for i in range(min(items, _MAX_ITEMS))]
+        for child, kind in children:
+            target = f"{path}.{child}" if path else child
+            button = widgets.Button(
+                description=f"{child} ▸", tooltip=kind, layout={"width": "auto"}
+            )
+            button.on_click(lambda _, target=target: self.select(name, target))
+            buttons.append(button)
+        if not buttons:
+            return []
+        title = widgets.HTML("<b>Objects</b>" if children else "")
+        return [title, widgets.HBox(buttons, layout={"flex_flow": "row wrap"})]
 
     # -- what runs now -----------------------------------------------------------
 
@@ -624,6 +686,19 @@ class Explorer:
         self._pool.shutdown(wait=True)
         with self._lock:
             _close_tree(self.widget)
+
+
+def child_of(proxy: Any, path: str) -> Any:
+    """The child proxy at a dotted ``path`` below ``proxy`` (``proxy`` itself for "")."""
+    for segment in path.split(".") if path else ():
+        proxy = proxy._rpc_child(segment)
+    return proxy
+
+
+def member_code(path: str, member: str) -> str:
+    """How Python names ``member`` of the child at ``path``: ``ch1.measure``, ``channels[0].v``."""
+    parts = [f"[{s}]" if s.isdigit() else f".{s}" for s in path.split(".")] if path else []
+    return ("".join(parts) + "." + member).lstrip(".")
 
 
 def _running_html(call: dict[str, Any], now: float) -> str:

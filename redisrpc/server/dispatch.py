@@ -18,6 +18,10 @@ Two kinds of request get no reply at all, because nobody waits for one:
   queue restored from a Redis snapshot after its callers got their results.
   Ids are remembered until their deadline passes (at most
   :data:`REMEMBERED_IDS` of them).
+
+Dotted names reach child objects (:mod:`redisrpc.server.paths`), values with
+no JSON form come back as handles (:mod:`redisrpc.server.handles`), and what
+a call prints or warns travels with its reply (:mod:`redisrpc.server.output`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from ..core.protocol import (
     GET_PROPERTY,
     OWN_ERROR_PREFIX,
     PING,
+    RELEASE,
     SET_PROPERTY,
     ErrorInfo,
     Reply,
@@ -44,11 +49,16 @@ from ..core.protocol import (
     decode_request,
     encode_framed_reply,
     encode_reply,
+    encode_reply_with,
     is_valid_name,
     salvage_response_queue,
 )
 from ..errors import MessageTooLargeError, RedisRPCError
 from ..server.exposure import Member, describe, exposed_members
+from .adapters import view_of
+from .handles import Handles
+from .output import capturing
+from .paths import PathError, Resolver, is_path
 
 __all__ = ["REMEMBERED_IDS", "SKIP", "Check", "Contexts", "Dispatcher"]
 
@@ -101,6 +111,10 @@ def _user_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
+def _output(events: list[list[Any]] | None) -> dict[str, Any] | None:
+    return {"output": events} if events else None
+
+
 class Dispatcher:
     """Run requests against ``obj`` under the exposure rule; no I/O.
 
@@ -138,35 +152,62 @@ class Dispatcher:
         self.deny_tags = frozenset(deny_tags)
         self.max_message_size = max_message_size
         self.calls = 0
+        self.root = view_of(obj)  # an adapter's view when one serves the object
         self.members: dict[str, Member] = self.scan()
         self._described: tuple[Any, dict[str, Any]] | None = None  # (fingerprint, description)
         # id -> deadline (ms) of the requests run, oldest first; see _replayed.
         self._ran: dict[str, int] = {}
         self._ran_lock = threading.Lock()  # workers > 1 run handle() in several threads
         self._until_sweep = _SWEEP_EVERY
+        self.resolver = Resolver(self._members_of, self._handle)
+        self.handles = Handles(self._describe_value)
+        self.log_level: int | None = None
+        """Send log records at this level and above back with each reply (None: none)."""
 
     def scan(self) -> dict[str, Member]:
         """Apply the one exposure rule (calls and __describe__ share it)."""
         return exposed_members(
-            self.obj, allow=self.allow, readonly=self.readonly, deny_tags=self.deny_tags
+            self.root, allow=self.allow, readonly=self.readonly, deny_tags=self.deny_tags
         )
 
-    def describe(self, extra: dict[str, Any]) -> dict[str, Any]:
-        """Return the ``__describe__`` payload; computed again only when the object changed.
+    def _members_of(self, obj: Any) -> dict[str, Member]:
+        """The rule for objects reached by a path: ``expose=`` applies to the root only."""
+        if obj is self.root:
+            return self.scan()
+        return exposed_members(obj, readonly=self.readonly, deny_tags=self.deny_tags)
 
-        A description of a class with hundreds of methods costs the serving
-        thread tens of milliseconds; the object's fingerprint (its classes'
-        members, its own attributes' names and types) costs microseconds.
-        """
-        fingerprint = _fingerprint(self.obj)
-        cached = self._described
-        if cached is None or cached[0] != fingerprint:
-            self.members = self.scan()
-            cached = self._described = (
-                fingerprint,
-                describe(self.obj, self.members, name=self.name),
-            )
-        return {**cached[1], **extra}
+    def _handle(self, handle: str) -> Any:
+        try:
+            return self.handles.get(handle)
+        except KeyError:
+            raise PathError(
+                "redisrpc.HandleError", f"handle {handle} was released or expired"
+            ) from None
+
+    def _describe_value(self, obj: Any, path: str) -> dict[str, Any]:
+        members = self.resolver.members(obj, keep=False)
+        return describe(obj, members, name=self.name, extra={"path": path})
+
+    def describe(self, extra: dict[str, Any], path: str | None = None) -> dict[str, Any]:
+        """Return the ``__describe__`` payload of the root, or of the child at ``path``."""
+        if path is None:
+            # Computed again only when the object changed: a description of a class with
+            # hundreds of methods costs the serving thread tens of milliseconds, the
+            # object's fingerprint (its classes' members, its attributes' types) microseconds.
+            fingerprint = _fingerprint(self.root)
+            cached = self._described
+            if cached is None or cached[0] != fingerprint:
+                self.members = self.scan()
+                cached = self._described = (
+                    fingerprint,
+                    describe(self.root, self.members, name=self.name),
+                )
+            return {**cached[1], **extra}
+        target, member = self.resolver.locate(self.root, path)
+        if member is not None:
+            raise _CallError("TypeError", f"{path[:80]!r} is a {member.kind}, not an object")
+        members = self.resolver.members(target, rescan=True, keep=not path.startswith("@"))
+        return describe(target, members, name=self.name, extra={**extra, "path": path})
 
     def _member(self, name: str) -> Member:
         if not is_valid_name(name):
@@ -185,13 +226,25 @@ class Dispatcher:
             )
         return member
 
-    def _property(self, args: list[Any]) -> Member:
+    def _locate(self, name: str) -> tuple[Any, Member | None]:
+        """The object and member a call name means: a plain name, or a path."""
+        if not is_path(name):
+            member = self._member(name)
+            if member.kind != "object":
+                return self.root, member
+        try:
+            return self.resolver.locate(self.root, name)
+        except PathError as exc:
+            raise _CallError(exc.type_name, exc.message) from None
+
+    def _property(self, args: list[Any]) -> tuple[Any, Member]:
         if not args or not isinstance(args[0], str):
             raise _CallError("TypeError", "the first argument must be a property name")
-        member = self._member(args[0])
-        if member.kind == "method":
-            raise _CallError("AttributeError", f"{args[0]!r} is a method, not a property")
-        return member
+        owner, member = self._locate(args[0])
+        if member is None or member.kind in ("method", "object"):
+            kind = "an object" if member is None or member.kind == "object" else "a method"
+            raise _CallError("AttributeError", f"{args[0][:80]!r} is {kind}, not a property")
+        return owner, member
 
     def invoke(
         self,
@@ -204,23 +257,36 @@ class Dispatcher:
         if name == PING:
             return "pong"
         if name == DESCRIBE:
+            if args and isinstance(args[0], str):
+                try:
+                    return self.describe(describe_extra(), args[0])
+                except PathError as exc:
+                    raise _CallError(exc.type_name, exc.message) from None
             return self.describe(describe_extra())
+        if name == RELEASE:
+            return self.handles.release(args)
         if name == GET_PROPERTY:
-            return getattr(self.obj, self._property(args).name)
+            owner, member = self._property(args)
+            return getattr(owner, member.name)
         if name == SET_PROPERTY:
-            member = self._property(args)
+            owner, member = self._property(args)
             if len(args) != 2:
                 raise _CallError("TypeError", "__setprop__ takes a name and a value")
             if member.readonly:
                 raise _CallError("AttributeError", f"property {member.name!r} is read-only")
-            setattr(self.obj, member.name, args[1])
+            setattr(owner, member.name, args[1])
             return None
-        member = self._member(name)
-        if member.kind != "method":
+        owner, found = self._locate(name)
+        if found is None:
+            if getattr(owner, "_redisrpc_callable", None) is None:
+                raise _CallError("TypeError", f"{name[:80]!r} is an object, not callable")
+            return owner(*args, **kwargs)  # a callable view: dmm.ch1() reads, dmm.ch1(3) sets
+        if found.kind != "method":
             raise _CallError(
-                "TypeError", f"{name!r} is a {member.kind}, not a method; read it as a property"
+                "TypeError",
+                f"{name[:80]!r} is a {found.kind}, not a method; read it as a property",
             )
-        return getattr(self.obj, name)(*args, **kwargs)
+        return getattr(owner, found.name)(*args, **kwargs)
 
     def _context(self, request: Request) -> AbstractContextManager[Any]:
         """The context the call runs in: the server's, or none (a bare dispatcher)."""
@@ -348,31 +414,37 @@ class Dispatcher:
             log.info("%s: refused %s(): %s", self.name, request.name[:80], refused.message)
             return queue, encode_reply(Reply(error=refused, id=request.id))
         context: Any = None
-        try:
-            with self._context(request) as context:
-                value = self.invoke(request.name, request.args, request.kwargs, describe_extra)
-                stream = _is_stream(value)
-                if stream and context is not None and context.interim:
-                    finished, value = context.stream(value)
-                    if not finished:
-                        return self._cancelled(request, context)
-                elif stream:
-                    value = list(value)  # a caller before protocol 3 gets the items at once
-            self.calls += 1
-            if context is not None and context.cancel.is_set():
-                return self._cancelled(request, context)
-        except _CallError as exc:
-            log.info("%s: refused %s(): %s", self.name, request.name[:80], exc.message)
-            return queue, self._error(request, exc.type_name, exc.message)
-        except (Exception, SystemExit) as exc:
-            # SystemExit too: a served method calling sys.exit() must not end the server.
-            self.calls += 1
-            if context is not None and context.cancel.is_set():
-                return self._cancelled(request, context)
-            message = _message(exc)
-            kind = _error_type(exc)
-            log.info("%s: %s() raised %s: %s", self.name, request.name, kind, message)
-            return queue, self._error(request, kind, message, _user_traceback(exc))
+        with capturing(log_level=self.log_level) as capture:
+            try:
+                with self._context(request) as context:
+                    value = self.invoke(request.name, request.args, request.kwargs, describe_extra)
+                    stream = _is_stream(value)
+                    if stream and context is not None and context.interim:
+                        finished, value = context.stream(value)
+                        if not finished:
+                            return self._cancelled(request, context)
+                    elif stream:
+                        value = list(value)  # a caller before protocol 3 gets the items at once
+                self.calls += 1
+                if context is not None and context.cancel.is_set():
+                    return self._cancelled(request, context)
+            except _CallError as exc:
+                log.info("%s: refused %s(): %s", self.name, request.name[:80], exc.message)
+                return queue, self._error(request, exc.type_name, exc.message)
+            except (Exception, SystemExit) as exc:
+                # SystemExit too: a served method calling sys.exit() must not end the server.
+                self.calls += 1
+                if context is not None and context.cancel.is_set():
+                    return self._cancelled(request, context)
+                message = _message(exc)
+                kind = _error_type(exc)
+                log.info("%s: %s() raised %s: %s", self.name, request.name, kind, message)
+                error = ErrorInfo(kind, message, _user_traceback(exc), self.ident)
+                return queue, encode_reply(
+                    Reply(error=error, id=request.id, extra=_output(capture.result()))
+                )
+        if request.name == RELEASE:
+            return None, None  # fire and forget: nobody waits for this reply
         late_ms = self._late_ms(request, now_ms)
         if late_ms > 0 and not (context is not None and context.heard):
             # Its caller gave up at the deadline, unless interim messages kept it waiting.
@@ -383,11 +455,18 @@ class Dispatcher:
                 late_ms,
             )
             return None, None
+        reply = Reply(
+            value=value,
+            id=request.id,
+            stream=stream and context is not None,
+            extra=_output(capture.result()),
+        )
         data = encode_framed_reply(
-            Reply(value=value, id=request.id, stream=stream and context is not None),
+            reply,
             binary=request.protocol >= BLOB_VERSION,
             max_size=self.max_message_size,
             max_blob_size=self.max_blob_size,
+            encode=lambda reply: encode_reply_with(reply, self.handles.tag),
         )
         if len(data) > self.max_message_size:
             message = (
