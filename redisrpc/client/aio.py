@@ -29,7 +29,6 @@ import logging
 import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import replace
 from typing import Any
 
 import redis
@@ -119,7 +118,7 @@ class AsyncClient(ProxyBase):
                 state.reply_prefix + secrets.token_hex(16),
                 max_size=state.max_size,
             )
-        call = replace(call, shared_queue=mux.reply_queue)
+        call.shared_queue = mux.reply_queue
         streaming = False
         try:
             reply = await drive_async(calling(call), mux.step)

@@ -102,7 +102,7 @@ class Client(ProxyBase):
         mux: ThreadMultiplexer | None = None
         if flight.enter() and state.echoes_ids and not described_stream(state.description, name):
             mux = _multiplexer(state, flight)
-            call = call.evolve(shared_queue=mux.reply_queue)
+            call.shared_queue = mux.reply_queue
         step = _Direct(state.transport).step if mux is None else mux.step
         streaming = False
         try:

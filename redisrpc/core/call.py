@@ -26,12 +26,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import operator
 import os
 import secrets
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..errors import MessageTooLargeError, RedisConnectionError, RedisRPCError
@@ -108,7 +107,7 @@ _ids = _Ids()
 os.register_at_fork(after_in_child=_ids.renew)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
     """Everything one call needs to know; made by the proxy, run by :func:`calling`.
 
@@ -147,13 +146,6 @@ class Call:
     """Told of ``("progress", (done, total, message))`` and, while the call waits
     behind others, ``("waiting", [running calls])``; see :mod:`redisrpc.client.progress`."""
 
-    def evolve(self, **changes: Any) -> Call:
-        """A copy with ``changes`` (``dataclasses.replace`` without its checks: the hot path)."""
-        twin = object.__new__(Call)
-        for (name, slot), value in zip(_CALL_SLOTS, _call_values(self), strict=True):
-            slot.__set__(twin, changes.get(name, value))
-        return twin
-
     @property
     def reply_queue(self) -> str:
         """Where the reply comes: the shared list, or the call's own."""
@@ -163,12 +155,6 @@ class Call:
     def label(self) -> str:
         """``service.method()``, as error messages name the call."""
         return f"{self.service}.{self.method}()"
-
-
-_CALL_FIELDS = tuple(f.name for f in fields(Call))
-# Each field's slot descriptor (it sets a frozen instance's field) and all values in one call.
-_CALL_SLOTS = tuple((name, vars(Call)[name]) for name in _CALL_FIELDS)
-_call_values = operator.attrgetter(*_CALL_FIELDS)
 
 
 def encoded(call: Call) -> bytes:
@@ -205,7 +191,8 @@ def calling(call: Call, *, clock: Callable[[], float] = time.monotonic) -> Plan[
     item, or a final reply with ``stream`` set): the client then pulls the
     rest with :func:`awaiting`.
     """
-    call = call.evolve(deadline=(yield NOW) + int(call.timeout * 1000))
+    # The plan owns its Call (made for this one call): setting fields copies nothing.
+    call.deadline = (yield NOW) + int(call.timeout * 1000)
     data = encoded(call)
     wait = min(WAIT_SLICE, call.timeout)
     start = clock()

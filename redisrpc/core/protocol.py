@@ -494,7 +494,10 @@ def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAG
     Raises :class:`ProtocolError` (or :class:`MessageTooLargeError`) with a
     message fit to send back to the caller.
     """
-    with _receiving(raw):
+    if isinstance(raw, Framed):
+        with _receiving(raw):
+            message = _checked(raw, max_size, "request")
+    else:  # no blobs came: no context to set (the hot path)
         message = _checked(raw, max_size, "request")
     if not isinstance(message, dict):
         raise ProtocolError(f"a request must be a JSON object, not {type(message).__name__}")
@@ -634,7 +637,10 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
     than :func:`max_values` values, raises :class:`MessageTooLargeError`
     before any decoding (no memory spent on it).
     """
-    with _receiving(raw):
+    if isinstance(raw, Framed):
+        with _receiving(raw):
+            message = _loads(raw) if max_size is None else _checked(raw, max_size, "reply")
+    else:  # no blobs came: no context to set (the hot path)
         message = _loads(raw) if max_size is None else _checked(raw, max_size, "reply")
     if not isinstance(message, dict):
         raise ProtocolError(f"a reply must be a JSON object, not {type(message).__name__}")

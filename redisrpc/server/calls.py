@@ -105,6 +105,40 @@ def cancelled() -> bool:
     return context is not None and context.cancel.is_set()
 
 
+class Flag:
+    """A flag another thread sets, like :class:`threading.Event`, but free until waited on.
+
+    Every call gets one; only a streaming call ever waits on it, so the lock
+    and condition of an Event are made then, not per call.
+    """
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: threading.Event | None = None
+
+    def is_set(self) -> bool:
+        """Whether the flag is set."""
+        return self._set
+
+    def set(self) -> None:
+        """Set the flag, waking a waiter."""
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the flag; True if it is set."""
+        if self._set:
+            return True
+        if self._event is None:
+            self._event = threading.Event()
+            if self._set:  # set meanwhile, before the event existed
+                self._event.set()
+        return self._event.wait(timeout)
+
+
 class CallContext:
     """One call a server runs: its request, its cancel flag, its progress."""
 
@@ -124,7 +158,7 @@ class CallContext:
         self.instance = instance
         self.reply_ttl_ms = reply_ttl_ms
         self.on_cancel = on_cancel
-        self.cancel = threading.Event()
+        self.cancel = Flag()
         self.started = time.monotonic()
         self.started_epoch = time.time()
         self.last_progress: dict[str, Any] | None = None
@@ -262,26 +296,25 @@ class Watcher:
         self.transport = transport
         self.service = service
         self._calls: dict[int, CallContext] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def begin(self, context: CallContext) -> None:
-        """A call starts (no I/O: the watcher looks at it only once it runs long)."""
-        with self._lock:
-            self._calls[id(context)] = context
+    def start(self) -> None:
+        """Start the thread (the server starts serving)."""
+        self._stop.clear()
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
                 target=self._run, name=f"redisrpc-watch-{self.service}", daemon=True
             )
             self._thread.start()
-        self._wake.set()
+
+    def begin(self, context: CallContext) -> None:
+        """A call starts: no I/O and no wakeup (the watcher looks every :data:`LONG_CALL`)."""
+        self._calls[id(context)] = context  # a dict's item assignment is atomic
 
     def end(self, context: CallContext) -> None:
         """A call ended; if it was published, take it off the running list."""
-        with self._lock:
-            self._calls.pop(id(context), None)
+        self._calls.pop(id(context), None)
         if context.published and context.request.id is not None:
             try:
                 self.transport.execute(("HDEL", running_key(self.service), context.request.id))
@@ -291,16 +324,12 @@ class Watcher:
     def stop(self) -> None:
         """Stop the thread (the server stops)."""
         self._stop.set()
-        self._wake.set()
 
     def _run(self) -> None:
         next_publish = 0.0
-        while not self._stop.is_set():
-            with self._lock:
-                calls = list(self._calls.values())
+        while not self._stop.wait(LONG_CALL):
+            calls = list(self._calls.values())
             if not calls:
-                self._wake.clear()
-                self._wake.wait(1.0)
                 continue
             now = time.monotonic()
             long = [c for c in calls if now - c.started >= LONG_CALL and c.request.id is not None]
@@ -312,7 +341,6 @@ class Watcher:
                     log.debug("%s: watching long calls: %s", self.service, exc)
                 if publish:
                     next_publish = now + _PUBLISH_EVERY
-            self._stop.wait(LONG_CALL)
 
     def _look(self, calls: list[CallContext], publish: bool) -> None:
         """One round trip: the cancel marks of the long calls, and (re)publishing them."""

@@ -384,6 +384,7 @@ class Server:
         log.info(
             "%s: serving %s on %s", self.ident, type(self.obj).__qualname__, self.transport.location
         )
+        self.watcher.start()
         if self.registration is not None:
             self.registration.start()
         try:
