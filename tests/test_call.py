@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -370,8 +369,3 @@ def test_call_ids_are_unique_and_a_forked_child_draws_its_own():
     os.close(read_end)
     os.waitpid(pid, 0)
     assert child not in ids and child[:24] not in prefixes
-
-
-def test_evolve_is_replace():
-    call = Call("s", "m", [1], {}, 5.0, "s:rpc:")
-    assert call.evolve(deadline=7, shared_queue="q") == replace(call, deadline=7, shared_queue="q")
