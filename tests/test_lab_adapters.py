@@ -172,3 +172,33 @@ def test_a_users_own_adapter_is_registered_with_the_hook(r: Any, serve: Any) -> 
         assert proxy.x.__doc__ == "A motor."
     finally:
         unregister(adapter)
+
+
+def test_the_explorer_walks_a_qcodes_instrument_and_sets_a_parameter(
+    r: Any, serve: Any, quiet: None
+) -> None:
+    """The explorer's tree: dmm -> ch1 (a Parameter) with set/get forms that reach the gate."""
+    pytest.importorskip("ipywidgets")
+    mock = pytest.importorskip("qcodes.instrument_drivers.mock_instruments")
+    from redisrpc.notebook.explorer import Explorer  # noqa: PLC0415 - needs ipywidgets
+
+    dmm = mock.DummyInstrument("dmm_lab_e", gates=["ch1", "ch2"])
+    explorer = Explorer(r, refresh_interval=0, timeout=10)
+    try:
+        serve(dmm, "dmm")
+        wait_for(lambda: explorer.refresh() and explorer.server_names == ["dmm"])
+        explorer.select("dmm").result(10)
+        children = [b.description for b in explorer.objects_box.children[1].children]
+        assert {"ch1 ▸", "ch2 ▸"} <= set(children)
+        explorer.select("dmm", "ch1").result(10)
+        assert "dmm.ch1" in explorer.header.value and "Parameter" in explorer.header.value
+        form = explorer.forms["set"]
+        next(iter(form.inputs.values())).value = "2.5"
+        form.submit().result(10)
+        assert form.code.value == "dmm.ch1.set(2.5)" and dmm.ch1() == 2.5
+        getter = explorer.forms["get"]
+        getter.submit().result(10)
+        assert "2.5" in getter.result.value
+    finally:
+        explorer.close()
+        dmm.close()
