@@ -33,11 +33,11 @@ from typing import Any
 
 import redis
 
-from ..core.call import Call, calling
+from ..core.call import Call, calling, routed
 from ..core.keys import queue_name
 from ..core.ownlist import OwnList, blob_commands
 from ..core.plan import Plan, Receive, Recover, Send, drive_async
-from ..core.protocol import SET_PROPERTY, Framed, Reply, decode_reply, framed
+from ..core.protocol import SET_PROPERTY, Framed, Reply, framed
 from ..core.transport import AsyncTransport, Transport
 from ..errors import RedisRPCError
 from .proxy import ProxyBase, ProxyState, checked_timeout
@@ -331,14 +331,10 @@ class Multiplexer:
         return messages
 
     def _deliver(self, raw: bytes) -> None:
-        try:
-            reply = decode_reply(raw, max_size=self.max_size)
-        except RedisRPCError as exc:
-            log.warning("dropped an undecodable reply on %s: %s", self.reply_queue, exc)
-            return
-        box = self.boxes.get(reply.id or "")
+        reply = routed(raw, max_size=self.max_size, queue=self.reply_queue)
+        box = self.boxes.get(reply.id or "") if reply is not None else None
         if box is not None:
-            box.put(reply)  # else: a reply to a call that already gave up
+            box.put(reply)  # else: a reply to a call that already gave up, or garbage
 
     async def _recover(self, step: Recover) -> tuple[bool, Any]:
         """Withdraw the request on a fresh connection; the recoveries of one loop turn share it."""

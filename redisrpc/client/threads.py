@@ -24,9 +24,10 @@ import queue
 import threading
 from typing import Any
 
+from ..core.call import routed
 from ..core.ownlist import blob_commands
 from ..core.plan import Plan, Receive, Recover, Send
-from ..core.protocol import Framed, decode_reply, framed
+from ..core.protocol import Framed, framed
 from ..core.transport import Transport
 from ..errors import RedisConnectionError, RedisRPCError
 
@@ -204,14 +205,10 @@ class ThreadMultiplexer:
                 self._deliver(raw)
 
     def _deliver(self, raw: bytes) -> None:
-        try:
-            reply = decode_reply(raw, max_size=self.max_size)
-        except RedisRPCError as exc:
-            log.warning("dropped an undecodable reply on %s: %s", self.reply_queue, exc)
-            return
-        box = self.boxes.get(reply.id or "")
+        reply = routed(raw, max_size=self.max_size, queue=self.reply_queue)
+        box = self.boxes.get(reply.id or "") if reply is not None else None
         if box is not None:
-            box.replies.put(reply)  # else: a reply to a call that already gave up
+            box.replies.put(reply)  # else: a reply to a call that already gave up, or garbage
 
     # -- recovery -------------------------------------------------------------
 

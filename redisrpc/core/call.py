@@ -67,6 +67,7 @@ __all__ = [
     "marks",
     "new_call_id",
     "recovering",
+    "routed",
     "withdrawing",
 ]
 
@@ -446,3 +447,15 @@ def recovering(call: Call, data: bytes, exc: RedisConnectionError) -> Plan[Reply
 
 
 # The errors a call ends with when no reply comes.
+
+
+def routed(raw: bytes, *, max_size: int, queue: str) -> Reply | None:
+    """A reply popped from a list shared by many calls, to hand to its call by id.
+
+    None (logged) for one that cannot be decoded: it answers nobody.
+    """
+    try:
+        return decode_reply(raw, max_size=max_size)
+    except RedisRPCError as exc:
+        log.warning("dropped an undecodable reply on %s: %s", queue, exc)
+        return None

@@ -732,13 +732,7 @@ def encode_reply_with(reply: Reply, fallback: Any) -> bytes:
             return fallback(obj)
 
     encoder = json.JSONEncoder(default=default, allow_nan=False, separators=(",", ":"))
-    message: dict[str, Any] = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
-    if reply.id is not None:
-        message["id"] = reply.id
-    if reply.stream:
-        message["stream"] = True
-    if reply.extra:
-        message.update(reply.extra)
+    message = plain  # the same message, encoded again with the fallback
     try:
         try:
             _restart()  # blobs (protocol 4) of the attempt above are dropped
