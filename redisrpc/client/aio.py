@@ -37,12 +37,12 @@ from ..core.call import Call, calling, routed
 from ..core.keys import queue_name
 from ..core.ownlist import OwnList, blob_commands
 from ..core.plan import Plan, Receive, Recover, Send, drive_async
-from ..core.protocol import SET_PROPERTY, Framed, Reply, framed
+from ..core.protocol import SET_PROPERTY, Framed, Reply, check_serializer, framed
 from ..core.transport import AsyncTransport, Transport
 from ..errors import RedisRPCError
 from .proxy import ProxyBase, ProxyState, checked_timeout
 from .stream import AsyncRemoteStream
-from .sync import DEFAULT_TIMEOUT, check_serializer
+from .sync import DEFAULT_TIMEOUT
 
 __all__ = ["AsyncClient", "Multiplexer", "set_property"]
 

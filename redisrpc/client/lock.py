@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import hashlib
 import hmac
 import json
@@ -55,7 +54,7 @@ from ..core.plan import NOW, Plan
 from ..core.protocol import OWN_ERROR_PREFIX, ErrorInfo
 from ..core.transport import AsyncTransport, Transport
 from ..errors import LockedError, RedisRPCError
-from .proxy import LockCell, state_of
+from .proxy import LockCell, login_name, state_of
 
 __all__ = [
     "Lock",
@@ -103,13 +102,6 @@ def _io(transport: Transport | AsyncTransport, kind: type[_Kind], instead: str) 
 def held_token(proxy: Any) -> str | None:
     """The lock token that calls through ``proxy`` carry, or None."""
     return state_of(proxy).lock.token
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:  # no login name in some containers
-        return "?"
 
 
 def digest(token: str) -> str:
@@ -294,7 +286,7 @@ class Lock:
                 "digest": digest(token),
                 "host": socket.gethostname(),
                 "pid": os.getpid(),
-                "user": _user(),
+                "user": login_name(),
                 "note": self.note,
                 "since": (yield NOW),
                 "ttl": self.ttl,

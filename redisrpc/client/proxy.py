@@ -264,12 +264,16 @@ class _CallbackWatcher:
         """Nothing to close."""
 
 
-def _caller() -> str:
+def login_name() -> str:
+    """This process's user name, or ``?`` where there is none (some containers)."""
     try:
-        user = getpass.getuser()
+        return getpass.getuser()
     except Exception:  # no login name in some containers
-        user = "?"
-    return f"{user}@{socket.gethostname()}:{os.getpid()}"
+        return "?"
+
+
+def _caller() -> str:
+    return f"{login_name()}@{socket.gethostname()}:{os.getpid()}"
 
 
 CALLER = _caller()

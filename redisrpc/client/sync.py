@@ -26,6 +26,7 @@ from ..core.call import NOTE, calling
 from ..core.keys import queue_name
 from ..core.ownlist import OwnList
 from ..core.plan import Recover, drive
+from ..core.protocol import check_serializer
 from ..core.transport import Transport
 from .progress import ProgressCallback
 from .proxy import ProxyBase, ProxyState, checked_timeout, state_of
@@ -45,15 +46,6 @@ DEFAULT_TIMEOUT = 30.0
 """Seconds a call waits for its reply unless the client or the call says otherwise."""
 
 P = TypeVar("P", bound=ProxyBase)
-
-
-def check_serializer(transport: str) -> None:
-    """Accept the original RedisRPC constructor's ``transport='json'``; refuse pickle."""
-    if transport != "json":
-        raise ValueError(
-            f"transport={transport!r} is not supported: redisrpc speaks JSON only"
-            " (pickle would let a message run code)"
-        )
 
 
 class Client(ProxyBase):

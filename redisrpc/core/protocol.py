@@ -63,6 +63,7 @@ __all__ = [
     "blob_header",
     "cancel_key",
     "cancels_key",
+    "check_serializer",
     "decode_reply",
     "decode_request",
     "decode_value",
@@ -121,6 +122,18 @@ _DTYPE_RE = re.compile(
     r"[<>|=]?(?:b1|[iu][1248]|f[248]|c(?:8|16)|S[1-9][0-9]{0,5}|U[1-9][0-9]{0,5})"
 )
 _PLAIN_QUEUE_RE = re.compile(rb"[A-Za-z0-9_:.\-]{1,400}")
+
+
+def check_serializer(transport: str) -> None:
+    """Accept the original RedisRPC constructors' ``transport='json'``; refuse anything else.
+
+    redisrpc speaks JSON only: pickle would let whoever can push a message run code.
+    """
+    if transport != "json":
+        raise ValueError(
+            f"transport={transport!r} is not supported: redisrpc speaks JSON only"
+            " (pickle would let whoever can push a message run code)"
+        )
 
 
 def is_valid_name(name: object) -> bool:

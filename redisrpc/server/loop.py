@@ -56,6 +56,7 @@ from ..core.protocol import (
     Framed,
     Request,
     blob_header,
+    check_serializer,
 )
 from ..core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, serving_types, type_name
 from ..core.transport import Transport
@@ -167,12 +168,7 @@ class Server:
     ) -> None:
         if not isinstance(name, str) or not name:
             raise ValueError("a server needs a non-empty service name")
-        if transport != "json":
-            # The original RedisRPC's keyword; pickle would let any caller run code here.
-            raise ValueError(
-                f"transport={transport!r} is not supported: redisrpc speaks JSON only"
-                " (pickle lets whoever can push to the queue run code in the server)"
-            )
+        check_serializer(transport)
         self.transport = Transport.of(redis)
         # The request list's key, which names every key of the service ({name} on a cluster).
         name = queue_name(name, cluster=self.transport.cluster)
