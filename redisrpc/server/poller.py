@@ -115,14 +115,17 @@ class Poller:
         now = self.transport.now_ms()
         key = poller_key(self.queue)
         leases = watchers_key(self.queue)
-        _, held, _, members = self.transport.execute(
-            ("SET", key, self.ident, "NX", "PX", _HOLD_MS),
-            ("GET", key),
+        _, members, held = self.transport.execute(
             ("ZREMRANGEBYSCORE", leases, "-inf", now),
             ("ZRANGE", leases, 0, -1),
+            ("GET", key),
         )
-        holder = held == self.ident.encode()
         targets, bad = self._targets(members or [])
+        if targets and held is None:  # nobody polls: this instance offers (no key unless watched)
+            _, held = self.transport.execute(
+                ("SET", key, self.ident, "NX", "PX", _HOLD_MS), ("GET", key)
+            )
+        holder = held == self.ident.encode()
         with self._lock:
             forced, self._forced = self._forced, set()
         for gone in set(self._last) - set(targets):
