@@ -140,7 +140,7 @@ def test_the_server_stops_reading_once_the_last_watcher_closes(r, serve):
     reads = meter.reads
     wait_for(lambda: meter.reads > reads + 3, message="still read for the second watcher")
     second.close()
-    wait_for(lambda: r.zcard(watchers_key("meter")) == 0, message="the leases gone")
+    assert r.zcard(watchers_key("meter")) == 0  # removed before close() returned
     turns = server.poller.turns
     wait_for(lambda: server.poller.turns >= turns + 2, message="two idle poller turns")
     reads = meter.reads
@@ -334,7 +334,22 @@ def test_async_watch_iterates_each_change(r, redis_url, serve):
         return seen
 
     assert asyncio.run(main()) == [1.0, 5.0]
-    wait_for(lambda: r.zcard(watchers_key("meter")) == 0, message="the async lease removed")
+    assert r.zcard(watchers_key("meter")) == 0  # removed before the async with ended
+
+
+def test_a_sync_close_of_an_async_watch_leaves_the_lease_to_its_reader(r, redis_url, serve):
+    serve(Meter(), "meter")
+
+    async def main() -> None:
+        proxy = await redisrpc.AsyncClient(redis_url, "meter")
+        level = await redisrpc.watch(proxy, "level", interval=0.05).start()
+        assert r.zcard(watchers_key("meter")) == 1
+        level.close()  # no await: the loop's reader removes the lease
+        await redisrpc.testing.wait_for_async(
+            lambda: r.zcard(watchers_key("meter")) == 0, message="the reader removed the lease"
+        )
+
+    asyncio.run(main())
 
 
 def test_observers_hear_each_value_and_can_stop(r, serve):

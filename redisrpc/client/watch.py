@@ -30,9 +30,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any
 
+from ..core.plan import Plan
 from ..core.protocol import WATCH, decode_reply, is_valid_name
 from ..core.transport import AsyncTransport
-from ..core.watch import STREAM_LENGTH, Book, Subscriber, check_interval, reading
+from ..core.watch import STREAM_LENGTH, Book, Subscriber, check_interval, reading, unleasing
 from ..errors import RedisRPCError, TimeoutException
 from .proxy import ProxyState, checked_timeout, error_from_reply, state_of
 
@@ -162,15 +163,33 @@ class Watch(Subscriber):
             return self.latest
 
     def close(self) -> None:
-        """Stop watching: the lease goes, and the server stops reading once nobody watches."""
+        """Stop watching: the lease goes, and the server stops reading once nobody watches.
+
+        With the sync client the lease is removed before this returns, so a
+        script may exit right after. An asyncio watch's reader removes it
+        soon after; ``await watch.aclose()`` removes it before returning.
+        """
+        sync = not isinstance(self._state.transport, AsyncTransport)
+        if self._closing(unleased=sync) and sync:
+            self._state.transport.run(_forgiving(unleasing(self._state.name, self)))
+
+    async def aclose(self) -> None:
+        """:meth:`close`, removing the lease before it returns (asyncio)."""
+        if self._closing(unleased=True):
+            await self._state.transport.run(_forgiving(unleasing(self._state.name, self)))
+
+    def _closing(self, *, unleased: bool) -> bool:
+        """Mark the watch closed; True if it had started (it holds a lease to remove)."""
         if self.closed:
-            return
+            return False
         self.closed = True
-        if self._book is not None:
-            self._book.remove(self)
+        book = self._book
+        if book is not None:
+            book.remove(self, unleased=unleased)
         with self._changed:
             self._changed.notify_all()
         self._tell()
+        return book is not None
 
     def __iter__(self) -> Iterator[Any]:
         while True:
@@ -211,10 +230,6 @@ class Watch(Subscriber):
                 continue
             yield value
 
-    async def aclose(self) -> None:
-        """:meth:`close`, for ``async with`` and symmetry with other async resources."""
-        self.close()
-
     def __enter__(self) -> Watch:
         return self
 
@@ -229,7 +244,7 @@ class Watch(Subscriber):
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self.close()
+        await self.aclose()
 
     def __repr__(self) -> str:
         every = f"every {self.interval:g} s"
@@ -268,6 +283,14 @@ class Watch(Subscriber):
 
 
 _NOTHING = object()
+
+
+def _forgiving(plan: Plan[None]) -> Plan[None]:
+    """``plan``, with a Redis error logged instead of raised: an unremoved lease lapses."""
+    try:
+        yield from plan
+    except RedisRPCError as exc:
+        log.info("a watch lease was not removed (%s); it lapses by itself", exc)
 
 
 def _thread_book(state: ProxyState) -> Callable[[], Book]:

@@ -52,6 +52,7 @@ __all__ = [
     "lease_ms",
     "parse_lease",
     "reading",
+    "unleasing",
 ]
 
 MIN_INTERVAL = 0.05
@@ -142,12 +143,17 @@ class Book:
             self._new.append(sub)
             return True
 
-    def remove(self, sub: Subscriber) -> None:
-        """Drop a watch: its lease goes in the next exchange; the last one closes the book."""
+    def remove(self, sub: Subscriber, *, unleased: bool = False) -> None:
+        """Drop a watch; the last one closes the book.
+
+        Its lease goes in the next exchange, unless the caller removed it
+        already (``unleased``, see :func:`unleasing`).
+        """
         with self._lock:
             if self._subs.pop(sub.watch_id, None) is None:
                 return
-            self._dropped.append(lease_member(sub.target, sub.interval, sub.watch_id))
+            if not unleased:
+                self._dropped.append(lease_member(sub.target, sub.interval, sub.watch_id))
             if not self._subs:
                 self.closed = True
 
@@ -243,6 +249,11 @@ def _field(fields: Any, name: bytes) -> bytes | None:
         if fields[index] == name and isinstance(fields[index + 1], bytes):
             return fields[index + 1]  # type: ignore[no-any-return]
     return None
+
+
+def unleasing(queue: str, sub: Subscriber) -> Plan[None]:
+    """Remove one watch's lease now: a process about to exit stops the polling at once."""
+    yield (("ZREM", watchers_key(queue), lease_member(sub.target, sub.interval, sub.watch_id)),)
 
 
 def reading(book: Book, *, on_error: Callable[[BaseException], None] | None = None) -> Plan[None]:
