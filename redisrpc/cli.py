@@ -400,6 +400,8 @@ def _cmd_watch(args: argparse.Namespace) -> int:
             last_error = None
 
     watched.observe(show)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # stopped by a supervisor: close cleanly too
     try:
         for value in watched:
             print(f"{_clock(watched.updated)} {json.dumps(value, default=_jsonable)}", flush=True)
@@ -411,6 +413,10 @@ def _cmd_watch(args: argparse.Namespace) -> int:
     finally:
         watched.close()
     return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _clock(epoch: float | None) -> str:

@@ -361,3 +361,24 @@ def test_watch_prints_each_change_then_stops_after_count(spawn_server, redis_url
         proc = run_cli(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert text in one_error_line(proc)
+
+
+def test_watch_stopped_by_sigterm_removes_its_lease(spawn_server, redis_url, r):
+    """A supervisor's SIGTERM ends `redisrpc watch` cleanly: exit 0, and its lease is gone."""
+    spawn_server("servable:Thing", "thing")
+    watcher = subprocess.Popen(
+        [str(CLI_SCRIPT), "watch", "thing", "label", "--interval", "0.1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**python_env(), "REDIS_URL": redis_url},
+    )
+    try:
+        assert watcher.stdout is not None
+        assert watcher.stdout.readline()  # watching
+        assert r.zcard("thing:watchers") == 1
+        watcher.send_signal(signal.SIGTERM)
+        assert watcher.wait(30) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    assert r.zcard("thing:watchers") == 0
