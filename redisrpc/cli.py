@@ -466,6 +466,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         register=not args.no_register,
         registry_prefix=args.prefix,
         heartbeat=args.heartbeat,
+        read_during_calls=args.read_during_calls,
     )
     print(
         f"redisrpc: serving {type(obj).__qualname__} as {name!r} on {server.transport.location}"
@@ -479,13 +480,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .embedded import ensure_redis  # noqa: PLC0415
-    from .sim.demo import demo_objects  # noqa: PLC0415 - loads the simulated bench
+    from .sim.demo import READ_DURING_CALLS, demo_objects  # noqa: PLC0415 - loads the sim bench
 
     requested = resolve_url(args.url)
     url = ensure_redis(args.url, fallback=not args.no_embedded, quiet=True)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     servers = [
-        Server(url, name, obj, registry_prefix=args.prefix, heartbeat=args.heartbeat).start()
+        Server(
+            url,
+            name,
+            obj,
+            registry_prefix=args.prefix,
+            heartbeat=args.heartbeat,
+            read_during_calls=READ_DURING_CALLS.get(name, ()),
+        ).start()
         for name, obj in demo_objects().items()
     ]
     _wait_listed(url, {server.name for server in servers}, args.prefix)
@@ -645,6 +653,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat", type=float, default=DEFAULT_HEARTBEAT, help="registry heartbeat in seconds"
     )
     p.add_argument("--no-register", action="store_true", help="stay out of the registry")
+    p.add_argument(
+        "--read-during-calls",
+        action="append",
+        default=[],
+        metavar="MEMBER",
+        help="a member safe to read while a call runs, for watchers (repeatable)",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("demo", parents=[common], help="serve example objects to explore")

@@ -393,3 +393,17 @@ def test_values_are_formatted_short_and_plotted_as_steps():
     assert sparkline([], 0.0) == ""
     svg = sparkline([(0.0, 1.0), (1.0, 2.0)], 2.0)
     assert svg.count(",") == 4  # 1 at t=0, held to t=1, 2 at t=1, held to now
+
+
+def test_members_named_safe_are_read_during_a_call(r, serve):
+    meter = Meter()
+    serve(meter, "meter", read_during_calls={"level"})
+    proxy = redisrpc.Client(r, "meter")
+    with redisrpc.watch(proxy, "level", interval=0.05) as level:
+        level.wait()
+        done = threading.Event()
+        worker = threading.Thread(target=lambda: (proxy.work(1.0), done.set()))
+        worker.start()
+        wait_for(lambda: meter.overlaps >= 3, message="reads while work() runs")
+        assert not done.is_set()
+        worker.join(10)

@@ -133,6 +133,10 @@ class Server:
             stop the server after the current call (a second SIGINT interrupts).
         workers: how many calls may run at once (default 1, one at a time).
             Only for objects that are safe to use from several threads.
+        read_during_calls: members (names or paths, e.g. ``"position"``) whose
+            reads are safe while a call runs: a watched stage position then
+            moves during ``move_to()``. Others are read between calls
+            (see :func:`redisrpc.watch`).
         register: list this instance in the live-server registry while it runs
             (see :mod:`redisrpc.core.registry`), so ``redisrpc list`` shows it and
             clients fail fast once every instance is gone.
@@ -162,6 +166,7 @@ class Server:
         poll_interval: float = 1.0,
         handle_signals: bool = True,
         workers: int = 1,
+        read_during_calls: Collection[str] = (),
         register: bool = True,
         registry_prefix: str = DEFAULT_PREFIX,
         heartbeat: float = DEFAULT_HEARTBEAT,
@@ -184,6 +189,7 @@ class Server:
         if not (isinstance(workers, int) and workers >= 1):
             raise ValueError("workers must be a positive integer")
         self.workers = workers
+        self.read_during_calls = frozenset(read_during_calls)
         self._batch_max = _BATCH_MAX
         # Recent average seconds per call, for batch sizes; unknown at first, so one at a time.
         self._call_time = _BATCH_BUDGET_S
@@ -546,13 +552,14 @@ class Server:
 
     def _read_watched(self, target: str) -> bytes | None:
         """Read a watched member for the poller; None while a call runs (one worker)."""
-        if self.workers == 1 and not self._busy.acquire(blocking=False):
+        if self.workers > 1 or target in self.read_during_calls:
+            return self.dispatcher.read(target)
+        if not self._busy.acquire(blocking=False):
             return None
         try:
             return self.dispatcher.read(target)
         finally:
-            if self.workers == 1:
-                self._busy.release()
+            self._busy.release()
 
     def _wait_after_failure(
         self, failures: int, exc: BaseException, pending: list[tuple[str, bytes]]

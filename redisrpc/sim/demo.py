@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 
-__all__ = ["Calculator", "demo_objects"]
+__all__ = ["READ_DURING_CALLS", "Calculator", "demo_objects"]
 
 log = logging.getLogger("redisrpc.demo")
 
@@ -74,6 +74,10 @@ class Calculator:
     def history(self) -> list[str]:
         """The last 20 operations, oldest first (read-only)."""
         return list(self._history)
+
+
+READ_DURING_CALLS: dict[str, tuple[str, ...]] = {"stage": ("position",)}
+"""Members of the demo services safe to read while a call runs (a watched position moves)."""
 
 
 def demo_objects() -> dict[str, object]:
