@@ -380,8 +380,12 @@ def test_a_watch_displays_as_a_live_widget_that_follows_its_values(r, serve):
         assert "<polyline" in live.plot.value
         meter.failing = True
         wait_for(lambda: "sensor unplugged" in live.status.value, message="the error shows")
-        bundle = level._repr_mimebundle_()
+        assert level._repr_mimebundle_() == {"text/plain": repr(level)}  # a terminal
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys.modules["redisrpc.client.watch"], "_in_kernel", lambda: True)
+            bundle = level._repr_mimebundle_()
         assert "application/vnd.jupyter.widget-view+json" in bundle
+        assert bundle["text/plain"] == repr(level)
     wait_for(lambda: "closed" in live.status.value, message="a closed watch says so")
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import sys
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -62,7 +63,12 @@ def watch(proxy: Any, name: str, *, interval: float = 1.0) -> Watch:
         name: the member to watch.
         interval: seconds between reads on the server (0.05 to 3600).
     """
-    return Watch(proxy, name, interval=interval)
+    try:
+        return Watch(proxy, name, interval=interval)
+    except RedisRPCError:
+        raise  # a remote refusal: its own traceback, cut and framed
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise exc.with_traceback(None) from None  # a local refusal: one line, no library frames
 
 
 class Watch(Subscriber):
@@ -194,7 +200,11 @@ class Watch(Subscriber):
     def __iter__(self) -> Iterator[Any]:
         while True:
             with self._changed:
-                self._changed.wait_for(lambda: bool(self._pending) or self.closed)
+                try:
+                    self._changed.wait_for(lambda: bool(self._pending) or self.closed)
+                except KeyboardInterrupt:
+                    # One line, not the frames of threading's wait.
+                    raise KeyboardInterrupt(f"stopped iterating {self.label}") from None
                 if not self._pending:
                     return
                 value = self._pending.popleft()
@@ -257,11 +267,16 @@ class Watch(Subscriber):
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         """In Jupyter: a live value (see :mod:`redisrpc.notebook.live`)."""
+        if not _in_kernel():  # a terminal: the text form, no widget to keep
+            return {"text/plain": repr(self)}
         try:
             from ..notebook.live import LiveValue  # noqa: PLC0415 - ipywidgets is optional
         except ImportError:  # no ipywidgets: the text repr
             return {"text/plain": repr(self)}
-        return LiveValue(self)._repr_mimebundle_(**kwargs)
+        bundle = LiveValue(self)._repr_mimebundle_(**kwargs)
+        if isinstance(bundle, dict):
+            bundle["text/plain"] = repr(self)  # what a front end without widgets shows
+        return bundle
 
     # -- internals -----------------------------------------------------------
 
@@ -283,6 +298,11 @@ class Watch(Subscriber):
 
 
 _NOTHING = object()
+
+
+def _in_kernel() -> bool:
+    """Whether this runs in a Jupyter kernel (where a widget can show)."""
+    return "ipykernel" in sys.modules
 
 
 def _forgiving(plan: Plan[None]) -> Plan[None]:
