@@ -45,6 +45,7 @@ log = logging.getLogger("redisrpc.client")
 WATCH_VERSION = 5
 """The first protocol version whose servers answer ``__watch__``."""
 
+_FIRST_WAIT = 1.0  # seconds a new sync watch waits for its first value (not an error if not)
 _HUBS = threading.Lock()  # makes one reader per proxy tree and thread kind at a time
 
 
@@ -54,8 +55,9 @@ def watch(proxy: Any, name: str, *, interval: float = 1.0) -> Watch:
     Returns a :class:`Watch`: ``.latest`` is the newest value, iterating it
     yields each new value as it changes, ``.close()`` stops it. With a sync
     proxy the server is asked at once (a name that cannot be watched raises
-    here); with an asyncio proxy, when iteration starts (``async for``) or on
-    ``await watch.start()``.
+    here) and the first value is waited for, up to a second (the server
+    reads it at once, between calls); with an asyncio proxy, when iteration
+    starts (``async for``) or on ``await watch.start()``.
 
     Args:
         proxy: a :class:`~redisrpc.Client`, an :class:`~redisrpc.AsyncClient`,
@@ -106,6 +108,8 @@ class Watch(Subscriber):
         if not isinstance(state.transport, AsyncTransport):
             self._proxy._rpc_call(WATCH, [name, self.interval, self.watch_id], {})
             self._join(_thread_book(state))
+            with self._changed:  # usually milliseconds: the server reads at once
+                self._changed.wait_for(lambda: self.values > 0, _FIRST_WAIT)
 
     # -- what the reader calls (Subscriber) -------------------------------
 
