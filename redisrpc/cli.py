@@ -7,6 +7,7 @@
     redisrpc call calc add 5               # arguments are JSON literals; prints JSON
     redisrpc call calc div 1 --kw x=0      # keyword arguments
     redisrpc set psu voltage1 5            # set a property (value: a JSON literal)
+    redisrpc watch psu voltage1            # print each change (Ctrl-C stops; --count N)
     redisrpc serve mymodule:Thing --name thing
     redisrpc serve mymodule:Thing --readonly --expose idn,voltage --deny-tag admin
     redisrpc demo                          # serve example objects (embedded Redis if needed)
@@ -42,6 +43,7 @@ from ._version import __version__
 from .client.discovery import ServiceInfo, discover
 from .client.signature import signature_from_params
 from .client.sync import Client, description
+from .client.watch import watch
 from .core.cancel import running_calls_of
 from .core.keys import queue_name
 from .core.protocol import SET_PROPERTY
@@ -375,6 +377,50 @@ def _cmd_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_watch(args: argparse.Namespace) -> int:
+    """Print each new value of a watched member, one line each, until Ctrl-C or ``--count``."""
+    *path, member = args.member.split(".")
+    transport = _transport(args)
+    owner: Any = _connect(args, transport, args.name)
+    for segment in path:  # a child's member: ch1.volts, channels.0.volts
+        owner = owner[int(segment)] if segment.isdigit() else getattr(owner, segment)
+    try:
+        watched = watch(owner, member, interval=args.interval)
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise _Exit(EXIT_USAGE, str(exc)) from exc
+    shown = 0
+    last_error: str | None = None
+
+    def show(w: Any) -> None:
+        nonlocal last_error
+        if w.error is not None:  # the values go on; the error is shown once
+            text = f"{type(w.error).__name__}: {w.error}".splitlines()[0]
+            if text != last_error:
+                print(f"{_clock(w.updated)} error {text}", flush=True)
+            last_error = text
+        else:
+            last_error = None
+
+    watched.observe(show)
+    try:
+        for value in watched:
+            print(f"{_clock(watched.updated)} {json.dumps(value, default=_jsonable)}", flush=True)
+            shown += 1
+            if args.count and shown >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass  # the way to stop watching
+    finally:
+        watched.close()
+    return 0
+
+
+def _clock(epoch: float | None) -> str:
+    """HH:MM:SS.mmm of a Redis-clock time (when a watched value was read)."""
+    seconds = time.time() if epoch is None else epoch
+    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{int(seconds * 1000) % 1000:03d}"
+
+
 def _with_timeout(proxy: Client, timeout: float) -> Client:
     return proxy._rpc_with(timeout=float(timeout))
 
@@ -596,6 +642,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("value", help="the new value (JSON literal)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
     p.set_defaults(func=_cmd_set)
+
+    p = sub.add_parser(
+        "watch",
+        parents=[common],
+        help="print each change of a remote value",
+        description="Print each new value of a property (or read-only method) as it changes:"
+        " its read time and JSON. All watchers share one read per interval on the server.",
+    )
+    p.add_argument("name", help="service name")
+    p.add_argument("member", help="property name, or a child's (ch1.volts)")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds between reads (default 1)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many values")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default 30)")
+    p.set_defaults(func=_cmd_watch)
 
     p = sub.add_parser(
         "serve",

@@ -391,3 +391,34 @@ def test_list_shows_what_runs_and_call_cancels_on_ctrl_c(spawn_server, redis_url
     assert caller.returncode == 130
     assert "was running; the server was asked to cancel it" in err
     wait_for(lambda: r.get("mover:saw_cancel"), timeout=5)
+
+
+def test_watch_prints_each_change_then_stops_after_count(spawn_server, redis_url):
+    """`redisrpc watch NAME MEMBER --count 2`: the current value, then a change made elsewhere."""
+    spawn_server("servable:Thing", "thing")
+    assert run_cli("set", "thing", "label", '"before"').returncode == 0
+    watcher = subprocess.Popen(
+        [str(CLI_SCRIPT), "watch", "thing", "label", "--interval", "0.1", "--count", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**python_env(), "REDIS_URL": redis_url},
+    )
+    try:
+        assert watcher.stdout is not None
+        first = watcher.stdout.readline().split()
+        assert first[1] == '"before"' and first[0].count(":") == 2
+        assert run_cli("set", "thing", "label", '"after"').returncode == 0
+        assert watcher.stdout.readline().split()[1] == '"after"'
+        assert watcher.wait(30) == 0
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+    for args, text in [
+        (("watch", "thing", "incr"), "not marked @expose"),
+        (("watch", "thing", "nope"), "no property 'nope'"),
+        (("watch", "thing", "label", "--interval", "0"), "interval"),
+    ]:
+        proc = run_cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert text in one_error_line(proc)
