@@ -112,12 +112,21 @@ def test_notebook_runs(path, redis_url, kernel_here):
     if path.stem == "measurement-loop":
         assert "image/png" in kinds  # the live plot
         check_saved_sweep(text)
+        watched = cell_outputs(notebook, "amplitude = redisrpc.watch(")
+        assert any(WIDGET_VIEW in o.get("data", {}) for o in watched)  # the live value
+        assert "the watch shows 0.7 Vpp" in text  # it followed a change made by another process
     if path.stem == "sharing-and-safety":
         check_sharing_and_safety(text)
     if path.stem == "exploring":
         raised = [o for o in found if o.get("output_type") == "error"]
         assert [o["ename"] for o in raised] == ["OverCurrentError"]  # the remote type's name
         assert "remote traceback" in "\n".join(raised[0]["traceback"]).lower()
+
+
+def cell_outputs(notebook: nbformat.NotebookNode, start: str) -> list[dict]:
+    """The outputs of the one code cell whose source starts with ``start``."""
+    (cell,) = [c for c in notebook.cells if c.cell_type == "code" and c.source.startswith(start)]
+    return list(cell.outputs)
 
 
 def check_real_setup(text: str) -> None:
