@@ -9,6 +9,7 @@
     redisrpc set psu voltage1 5            # set a property (value: a JSON literal)
     redisrpc watch psu voltage1            # print each change (Ctrl-C stops; --count N)
     redisrpc serve mymodule:Thing --name thing
+    redisrpc serve mymodule:Thing --readonly --expose idn,voltage --deny-tag admin
     redisrpc demo                          # serve example objects (embedded Redis if needed)
 
 ``--url`` (or the ``REDIS_URL`` environment variable) picks the Redis server:
@@ -75,6 +76,7 @@ EXIT_UNAVAILABLE = 3
 EXIT_TIMEOUT = 4
 EXIT_INTERRUPTED = 130
 
+_MISSING = object()
 _PROBE_TIMEOUT = 3.0  # how long an unregistered service gets to answer before it is "unknown"
 
 
@@ -456,6 +458,14 @@ def _load(spec: str) -> tuple[Any, str]:
 def _cmd_serve(args: argparse.Namespace) -> int:
     obj, attr = _load(args.target)
     name = args.name or attr.lower()
+    allow = _names(args.expose) if args.expose else None
+    # A mistyped --expose name would silently serve less than meant: refuse it.
+    missing = [n for n in allow or () if inspect.getattr_static(obj, n, _MISSING) is _MISSING]
+    if missing:
+        raise _Exit(
+            EXIT_USAGE,
+            f"--expose: {type(obj).__qualname__} has no member {', '.join(map(repr, missing))}",
+        )
     url = resolve_url(args.url)
     _transport(args).close()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -466,6 +476,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         register=not args.no_register,
         registry_prefix=args.prefix,
         heartbeat=args.heartbeat,
+        expose=allow,
+        readonly=args.readonly,
+        deny_tags=_names(args.deny_tag),
+        workers=args.workers,
         read_during_calls=args.read_during_calls,
     )
     print(
@@ -476,6 +490,22 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     )
     server.run()
     return 0
+
+
+def _names(values: Sequence[str]) -> list[str]:
+    """The names of repeatable, comma-separated options (``--expose a,b --expose c``)."""
+    return [name.strip() for value in values for name in value.split(",") if name.strip()]
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
+    return number
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -653,6 +683,33 @@ def build_parser() -> argparse.ArgumentParser:
         "--heartbeat", type=float, default=DEFAULT_HEARTBEAT, help="registry heartbeat in seconds"
     )
     p.add_argument("--no-register", action="store_true", help="stay out of the registry")
+    p.add_argument(
+        "--readonly",
+        action="store_true",
+        help="read-only: properties cannot be set; only methods marked"
+        " @redisrpc.expose(readonly=True) can be called",
+    )
+    p.add_argument(
+        "--expose",
+        action="append",
+        default=[],
+        metavar="NAMES",
+        help="serve only these members (comma-separated, repeatable)",
+    )
+    p.add_argument(
+        "--deny-tag",
+        action="append",
+        default=[],
+        metavar="TAGS",
+        help="hide members tagged @redisrpc.expose(tags=...) with these (comma-separated,"
+        " repeatable)",
+    )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="calls run at once (default 1; more only for thread-safe objects)",
+    )
     p.add_argument(
         "--read-during-calls",
         action="append",

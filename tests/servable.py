@@ -11,7 +11,7 @@ import redis
 
 import redisrpc
 
-__all__ = ["Mover", "Thing", "make_thing"]
+__all__ = ["Guarded", "Mover", "Thing", "make_thing"]
 
 
 @redisrpc.writable("label")
@@ -107,3 +107,39 @@ class Mover:
             return n
         finally:
             self._redis.set("mover:closed", 1)
+
+
+class Guarded:
+    """Marked members, for ``serve --readonly``, ``--expose`` and ``--deny-tag``."""
+
+    def __init__(self) -> None:
+        self._level = 1.0
+
+    @redisrpc.expose
+    @property
+    def level(self) -> float:
+        """A set point (writable unless the server is read-only)."""
+        return self._level
+
+    @level.setter
+    def level(self, value: float) -> None:
+        self._level = float(value)
+
+    @redisrpc.expose(readonly=True)
+    def read(self) -> float:
+        """Read the set point (safe for a read-only server)."""
+        return self._level
+
+    @redisrpc.expose
+    def reset(self) -> None:
+        """Set the level back to 1."""
+        self._level = 1.0
+
+    @redisrpc.expose(tags={"admin"})
+    def calibrate(self) -> str:
+        """An admin-only operation."""
+        return "calibrated"
+
+    def helper(self) -> str:
+        """Not marked, so never served."""
+        return "helper"

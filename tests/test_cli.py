@@ -6,6 +6,7 @@ import json
 import shutil
 import signal
 import subprocess
+import threading
 from typing import Any
 
 import pytest
@@ -298,6 +299,62 @@ def test_set_writes_a_property_and_refuses_read_only_or_unknown_ones(spawn_serve
         proc = run_cli(*args)
         assert proc.returncode == 2, (args, proc.stderr)
         assert text in one_error_line(proc)
+
+
+def _served(name: str) -> tuple[set[str], dict[str, bool]]:
+    """The methods and the properties (name: read-only) a service describes."""
+    found = redisrpc.description(redisrpc.Client(None, name, timeout=10)) or {}
+    methods = {m["name"] for m in found["methods"]}
+    return methods, {p["name"]: p["readonly"] for p in found["properties"]}
+
+
+def test_serve_readonly_serves_readonly_methods_and_refuses_writes(spawn_server):
+    """serve --readonly: only @expose(readonly=True) methods; properties refuse writes."""
+    spawn_server("servable:Guarded", "full")
+    spawn_server("servable:Guarded", "view", "--readonly")
+    assert _served("full") == ({"read", "reset", "calibrate"}, {"level": False})
+    assert _served("view") == ({"read"}, {"level": True})
+    assert run_cli("set", "full", "level", "2").returncode == 0
+    proc = run_cli("set", "view", "level", "3")
+    assert proc.returncode == 2 and "read-only" in one_error_line(proc)
+    # A client that skips the description is refused by the server itself.
+    blind = redisrpc.Client(None, "view", describe=False, timeout=10)
+    with pytest.raises(redisrpc.RemoteException, match="reset"):
+        blind.reset()
+    assert json.loads(run_cli("call", "view", "read").stdout) == 1.0
+
+
+def test_serve_expose_and_deny_tag_choose_the_members(spawn_server):
+    """--expose (comma-separated, repeatable) allow-lists; --deny-tag hides tagged members."""
+    spawn_server("servable:Guarded", "some", "--expose", "read,level", "--expose", "calibrate")
+    spawn_server("servable:Guarded", "user", "--deny-tag", "admin")
+    assert _served("some") == ({"read", "calibrate"}, {"level": False})
+    assert _served("user") == ({"read", "reset"}, {"level": False})
+    blind = redisrpc.Client(None, "user", describe=False, timeout=10)
+    with pytest.raises(redisrpc.RemoteException, match="calibrate"):
+        blind.calibrate()
+
+
+def test_serve_refuses_an_unknown_exposed_name_and_bad_workers(redis_url):
+    """A mistyped --expose name or --workers 0 is one line with exit 2, before serving."""
+    proc = run_cli("serve", "servable:Guarded", "--expose", "read,lvel")
+    assert proc.returncode == 2
+    assert "no member 'lvel'" in one_error_line(proc)
+    proc = run_cli("serve", "servable:Guarded", "--workers", "0")
+    assert proc.returncode == 2 and "whole number of 1 or more" in proc.stderr
+    assert redisrpc.discover(redis_url) == []
+
+
+def test_serve_workers_runs_calls_at_once(spawn_server):
+    """serve --workers 2: a quick call is answered while a slow one still runs."""
+    spawn_server("servable:Thing", "pair", "--workers", "2")
+    proxy = redisrpc.Client(None, "pair", timeout=20)
+    slow = threading.Thread(target=proxy.sleep, args=(5.0,))
+    slow.start()
+    wait_for(lambda: redisrpc.running(proxy), message="the slow call running")
+    assert proxy.pid() > 0  # one worker would answer only after the slow call
+    assert slow.is_alive() and redisrpc.running(proxy)
+    slow.join(20)
 
 
 def test_an_unexpected_keyword_is_named_not_a_missing_argument(spawn_server):

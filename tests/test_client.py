@@ -273,6 +273,7 @@ def test_timeout_of_a_started_call_says_it_may_still_run(client, lab):
     with pytest.raises(redisrpc.TimeoutException) as info:
         redisrpc.with_timeout(client, 0.4).sleep(1.5)
     assert info.value.started is True and "may still be running" in str(info.value)
+    assert "timed out after 0.4 s" in str(info.value) and "asked to cancel" in str(info.value)
 
 
 def test_describing_a_missing_server_times_out(r):

@@ -143,6 +143,7 @@ def test_progress_keeps_a_call_alive_past_its_timeout_but_not_past_its_limit(r, 
     with pytest.raises(redisrpc.TimeoutException) as info:
         limited.move(20, 0.1)
     assert info.value.started is True
+    assert "reached its limit of 0.8 s" in str(info.value) and "asked to cancel" in str(info.value)
 
 
 def test_ctrl_c_on_a_running_call_cancels_it_on_the_server(r, redis_url, spawn_server):

@@ -239,7 +239,7 @@ def awaiting(
                     call.on_event("progress", reply.value)
             elif clock() >= min(end, hard_end):
                 withdrawn = yield from giving_up(call, data)
-                raise timed_out(call, withdrawn)
+                raise timed_out(call, withdrawn, at_limit=clock() >= hard_end)
             elif call.registry_prefix is not None:
                 raw = yield from checking_gone(call, request, call.registry_prefix)
                 if raw is not None:

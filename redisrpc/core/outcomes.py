@@ -24,17 +24,24 @@ def interrupted(call: Call, withdrawn: bool) -> str:
     return f"redisrpc: {call.label} was running; the server was asked to cancel it"
 
 
-def timed_out(call: Call, withdrawn: bool) -> TimeoutException:
-    """The timeout error, once the request was withdrawn (never runs) or found taken."""
+def timed_out(call: Call, withdrawn: bool, *, at_limit: bool = False) -> TimeoutException:
+    """The timeout error, once the request was withdrawn (never runs) or found taken.
+
+    ``at_limit``: the call reached its hard ``limit`` (progress kept it alive past its
+    timeout), rather than ``timeout`` seconds of silence.
+    """
+    if at_limit and call.limit is not None:
+        what = f"{call.label} reached its limit of {call.limit:g} s"
+    else:
+        what = f"{call.label} timed out after {call.timeout:g} s"
     if withdrawn:
         return TimeoutException(
-            f"{call.label} timed out after {call.timeout:g} s: no server took the"
-            " request, which was withdrawn and will never run",
+            f"{what}: no server took the request, which was withdrawn and will never run",
             started=False,
         )
     return TimeoutException(
-        f"{call.label} timed out after {call.timeout:g} s: a server took the request"
-        " but did not answer in time (it may still be running)",
+        f"{what}: a server took the request but did not answer in time; it was asked to"
+        " cancel the call (which may still be running if the method ignores cancellation)",
         started=True,
     )
 
