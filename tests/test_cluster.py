@@ -278,3 +278,24 @@ def test_the_cli_lists_and_calls_on_a_cluster(cluster: Cluster) -> None:
         called = run_cli("call", "--url", cluster.url, "clied", "add", "40", "2")
         assert called.returncode == 0, called.stderr
         assert called.stdout.strip() == "42"
+
+
+def test_a_watched_value_follows_changes_on_a_cluster(cluster: Cluster) -> None:
+    """The leases, the poller key and the stream share the service's slot; sync and asyncio."""
+    echo = Echo("watched")
+    server = redisrpc.Server(cluster.url, "watched", echo, poll_interval=0.2).start()
+    try:
+        with redisrpc.watch(redisrpc.Client(cluster.url, "watched"), "name", interval=0.05) as name:
+            assert name.wait() == "watched"
+            echo.name = "renamed"  # the instrument changes by itself
+            wait_for(lambda: name.latest == "renamed", message="the change arrives")
+
+        async def main() -> Any:
+            proxy = await redisrpc.AsyncClient(cluster.url, "watched", timeout=5)
+            async with redisrpc.watch(proxy, "name", interval=0.05) as watched:
+                async for value in watched:
+                    return value
+
+        assert asyncio.run(main()) == "renamed"
+    finally:
+        server.stop(10)

@@ -239,3 +239,20 @@ def test_calls_go_on_after_the_master_is_killed(deployment: Deployment) -> None:
             assert new_master.info("replication")["role"] == "master"
     finally:
         server.stop(10)
+
+
+def test_a_watch_goes_on_after_the_master_is_killed(deployment: Deployment) -> None:
+    """The reader and the poller retry through a failover; a later change still arrives."""
+    recorder = Recorder()
+    server = redisrpc.Server(
+        deployment.url, "rec", recorder, poll_interval=0.2, heartbeat=0.5
+    ).start()
+    try:
+        proxy = redisrpc.Client(deployment.url, "rec")
+        with redisrpc.watch(proxy, "seen", interval=0.1) as seen:
+            assert seen.wait() == []
+            deployment.master.kill()
+            recorder.record(7)  # the instrument changes while Redis fails over
+            wait_for(lambda: seen.latest == [7], timeout=30, message="the change after failover")
+    finally:
+        server.stop(10)
