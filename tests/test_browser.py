@@ -40,6 +40,25 @@ CHROMIUM_FLAGS = [
     "--disable-dev-shm-usage",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
+
+# What the layout must hold at any width: no visible button with its label cut ("G..."),
+# no visible control reaching past the explorer's right edge, the explorer inside its output.
+NOTHING_CUT = """() => {
+  const root = document.querySelector('.redisrpc-explorer');
+  const out = root.closest('.jp-OutputArea-output') || root.parentElement;
+  const edge = Math.min(root.getBoundingClientRect().right, out.getBoundingClientRect().right);
+  const bad = [];
+  if (root.getBoundingClientRect().right > out.getBoundingClientRect().right + 1)
+    bad.push('explorer wider than its output');
+  for (const el of root.querySelectorAll('button, input, select')) {
+    if (el.offsetParent === null) continue;
+    const label = (el.textContent || el.value || el.placeholder || '').trim().slice(0, 30);
+    if (el.tagName === 'BUTTON' && el.scrollWidth > el.clientWidth + 1)
+      bad.push('label cut: ' + label);
+    if (el.getBoundingClientRect().right > edge + 1) bad.push('past the edge: ' + label);
+  }
+  return bad;
+}"""
 KERNEL = "redisrpc-browser"
 
 
@@ -242,7 +261,7 @@ def test_explorer_renders_live_servers_in_jupyterlab(lab, serve):
     """The explorer widget in a JupyterLab page lists the live servers and shows a selection."""
     sync_playwright = importlib.import_module("playwright.sync_api").sync_playwright
     names = ["calc", "fgen", "psu", "scope", "stage"]
-    serve(Calculator(), "calc")
+    calc = serve(Calculator(), "calc")
     for name, obj in bench().items():
         serve(obj, name)
     base, token = lab
@@ -297,6 +316,49 @@ def test_explorer_renders_live_servers_in_jupyterlab(lab, serve):
                 "inputs => inputs.map(i => i.value).join('\\n')"
             )
             page.screenshot(path=str(shot), full_page=True)
+            # A property Set out of range: one error line, the traceback behind a toggle.
+            row = page.locator(".redisrpc-explorer .widget-hbox", has_text="voltage1").last
+            row.locator("input").fill("99")
+            row.get_by_role("button", name="Set").click()
+            page.wait_for_function(
+                "() => document.querySelector('.redisrpc-explorer').textContent"
+                ".includes('out of range')",
+                timeout=60_000,
+            )
+            assert not page.get_by_text("remote traceback").first.is_visible()
+            # The notebook alone (as on a laptop's half screen), without the lab's side panels.
+            page.evaluate(
+                "() => { window.jupyterapp.shell.collapseLeft();"
+                " window.jupyterapp.shell.collapseRight(); }"
+            )
+            widths = []
+            for width in (1600, 400):
+                page.set_viewport_size({"width": width, "height": 1400})
+                page.wait_for_timeout(500)  # the lab relayouts on resize
+                widths.append(ARTIFACTS / f"explorer-{width}px.png")
+                page.screenshot(path=str(widths[-1]), full_page=True)
+                assert page.evaluate(NOTHING_CUT) == [], f"cut at {width} px"
+            # The calculator stops: it stays listed as gone, its buttons disabled.
+            page.set_viewport_size({"width": 1000, "height": 1000})
+            page.locator(".redisrpc-explorer select").select_option(label=labels[0])
+            page.wait_for_function(
+                "() => document.querySelector('.redisrpc-explorer').textContent"
+                ".includes('Calculator')",
+                timeout=60_000,
+            )
+            calc.stop(10)
+            page.wait_for_function(
+                "() => document.querySelector('.redisrpc-explorer').textContent"
+                ".includes('calc is gone')",
+                timeout=60_000,
+            )
+            gone = ARTIFACTS / "explorer-gone.png"
+            page.screenshot(path=str(gone), full_page=True)
+            first = page.locator(".redisrpc-explorer select option").first.text_content() or ""
+            assert "calc · gone, last seen" in first.replace("\xa0", " ")
+            calls = page.locator(".redisrpc-explorer button", has_text="Call")
+            assert calls.count() > 0 and all(b.is_disabled() for b in calls.all())
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
+    assert all(path.stat().st_size > 10_000 for path in [*widths, gone])
