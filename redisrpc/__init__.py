@@ -28,6 +28,7 @@ from .client.sync import (
     with_progress,
     with_timeout,
 )
+from .client.watch import Watch, watch
 from .core.protocol import PROTOCOL_VERSION
 from .embedded import EmbeddedRedis, ensure_redis
 from .errors import (
@@ -83,6 +84,7 @@ __all__ = [
     "TimeoutException",
     "TransportError",
     "UnknownServiceError",
+    "Watch",
     "__version__",
     "cancel",
     "cancelled",
@@ -96,6 +98,7 @@ __all__ = [
     "progress",
     "refresh",
     "running",
+    "watch",
     "with_progress",
     "with_timeout",
     "writable",

@@ -86,6 +86,7 @@ def test_notebook_runs(path, redis_url, kernel_here):
     if path.stem == "explorer":
         assert WIDGET_VIEW in kinds
         assert "psu.measure(1)" in text
+        assert "watched voltage1: 4.2" in text  # the watch followed the change
     if path.stem == "lab-objects":
         assert "[dmm] dmm:" in text  # the remote print, shown here
         assert "MoveStatus" in text and "True True 2.0 2.0" in text

@@ -40,6 +40,7 @@ from ..core.protocol import (
     GET_PROPERTY,
     OWN_ERROR_PREFIX,
     SET_PROPERTY,
+    WATCH,
     ErrorInfo,
     Reply,
     is_valid_name,
@@ -169,7 +170,7 @@ class ProxyState:
         anonymous: Anonymous = "none" if self.echoes_ids else "any"
         if self.path:
             # A child's calls are paths: "ch1.measure", "__getprop__('ch1.voltage')".
-            if method in (GET_PROPERTY, SET_PROPERTY) and args:
+            if method in (GET_PROPERTY, SET_PROPERTY, WATCH) and args:
                 args = [f"{self.path}.{args[0]}", *list(args)[1:]]
             elif method == DESCRIBE:
                 args = [self.path]

@@ -8,6 +8,8 @@ version of this library::
     calc                  request list            calc:rpc:<id>      a reply list
     calc:lock             advisory lock           calc:cancel:<id>   a cancel mark
     calc:cancels          cancel counter          calc:running       running calls
+    calc:watchers         watch leases            calc:watch:<name>  a watched value's stream
+    calc:poller           which instance polls the watched values
 
 On a Redis Cluster the queue name is the service name in a hash tag,
 ``{calc}``, and every other key of the service starts with it
@@ -33,12 +35,15 @@ __all__ = [
     "instance_key",
     "is_tagged",
     "lock_key",
+    "poller_key",
     "queue_name",
     "reply_queue_prefix",
     "running_key",
     "service_key",
     "service_name",
     "services_key",
+    "watch_key",
+    "watchers_key",
 ]
 
 
@@ -97,6 +102,21 @@ def cancels_key(queue: str) -> str:
 def running_key(queue: str) -> str:
     """The hash of the calls each instance is running now (instance id -> JSON)."""
     return f"{queue}:running"
+
+
+def watchers_key(queue: str) -> str:
+    """The sorted set of watch leases (see :mod:`redisrpc.core.watch`), scored by expiry (ms)."""
+    return f"{queue}:watchers"
+
+
+def watch_key(queue: str, target: str) -> str:
+    """The stream of a watched member's values (``target``: a name or a dotted path)."""
+    return f"{queue}:watch:{target}"
+
+
+def poller_key(queue: str) -> str:
+    """Which instance of the service reads its watched values (one at a time)."""
+    return f"{queue}:poller"
 
 
 def services_key(prefix: str) -> str:

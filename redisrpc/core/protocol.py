@@ -55,6 +55,7 @@ __all__ = [
     "REPLY_EXTENSIONS",
     "SET_PROPERTY",
     "TAG",
+    "WATCH",
     "ErrorInfo",
     "Framed",
     "Reply",
@@ -84,10 +85,11 @@ __all__ = [
     "salvage_response_queue",
 ]
 
-PROTOCOL_VERSION = 4
+PROTOCOL_VERSION = 5
 """Version 1 is the original RedisRPC format; version 2 adds the optional keys;
 version 3 adds interim messages (progress, stream items) and cancellation;
-version 4 adds the binary side channel (bytes and arrays as raw blobs)."""
+version 4 adds the binary side channel (bytes and arrays as raw blobs);
+version 5 adds watched values (``__watch__``, see :mod:`redisrpc.core.watch`)."""
 
 INTERIM_VERSION = 3
 """The first version whose callers take interim messages (progress, stream items)."""
@@ -96,7 +98,8 @@ DESCRIBE = "__describe__"
 GET_PROPERTY = "__getprop__"
 SET_PROPERTY = "__setprop__"
 PING = "__ping__"
-BUILTIN_CALLS = frozenset({DESCRIBE, GET_PROPERTY, SET_PROPERTY, PING})
+WATCH = "__watch__"
+BUILTIN_CALLS = frozenset({DESCRIBE, GET_PROPERTY, SET_PROPERTY, PING, WATCH})
 """Calls every redisrpc server answers itself; no other ``_`` name is ever callable."""
 
 TAG = "__redisrpc__"

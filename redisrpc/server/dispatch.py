@@ -26,6 +26,7 @@ a call prints or warns travels with its reply (:mod:`redisrpc.server.output`).
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import traceback
@@ -43,6 +44,7 @@ from ..core.protocol import (
     PING,
     RELEASE,
     SET_PROPERTY,
+    WATCH,
     ErrorInfo,
     Reply,
     Request,
@@ -53,6 +55,7 @@ from ..core.protocol import (
     is_valid_name,
     salvage_response_queue,
 )
+from ..core.watch import check_interval
 from ..errors import MessageTooLargeError, RedisRPCError
 from ..server.exposure import Member, describe, exposed_members
 from .adapters import view_of
@@ -60,7 +63,7 @@ from .handles import Handles
 from .output import capturing
 from .paths import PathError, Resolver, is_path
 
-__all__ = ["REMEMBERED_IDS", "SKIP", "Check", "Contexts", "Dispatcher"]
+__all__ = ["REMEMBERED_IDS", "SKIP", "Check", "Contexts", "Dispatcher", "OnWatch"]
 
 log = logging.getLogger("redisrpc.server")
 
@@ -78,6 +81,9 @@ Check = Callable[[Request], "ErrorInfo | None"]
 
 Contexts = Callable[[Request, "Member | None"], AbstractContextManager[Any]]
 """Makes the context a call runs in (see :class:`redisrpc.server.calls.CallContext`)."""
+
+OnWatch = Callable[[str, float, str], None]
+"""Takes a checked ``__watch__`` call: (target, interval, watch id); see server.poller."""
 
 
 class _CallError(Exception):
@@ -127,6 +133,8 @@ class Dispatcher:
         max_message_size: the largest request, and reply, in bytes.
         contexts: makes the context each call runs in (progress, cancellation,
             streams); the server supplies it, the I/O is its own.
+        on_watch: takes each checked ``__watch__`` call (the server's poller);
+            without it, ``__watch__`` is refused.
     """
 
     def __init__(
@@ -141,8 +149,10 @@ class Dispatcher:
         max_message_size: int,
         contexts: Contexts | None = None,
         max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
+        on_watch: OnWatch | None = None,
     ) -> None:
         self.obj = obj
+        self.on_watch = on_watch
         self.max_blob_size = max_blob_size
         self.contexts = contexts
         self.name = name
@@ -246,6 +256,72 @@ class Dispatcher:
             raise _CallError("AttributeError", f"{args[0][:80]!r} is {kind}, not a property")
         return owner, member
 
+    def watchable(self, target: Any) -> tuple[Any, Member]:
+        """The owner and member ``target`` names, if it can be watched; else raise _CallError.
+
+        A property, a plain attribute, or a method marked
+        ``@expose(readonly=True)`` that takes no arguments: reading it
+        every interval changes nothing.
+        """
+        if not isinstance(target, str):
+            raise _CallError("TypeError", "the first argument must be a member name")
+        owner, member = self._locate(target)
+        if member is None or member.kind == "object":
+            raise _CallError("TypeError", f"{target[:80]!r} is an object; watch one of its members")
+        if member.kind == "method":
+            if not member.readonly:
+                raise _CallError(
+                    "TypeError",
+                    f"{target[:80]!r} is a method not marked @expose(readonly=True); only"
+                    " properties, attributes and read-only methods can be watched",
+                )
+            try:
+                inspect.signature(getattr(owner, member.name)).bind()
+            except TypeError:
+                raise _CallError(
+                    "TypeError", f"{target[:80]!r} takes arguments; it cannot be watched"
+                ) from None
+            except ValueError:
+                pass  # no signature to check (a builtin): calling it tells
+        return owner, member
+
+    def read(self, target: str) -> bytes:
+        """Read a watched member: the JSON of a reply, its value or its error (never raises)."""
+        try:
+            owner, member = self.watchable(target)
+            value = getattr(owner, member.name)
+            if member.kind == "method":
+                value = value()
+            data = encode_reply(Reply(value=value))
+        except _CallError as exc:
+            data = encode_reply(
+                Reply(error=ErrorInfo(exc.type_name, exc.message, server=self.ident))
+            )
+        except Exception as exc:
+            error = ErrorInfo(_error_type(exc), _message(exc), _user_traceback(exc), self.ident)
+            data = encode_reply(Reply(error=error))
+        if len(data) > self.max_message_size:
+            message = (
+                f"{target[:80]!r} is {len(data)} bytes, over the limit of {self.max_message_size}"
+            )
+            data = encode_reply(
+                Reply(error=ErrorInfo(OWN_ERROR_PREFIX + "MessageTooLargeError", message))
+            )
+        return data
+
+    def _watch(self, args: list[Any]) -> None:
+        """``__watch__(target, interval, watch_id)``: check it, then hand it to the poller."""
+        if len(args) != 3 or not isinstance(args[2], str) or not 0 < len(args[2]) <= 120:
+            raise _CallError("TypeError", "__watch__ takes a member name, an interval and an id")
+        try:
+            interval = check_interval(args[1])
+        except ValueError as exc:
+            raise _CallError("ValueError", str(exc)) from None
+        self.watchable(args[0])
+        if self.on_watch is None:
+            raise _CallError("TypeError", "this server does not publish watched values")
+        self.on_watch(args[0], interval, args[2])
+
     def invoke(
         self,
         name: str,
@@ -265,6 +341,8 @@ class Dispatcher:
             return self.describe(describe_extra())
         if name == RELEASE:
             return self.handles.release(args)
+        if name == WATCH:
+            return self._watch(args)
         if name == GET_PROPERTY:
             owner, member = self._property(args)
             return getattr(owner, member.name)

@@ -320,6 +320,8 @@ def _describe_member(obj: Any, member: Member) -> dict[str, Any]:
             entry["stream"] = True  # its result arrives item by item
         if member.on_cancel:
             entry["on_cancel"] = member.on_cancel
+        if member.readonly:
+            entry["readonly"] = True  # changes nothing: it may be watched (redisrpc.watch)
         return entry
     raw = inspect.getattr_static(obj, member.name)
     entry["readonly"] = member.readonly

@@ -52,6 +52,7 @@ from ..core.protocol import (
     DESCRIBE,
     OWN_ERROR_PREFIX,
     PING,
+    WATCH,
     ErrorInfo,
     Framed,
     Request,
@@ -71,6 +72,7 @@ from ..server.registration import Registration
 from .calls import CallContext, Cancellations, RedisStart, Watcher
 from .dispatch import SKIP, Dispatcher
 from .exposure import Member
+from .poller import Poller
 
 __all__ = ["Server"]
 
@@ -189,6 +191,9 @@ class Server:
         self.ident = f"{name}@{socket.gethostname()}:{os.getpid()}"
         self._lock_key = lock_key(name)
         self.watcher = Watcher(self.transport, name)
+        # Held while a call runs, so watched values are read between calls (server.poller).
+        self._busy = threading.Lock()
+        self.poller = Poller(self.transport, name, self.ident, self._read_watched)
         self.cancellations = Cancellations(self.transport, name)
         self.redis_start = RedisStart(self.transport)
         self.dispatcher = Dispatcher(
@@ -201,6 +206,7 @@ class Server:
             max_message_size=max_message_size,
             contexts=self._call_context,
             max_blob_size=max_blob_size,
+            on_watch=self.poller.add,
         )
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -316,8 +322,8 @@ class Server:
         The serving loop fetches the lock in the round trip that took the
         request (``prefetched``, see _prefetch_commands); otherwise GET it now.
         """
-        if request.name in (PING, DESCRIBE):
-            return None  # others may still look at a locked server
+        if request.name in (PING, DESCRIBE, WATCH):
+            return None  # others may still look at (and watch) a locked server
         try:
             if prefetched:
                 stored = prefetched[0]
@@ -381,6 +387,7 @@ class Server:
             "%s: serving %s on %s", self.ident, type(self.obj).__qualname__, self.transport.location
         )
         self.watcher.start()
+        self.poller.start()
         if self.registration is not None:
             self.registration.start()
         try:
@@ -388,6 +395,7 @@ class Server:
         finally:
             try:
                 self.watcher.stop()
+                self.poller.stop()
                 if self.registration is not None:
                     self.registration.stop()
             finally:
@@ -527,10 +535,24 @@ class Server:
 
     def _timed_handle(self, raw: bytes, prefetched: list[Any]) -> tuple[str | None, bytes | None]:
         began = time.perf_counter()
-        result = self.handle(raw, prefetched)
+        if self.workers == 1:
+            with self._busy:
+                result = self.handle(raw, prefetched)
+        else:  # the object is safe to use from several threads: the poller too reads at will
+            result = self.handle(raw, prefetched)
         # An average over recent calls sizes the next batch.
         self._call_time += (time.perf_counter() - began - self._call_time) * 0.2
         return result
+
+    def _read_watched(self, target: str) -> bytes | None:
+        """Read a watched member for the poller; None while a call runs (one worker)."""
+        if self.workers == 1 and not self._busy.acquire(blocking=False):
+            return None
+        try:
+            return self.dispatcher.read(target)
+        finally:
+            if self.workers == 1:
+                self._busy.release()
 
     def _wait_after_failure(
         self, failures: int, exc: BaseException, pending: list[tuple[str, bytes]]

@@ -1,0 +1,184 @@
+"""The server side of watched values: one poller per service reads and publishes.
+
+Every instance runs a :class:`Poller` thread; the one holding the service's
+poller key reads the watched members at their intervals and publishes each
+change to the member's stream (the wire is described in
+:mod:`redisrpc.core.watch`). When its instance dies, another takes over
+within :data:`_HOLD_MS`. A ``__watch__`` call is answered by whichever
+instance takes it; that instance reads the member at once, so a new watcher
+sees the current value without waiting for the poller.
+
+Reads happen between calls: ``read`` (the server's) refuses while a call
+runs on a one-worker server, and the poller tries again shortly, because an
+instrument driver is rarely safe to use from two threads at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from ..core.keys import poller_key, watch_key, watchers_key
+from ..core.transport import Transport
+from ..core.watch import STREAM_LENGTH, lease_member, lease_ms, parse_lease
+from ..errors import RedisRPCError
+
+__all__ = ["Poller"]
+
+log = logging.getLogger("redisrpc.server")
+
+_HOLD_MS = 3000  # how long the poller key outlives its holder's last turn
+_IDLE_S = 1.0  # how often an instance looks for leases when it reads nothing
+_BUSY_S = 0.05  # how soon a read refused by a running call is tried again
+
+Reader = Callable[[str], "bytes | None"]
+"""Reads one target; returns the reply-shaped message, or None while a call runs."""
+
+
+class Poller:
+    """Read the service's watched members and publish their changes (one instance at a time).
+
+    Args:
+        transport: the server's transport.
+        queue: the service's queue name.
+        ident: this instance, as the poller key's value.
+        read: reads one target (see :data:`Reader`).
+    """
+
+    def __init__(self, transport: Transport, queue: str, ident: str, read: Reader) -> None:
+        self.transport = transport
+        self.queue = queue
+        self.ident = ident
+        self.read = read
+        self.reads = 0
+        """How many reads this instance made (the poller's, and those of new watches)."""
+        self.turns = 0
+        """How many turns the poller thread has taken (for tests and diagnostics)."""
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._forced: set[str] = set()
+        self._last: dict[str, bytes] = {}  # target -> the message last published
+        self._due: dict[str, float] = {}  # target -> monotonic time of its next read
+        self._thread: threading.Thread | None = None
+
+    def add(self, target: str, interval: float, watch_id: str) -> None:
+        """Add a watcher's lease and have ``target`` read at once (a ``__watch__`` call)."""
+        now = self.transport.now_ms()
+        member = lease_member(target, interval, watch_id)
+        self.transport.execute(("ZADD", watchers_key(self.queue), now + lease_ms(interval), member))
+        with self._lock:
+            self._forced.add(target)
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the poller thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"redisrpc-poller-{self.queue}", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the poller thread (and give up the poller key if this instance held it)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(5.0)
+            self._thread = None
+        try:
+            # Another instance takes over at once instead of after _HOLD_MS.
+            (held,) = self.transport.execute(("GET", poller_key(self.queue)))
+            if held == self.ident.encode():
+                self.transport.execute(("DEL", poller_key(self.queue)))
+        except RedisRPCError:
+            pass
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                wait = self.turn()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                wait = min(5.0, 0.1 * 2**failures)
+                log.warning("%s: watched values not read: %s", self.queue, exc)
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def turn(self) -> float:
+        """Read what is due, publish what changed; return the seconds until the next turn."""
+        self.turns += 1
+        now = self.transport.now_ms()
+        key = poller_key(self.queue)
+        leases = watchers_key(self.queue)
+        _, members, held = self.transport.execute(
+            ("ZREMRANGEBYSCORE", leases, "-inf", now),
+            ("ZRANGE", leases, 0, -1),
+            ("GET", key),
+        )
+        targets, bad = self._targets(members or [])
+        if targets and held is None:  # nobody polls: this instance offers (no key unless watched)
+            _, held = self.transport.execute(
+                ("SET", key, self.ident, "NX", "PX", _HOLD_MS), ("GET", key)
+            )
+        holder = held == self.ident.encode()
+        with self._lock:
+            forced, self._forced = self._forced, set()
+        for gone in set(self._last) - set(targets):
+            # Nobody watches it now: its next watcher gets a fresh read published.
+            self._last.pop(gone, None)
+            self._due.pop(gone, None)
+        clock = time.monotonic()
+        due = set(forced)
+        if holder:
+            due.update(t for t in targets if self._due.get(t, 0.0) <= clock)
+        commands: list[tuple[object, ...]] = [("PEXPIRE", key, _HOLD_MS)] if holder else []
+        if bad:
+            commands.append(("ZREM", leases, *bad))
+        busy = False
+        for target in sorted(due):
+            message = self.read(target)
+            if message is None:  # a call is running: try again shortly
+                busy = True
+                if target in forced:
+                    with self._lock:
+                        self._forced.add(target)
+                continue
+            self.reads += 1
+            interval = targets.get(target)
+            if interval is not None:
+                self._due[target] = clock + interval
+            if target in forced or message != self._last.get(target):
+                stream = watch_key(self.queue, target)
+                commands.append(
+                    ("XADD", stream, "MAXLEN", "~", STREAM_LENGTH, "*", "reply", message)
+                )
+                # The stream outlives its last lease, then goes: nobody reads it.
+                commands.append(("PEXPIRE", stream, 2 * lease_ms(interval or 1.0)))
+            if interval is not None:
+                self._last[target] = message
+        if commands:
+            self.transport.execute(*commands)
+        if busy:
+            return _BUSY_S
+        if holder and self._due:
+            return max(0.0, min(min(self._due.values()) - time.monotonic(), _IDLE_S))
+        return _IDLE_S
+
+    def _targets(self, members: list[bytes]) -> tuple[dict[str, float], list[bytes]]:
+        """The leased targets with the shortest interval each is watched at, and the garbage."""
+        targets: dict[str, float] = {}
+        bad: list[bytes] = []
+        for member in members:
+            lease = parse_lease(member)
+            if lease is None:
+                log.warning("%s: removing a malformed watch lease %.120r", self.queue, member)
+                bad.append(member)
+                continue
+            target, interval, _ = lease
+            targets[target] = min(interval, targets.get(target, interval))
+        return targets, bad
