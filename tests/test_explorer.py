@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -203,10 +204,10 @@ def test_property_get_and_set(explorer, serve):
     explorer.wait(10)
     assert instruments["psu"].voltage1 == 12.5
     assert explorer.code.value == "psu.voltage1 = 12.5"
-    row.value.value = ""
+    assert "not read yet" in row.reading.value
     row.get()
     explorer.wait(10)
-    assert row.value.value == "12.5"
+    assert ">12.5<" in row.reading.value and "not read yet" not in row.reading.value
     row.value.value = "99"
     row.set()
     explorer.wait(10)
@@ -218,7 +219,9 @@ def test_property_get_and_set(explorer, serve):
     assert row.get_button.layout.flex == "0 0 auto" and row.status.widget.layout.flex == "1 1 100%"
     explorer.read_all.click()
     explorer.wait(10)
-    assert explorer.properties["idn"].value.value == '"SIMLAB,PSU-2303,SN0001,1.4.2"'
+    idn = explorer.properties["idn"]
+    assert html.escape('"SIMLAB,PSU-2303,SN0001,1.4.2"') in idn.reading.value
+    assert idn.value.layout.display == "none" and idn.set_button.layout.display == "none"
 
 
 def test_search_filters_servers_and_methods(explorer, serve):
@@ -422,7 +425,7 @@ def test_code_line_is_the_last_thing_done(explorer, serve, r):
     form.submit().result(10)
     assert explorer.code.value == "reg.add(2)"
     row.get().result(10)
-    assert explorer.code.value == "reg.level" and row.value.value == "3.0"
+    assert explorer.code.value == "reg.level" and ">3.0<" in row.reading.value
     row.value.value = "7.5"
     row.set().result(10)
     assert explorer.code.value == "reg.level = 7.5"
@@ -539,3 +542,96 @@ def test_code_line_follows_the_selected_server(explorer, serve):
     assert explorer.code.value == ""
     explorer.select("reg").result(10)
     assert explorer.code.value == "reg.level"
+
+
+@redisrpc.writable("level")
+class Sensor:
+    """A sensor with a settable level and a reading that can fail."""
+
+    def __init__(self) -> None:
+        self.level = 1.0
+        self.broken = threading.Event()
+
+    @property
+    def reading(self) -> float:
+        """The reading; raises while broken."""
+        if self.broken.is_set():
+            raise ValueError("sensor disconnected")
+        return self.level * 2
+
+
+def _shows(row, text: str) -> bool:
+    return f">{text}<" in row.reading.value
+
+
+def test_property_values_update_by_themselves_when_another_process_sets_them(r, redis_url, serve):
+    """Selected, its values show within one interval; another process's Set shows unasked."""
+    sensor = Sensor()
+    serve(sensor, "sensor")
+    widget = Explorer(r, refresh_interval=0, watch_interval=1.0)
+    try:
+        listed(widget, ["sensor"])
+        widget.select("sensor").result(10)
+        shown_at = time.monotonic()
+        row = widget.properties["level"]
+        wait_for(lambda: _shows(row, "1.0"), timeout=5)
+        assert time.monotonic() - shown_at < 1.0 + 0.5  # one interval, and a little slack
+        assert "not read yet" not in widget.properties["reading"].reading.value
+        code = "import sys, redisrpc\nredisrpc.Client(sys.argv[1], 'sensor').level = 42.5\n"
+        subprocess.run([PYTHON, "-c", code, redis_url], env=python_env(), check=True, timeout=60)
+        set_at = time.monotonic()
+        wait_for(lambda: _shows(row, "42.5") and _shows(widget.properties["reading"], "85.0"))
+        assert time.monotonic() - set_at < 2 * 1.0 + 0.5
+        assert widget.history == []  # nobody clicked Get
+    finally:
+        widget.close()
+    assert widget.live.watches == {}
+
+
+def test_a_watched_value_that_fails_shows_one_line_and_recovers(r, serve):
+    """A property the server cannot read shows its error compactly, then its value again."""
+    sensor = Sensor()
+    serve(sensor, "sensor")
+    widget = Explorer(r, refresh_interval=0, watch_interval=0.2)
+    try:
+        listed(widget, ["sensor"])
+        widget.select("sensor").result(10)
+        row = widget.properties["reading"]
+        wait_for(lambda: _shows(row, "2.0"))
+        sensor.broken.set()
+        wait_for(lambda: "sensor disconnected" in row.status.line.value)
+        assert "RemoteValueError: sensor disconnected" in row.status.line.value
+        assert "remote traceback" in row.status.details.value
+        assert row.status.details.layout.display == "none"
+        sensor.level = 3.0
+        sensor.broken.clear()
+        wait_for(lambda: _shows(row, "6.0") and row.status.line.value == "")
+    finally:
+        widget.close()
+
+
+def test_watches_follow_the_selection_and_close_when_it_is_gone(r, serve):
+    """Only the selected server's properties are watched; a gone server's watches close."""
+    first, second = Sensor(), Register()
+    serve(first, "sensor")
+    reg_server = serve(second, "reg")
+    widget = Explorer(r, refresh_interval=0, watch_interval=0.2)
+    try:
+        listed(widget, ["reg", "sensor"])
+        widget.select("sensor").result(10)
+        wait_for(lambda: set(widget.live.watches) == {"level", "reading"})
+        old_row = widget.properties["level"]
+        wait_for(lambda: _shows(old_row, "1.0"))
+        widget.select("reg").result(10)
+        wait_for(lambda: set(widget.live.watches) == {"level"})
+        new_row = widget.properties["level"]
+        first.level = 5.0
+        second.level = 6.0
+        wait_for(lambda: _shows(new_row, "6.0"))  # the watched one changed...
+        assert _shows(old_row, "1.0")  # ...the row of before did not
+        reg_server.stop(10)
+        widget.refresh()
+        wait_for(lambda: widget.live.watches == {})
+        assert new_row.get_button.disabled
+    finally:
+        widget.close()

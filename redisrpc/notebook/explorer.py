@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as widgets
@@ -38,14 +37,15 @@ import redis
 
 from ..client.discovery import ServiceInfo, discover
 from ..client.proxy import state_of
-from ..client.sync import Client, description
+from ..client.sync import Client, description, refresh, with_progress
 from ..core.registry import DEFAULT_PREFIX
 from ..core.transport import Transport, masked_url, url_of
 from . import rst
 from .bench import Bench
 from .forms import connect_code
-from .outcome import PRE, Outcome
-from .rows import CallForm, Done, PropertyRow, child_of, shown
+from .outcome import PRE, CallRecord, Outcome, history_html
+from .rows import CallForm, Done, PropertyRow, child_of, object_tree, shown
+from .watching import PropertyWatches
 
 __all__ = ["CallForm", "CallRecord", "Explorer", "PropertyRow", "explore"]
 
@@ -55,18 +55,6 @@ FORGET_GONE = 3600.0
 """Seconds a gone server stays listed (as gone) after its last heartbeat."""
 _HISTORY = 50  # calls kept in the history
 _RUNNING_EVERY = 1.0  # seconds between looks at what the selected server runs and its lock
-_MAX_ITEMS = 32  # items of a channel list shown as buttons
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One action from the explorer: its code line, outcome and duration."""
-
-    code: str
-    ok: bool
-    summary: str
-    seconds: float
-    at: float
 
 
 class Explorer:
@@ -78,6 +66,8 @@ class Explorer:
         refresh_interval: seconds between automatic refreshes of the server
             list; 0 refreshes only on demand (the Refresh button, :meth:`refresh`).
         timeout: seconds each call from the widget waits for its reply.
+        watch_interval: seconds between reads of the selected server's
+            properties, watched with :func:`redisrpc.watch` (0: read on Get only).
     """
 
     def __init__(
@@ -87,6 +77,7 @@ class Explorer:
         prefix: str = DEFAULT_PREFIX,
         refresh_interval: float = 5.0,
         timeout: float = 30.0,
+        watch_interval: float = 1.0,
     ) -> None:
         self.transport = Transport.of(redis)
         # The Redis as the "In Python" line names it: None stands for REDIS_URL, as here.
@@ -98,6 +89,7 @@ class Explorer:
         self.prefix = prefix
         self.refresh_interval = refresh_interval
         self.timeout = timeout
+        self._watch_interval = watch_interval
         self.services: dict[str, ServiceInfo] = {}
         """The live services, by name."""
         self.gone: dict[str, ServiceInfo] = {}
@@ -159,6 +151,7 @@ class Explorer:
             layout=widgets.Layout(width="auto", min_width="0"),
         )
         self.bench = Bench(self, self.transport, self._lock)
+        self.live = PropertyWatches(self._lock, interval=self._watch_interval)
         self.lock_panel = self.bench.lock_panel
         self.running_box = self.bench.running.widget
         self.objects_box = widgets.VBox([])
@@ -167,7 +160,7 @@ class Explorer:
         self.read_all = widgets.Button(
             description="Read all", icon="download", layout=widgets.Layout(width="8em")
         )
-        self.history_html = widgets.HTML(layout=widgets.Layout(width="100%", min_width="0"))
+        self.history_html = widgets.HTML(layout=widgets.Layout(width="auto", min_width="0"))
         self.detail = widgets.VBox(
             [
                 self.header,
@@ -315,6 +308,8 @@ class Explorer:
             for row in self.properties.values():
                 row.set_enabled(not gone)
             self.read_all.disabled = gone
+            if gone and self.live.watches and not self._stop.is_set():
+                self._pool.submit(self.live.stop)  # nothing to read until it comes back
             if name is not None:
                 self.bench.set_enabled(name, not gone)
             self.banner.value = (
@@ -352,6 +347,8 @@ class Explorer:
         then its forms are built. A gone server shows what was known of it,
         disabled.
         """
+        if (name, path) != (self.selected, self.path):
+            self.live.stop()  # not under the lock: a closing watch may wait for its observer
         with self._lock:
             if name != self.selected:
                 self.bench.select(name)
@@ -390,8 +387,12 @@ class Explorer:
                 return cached[1]
             service = self.services.get(name)
             ids = frozenset(i.id for i in service.instances) if service else frozenset()
-        # Client takes a transport as it is (Transport.of): the explorer's one pool.
-        client = Client(self.transport, name, timeout=self.timeout)
+        # Client takes a transport as it is (Transport.of): the explorer's one pool. Its
+        # calls show no progress bar: one would land in whichever cell runs at the time,
+        # and "Running now" shows the explorer's calls with everyone else's.
+        plain = Client(self.transport, name, timeout=self.timeout, describe=False)
+        client = with_progress(plain, _no_bar)
+        refresh(client)
         with self._lock:
             held = self.bench.locks.get(name)
             if held is not None:  # a lock taken through the proxy of before a restart
@@ -441,7 +442,7 @@ class Explorer:
             f'<div style="color: #555; {PRE}">In Python: '
             f"<code>{html.escape(connect_code(name, self.url))}</code></div>"
         )
-        self.objects_box.children = self._objects(name, path, found)
+        self.objects_box.children = object_tree(name, path, found, self.select)
         self.forms = {
             str(m["name"]): CallForm(self, name, m, path)
             for m in found.get("methods", [])
@@ -463,34 +464,17 @@ class Explorer:
         self.props_box.children = props
         self._apply_filter()
         self._apply_state()
+        if self.properties and not self.is_gone(name):
+            rows = list(self.properties.values())
+            self._pool.submit(self._watch, name, path, client, rows)
 
-    def _objects(self, name: str, path: str, found: dict[str, Any]) -> list[widgets.Widget]:
-        """The object tree around ``path``: its parent, its children and its items."""
-        buttons: list[widgets.Widget] = []
-        if path:
-            parent = path.rpartition(".")[0]
-            up = widgets.Button(description=f"↑ {parent or name}", layout={"width": "auto"})
-            up.on_click(lambda _: self.select(name, parent))
-            buttons.append(up)
-        children = [
-            (str(o["name"]), str(o.get("class") or "object"))
-            for o in found.get("objects", [])
-            if isinstance(o, dict) and isinstance(o.get("name"), str)
-        ]
-        items = found.get("items")
-        if isinstance(items, int) and not isinstance(items, bool):
-            children += [(str(i), "item") for i in range(min(items, _MAX_ITEMS))]
-        for child, kind in children:
-            target = f"{path}.{child}" if path else child
-            button = widgets.Button(
-                description=f"{child} ▸", tooltip=kind, layout={"width": "auto"}
-            )
-            button.on_click(lambda _, target=target: self.select(name, target))
-            buttons.append(button)
-        if not buttons:
-            return []
-        title = widgets.HTML("<b>Objects</b>" if children else "")
-        return [title, widgets.HBox(buttons, layout={"flex_flow": "row wrap"})]
+    def _watch(self, name: str, path: str, proxy: Client, rows: list[PropertyRow]) -> None:
+        """Watch the shown properties (a worker: opening watches talks to Redis)."""
+        generation = self.live.stop()
+        with self._lock:
+            if (self.selected, self.path) != (name, path) or self.is_gone(name):
+                return
+        self.live.start(generation, proxy, rows)
 
     # -- what runs now, and the lock ------------------------------------------------
 
@@ -535,7 +519,7 @@ class Explorer:
             with self._lock:
                 self.history.insert(0, CallRecord(code, ok, summary[:200], seconds, time.time()))
                 del self.history[_HISTORY:]
-                self._show_history()
+                self.history_html.value = history_html(self.history)
                 done(ok, value, seconds)
             return value
 
@@ -550,19 +534,6 @@ class Explorer:
     def _untrack(self, future: Future[Any]) -> None:
         with self._lock:
             self._pending.discard(future)
-
-    def _show_history(self) -> None:
-        rows = "".join(
-            f'<tr><td style="color: #777;">{time.strftime("%H:%M:%S", time.localtime(r.at))}</td>'
-            f'<td style="{PRE}"><code>{html.escape(r.code)}</code></td>'
-            f'<td style="color: {"#1b5e20" if r.ok else "#b00020"}; overflow-wrap: break-word;">'
-            f"{'→' if r.ok else '✗'} {html.escape(r.summary[:120])}</td>"
-            f'<td style="color: #777; white-space: nowrap;">{r.seconds:.3g} s</td></tr>'
-            for r in self.history[:15]
-        )
-        self.history_html.value = (
-            f'<b>History</b><table style="width: 100%;">{rows}</table>' if rows else ""
-        )
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every call and description in flight is done; True if none is left."""
@@ -581,6 +552,7 @@ class Explorer:
         """Stop refreshing, let calls in flight finish, release its locks, close the widgets."""
         self._stop.set()
         self.bench.closing = True
+        self.live.stop()
         for ticker in (self._ticker, self._running_ticker):
             if ticker is not None and ticker is not threading.current_thread():
                 ticker.join()
@@ -588,6 +560,10 @@ class Explorer:
         self.bench.release_all()
         with self._lock:
             _close_tree(self.widget)
+
+
+def _no_bar(done: float, total: float | None, message: str) -> None:
+    """The progress callback of the explorer's proxies: nothing (see ``Explorer._client``)."""
 
 
 def _close_tree(widget: Any) -> None:

@@ -1,25 +1,28 @@
-"""What an action in the explorer gave: a value, a note, or an error in one line.
+"""What an action in the explorer gave: a value, a note, or an error in one line; the history.
 
 An error shows as one line, ``RemoteZeroDivisionError: float division by
 zero``, with the remote traceback behind a "traceback" toggle, so a failed
 property Set never pushes a page of text into its row. Everything shown is
-HTML-escaped: messages and tracebacks come from the network.
+HTML-escaped: messages and tracebacks come from the network. The history
+(:class:`CallRecord`, :func:`history_html`) lists the last actions and what they gave.
 """
 
 from __future__ import annotations
 
 import html
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as widgets
 
 from ..errors import RemoteException
 
-__all__ = ["PRE", "Outcome", "error_details", "error_line"]
+__all__ = ["PRE", "CallRecord", "Outcome", "error_details", "error_line", "history_html"]
 
 PRE = (
     "font-family: var(--jp-code-font-family, monospace); white-space: pre-wrap;"
-    " overflow-wrap: break-word; margin: 2px 0;"
+    " overflow-wrap: break-word; margin: 2px 0; line-height: 1.35;"
 )
 """The style of code and values: wrapped, never widening the row."""
 
@@ -63,7 +66,7 @@ class Outcome:
             tooltip="show the whole error",
             layout=widgets.Layout(width="auto", flex="0 0 auto", display="none"),
         )
-        self.details = widgets.HTML(layout=widgets.Layout(display="none", width="100%"))
+        self.details = widgets.HTML(layout=widgets.Layout(display="none", width="auto"))
         self.toggle.observe(self._flip, names="value")
         self.widget = widgets.VBox(
             [
@@ -101,7 +104,7 @@ class Outcome:
         """Show ``exc`` in one red line (then ``after``, HTML); its details behind the toggle."""
         self.error = exc
         self.line.value = (
-            f'<span style="color: #b00020; {PRE}">{html.escape(error_line(exc))}</span>{after}'
+            f'<div style="color: #b00020; {PRE}">{html.escape(error_line(exc))}{after}</div>'
         )
         details = error_details(exc)
         more = details != f"{type(exc).__name__}: {exc}" or "\n" in str(exc).strip()
@@ -116,3 +119,29 @@ class Outcome:
     def text(self) -> str:
         """Everything shown or foldable, as HTML (for tests and logs)."""
         return str(self.line.value) + str(self.details.value)
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One action from the explorer: its code line, outcome and duration."""
+
+    code: str
+    ok: bool
+    summary: str
+    seconds: float
+    at: float
+
+
+def history_html(records: list[CallRecord], *, shown: int = 15) -> str:
+    """The history: time, code line, result or error, duration (newest first), wrapping."""
+    rows = "".join(
+        '<div style="display: flex; flex-wrap: wrap; gap: 0 1em; line-height: 1.35;'
+        ' margin: 2px 0;">'
+        f'<span style="color: #777;">{time.strftime("%H:%M:%S", time.localtime(r.at))}</span>'
+        f'<code style="{PRE}">{html.escape(r.code)}</code>'
+        f'<span style="color: {"#1b5e20" if r.ok else "#b00020"}; overflow-wrap: break-word;'
+        f' min-width: 0;">{"→" if r.ok else "✗"} {html.escape(r.summary[:120])}</span>'
+        f'<span style="color: #777;">{r.seconds:.3g} s</span></div>'
+        for r in records[:shown]
+    )
+    return f"<b>History</b>{rows}" if rows else ""

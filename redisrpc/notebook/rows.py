@@ -1,5 +1,7 @@
 """The rows of a server's panel in the explorer: a call form per method, a row per property.
 
+Also the buttons of its object tree (:func:`object_tree`): its parent and its children.
+
 Each row builds its widgets from one described member and hands its work to
 its host (the :class:`~redisrpc.notebook.explorer.Explorer`), which runs it
 in a worker thread, records it and shows its code line. Rows never squeeze
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import html
 import json
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, Protocol
@@ -32,10 +35,23 @@ from .forms import (
 )
 from .outcome import PRE, Outcome
 
-__all__ = ["BUTTON", "CallForm", "Host", "PropertyRow", "child_of", "shown", "value_text"]
+__all__ = [
+    "BUTTON",
+    "NOT_READ",
+    "CallForm",
+    "Host",
+    "PropertyRow",
+    "child_of",
+    "object_tree",
+    "shown",
+    "value_text",
+]
 
 _SHOWN = 4000  # characters of a result shown
+_MAX_ITEMS = 32  # items of a channel list shown as buttons
 _SMALL = "color: #555; font-size: 85%; line-height: 1.2;"
+NOT_READ = '<i style="color: #999;">not read yet</i>'
+"""What a property's value shows until it is first read."""
 
 Done = Callable[[bool, Any, float], None]
 
@@ -60,6 +76,38 @@ def child_of(proxy: Any, path: str) -> Any:
     for segment in path.split(".") if path else ():
         proxy = proxy._rpc_child(segment)
     return proxy
+
+
+def object_tree(
+    name: str, path: str, found: dict[str, Any], select: Callable[[str, str], Any]
+) -> list[widgets.Widget]:
+    """The object tree around ``path`` of server ``name``: buttons for its parent and children.
+
+    ``found`` is the description at ``path``; a click calls ``select(name, path)``.
+    """
+    buttons: list[widgets.Widget] = []
+    if path:
+        parent = path.rpartition(".")[0]
+        up = widgets.Button(description=f"↑ {parent or name}", layout={"width": "auto"})
+        up.on_click(lambda _: select(name, parent))
+        buttons.append(up)
+    children = [
+        (str(o["name"]), str(o.get("class") or "object"))
+        for o in found.get("objects", [])
+        if isinstance(o, dict) and isinstance(o.get("name"), str)
+    ]
+    items = found.get("items")
+    if isinstance(items, int) and not isinstance(items, bool):
+        children += [(str(i), "item") for i in range(min(items, _MAX_ITEMS))]
+    for child, kind in children:
+        target = f"{path}.{child}" if path else child
+        button = widgets.Button(description=f"{child} ▸", tooltip=kind, layout={"width": "auto"})
+        button.on_click(lambda _, target=target: select(name, target))
+        buttons.append(button)
+    if not buttons:
+        return []
+    title = widgets.HTML("<b>Objects</b>" if children else "")
+    return [title, widgets.HBox(buttons, layout={"flex_flow": "row wrap"})]
 
 
 def shown(value: Any) -> str:
@@ -156,7 +204,12 @@ class CallForm:
 
 
 class PropertyRow:
-    """One property: its name, its value (read, watched or typed), Get and Set."""
+    """One property: its name, its value (read by Get or watched live), a new value, Get, Set.
+
+    ``reading`` shows the value as last read ("not read yet" before); ``value``
+    is where a new value is typed for Set (hidden for read-only properties), so
+    a live update never overwrites what someone is typing.
+    """
 
     def __init__(self, host: Host, service: str, entry: dict[str, Any], path: str = "") -> None:
         self.host = host
@@ -173,17 +226,34 @@ class PropertyRow:
             + (f'<div style="{_SMALL}">{html.escape(doc)}</div>' if doc else ""),
             layout=widgets.Layout(flex="1 1 14em", min_width="8em", width="auto"),
         )
+        self.reading = widgets.HTML(
+            NOT_READ, layout=widgets.Layout(flex="1 1 8em", min_width="4em", width="auto")
+        )
         self.value = widgets.Text(
-            placeholder="not read yet",
+            placeholder="new value",
             tooltip=doc or None,
-            layout=widgets.Layout(flex="1 1 10em", min_width="6em", width="auto"),
+            layout=widgets.Layout(
+                flex="1 1 8em",
+                min_width="5em",
+                width="auto",
+                display="none" if self.readonly else None,
+            ),
         )
         self.get_button = widgets.Button(description="Get", layout=BUTTON())
         self.set_button = widgets.Button(description="Set", disabled=self.readonly, layout=BUTTON())
+        if self.readonly:
+            self.set_button.layout.display = "none"
         self.status = Outcome()
         self.status.widget.layout.flex = "1 1 100%"  # its own line below the row
         self.widget = widgets.HBox(
-            [self.label, self.value, self.get_button, self.set_button, self.status.widget],
+            [
+                self.label,
+                self.reading,
+                self.value,
+                self.get_button,
+                self.set_button,
+                self.status.widget,
+            ],
             layout=widgets.Layout(
                 flex_flow="row wrap", align_items="center", width="100%", min_width="0"
             ),
@@ -232,13 +302,20 @@ class PropertyRow:
         )
         return future
 
-    def show_value(self, value: Any) -> None:
-        """Show a value read (by Get, or by a watch)."""
-        self.value.value = value_text(value)
+    def show_value(self, value: Any, *, at: float | None = None) -> None:
+        """Show a value read (by Get, or by a watch at time ``at``)."""
+        when = time.strftime("%H:%M:%S", time.localtime(at)) if at else ""
+        text = value_text(value) if _is_plain(value) else repr(value)
+        if len(text) > _SHOWN:
+            text = text[:_SHOWN] + f"… ({len(text)} characters)"
+        self.reading.value = (
+            f'<span style="{PRE}" title="{html.escape(f"read at {when}" if when else "")}">'
+            f"{html.escape(text)}</span>"
+        )
 
     def _got(self, ok: bool, value: Any, seconds: float) -> None:
         if ok:
-            self.show_value(value)
+            self.show_value(value, at=time.time())
             self.status.clear()
         else:
             self.status.fail(value)
@@ -248,3 +325,7 @@ class PropertyRow:
             self.status.show('<span style="color: #1b5e20;">set</span>')
         else:
             self.status.fail(value)
+
+
+def _is_plain(value: Any) -> bool:
+    return value is None or isinstance(value, (bool, int, float, str, list, dict))
