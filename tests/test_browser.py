@@ -379,6 +379,9 @@ def test_explorer_renders_live_servers_in_jupyterlab(lab, serve, redis_url):
                 ".includes('calc is gone')",
                 timeout=60_000,
             )
+            # Its header in view (the page was scrolled down to the property rows above).
+            page.locator(".redisrpc-explorer select").scroll_into_view_if_needed()
+            page.get_by_text("calc is gone").first.scroll_into_view_if_needed()
             gone = ARTIFACTS / "explorer-gone.png"
             page.screenshot(path=str(gone), full_page=True)
             first = page.locator(".redisrpc-explorer select option").first.text_content() or ""

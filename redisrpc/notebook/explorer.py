@@ -313,7 +313,8 @@ class Explorer:
             if name is not None:
                 self.bench.set_enabled(name, not gone)
             self.banner.value = (
-                f'<div style="color: #b00020; margin: 4px 0;"><b>{html.escape(name)} is gone</b>'
+                '<div style="color: #b00020; margin: 4px 0; line-height: 1.35;">'
+                f"<b>{html.escape(name)} is gone</b>"
                 f" (no live instance; last seen {self._ages.get(name, 0.0):.0f} s ago):"
                 " its forms are disabled until it comes back.</div>"
                 if gone and name is not None

@@ -309,8 +309,8 @@ class PropertyRow:
         if len(text) > _SHOWN:
             text = text[:_SHOWN] + f"… ({len(text)} characters)"
         self.reading.value = (
-            f'<span style="{PRE}" title="{html.escape(f"read at {when}" if when else "")}">'
-            f"{html.escape(text)}</span>"
+            f'<div style="{PRE}" title="{html.escape(f"read at {when}" if when else "")}">'
+            f"{html.escape(text)}</div>"
         )
 
     def _got(self, ok: bool, value: Any, seconds: float) -> None:
