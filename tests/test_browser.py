@@ -40,6 +40,26 @@ CHROMIUM_FLAGS = [
     "--disable-dev-shm-usage",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
+
+# What the layout must hold at any width: no visible button with its label cut ("G..."),
+# nothing visible reaching past the explorer's right edge, the explorer inside its output.
+NOTHING_CUT = """() => {
+  const root = document.querySelector('.redisrpc-explorer');
+  const out = root.closest('.jp-OutputArea-output') || root.parentElement;
+  const edge = Math.min(root.getBoundingClientRect().right, out.getBoundingClientRect().right);
+  const bad = [];
+  if (root.getBoundingClientRect().right > out.getBoundingClientRect().right + 1)
+    bad.push('explorer wider than its output');
+  for (const el of root.querySelectorAll('*')) {
+    if (el.offsetParent === null || el.getBoundingClientRect().width === 0) continue;
+    const label = el.tagName + ' ' +
+      (el.textContent || el.value || el.placeholder || '').trim().slice(0, 30);
+    if (el.tagName === 'BUTTON' && el.scrollWidth > el.clientWidth + 1)
+      bad.push('label cut: ' + label);
+    if (el.getBoundingClientRect().right > edge + 1) bad.push('past the edge: ' + label);
+  }
+  return bad;
+}"""
 KERNEL = "redisrpc-browser"
 
 
@@ -203,6 +223,9 @@ def test_long_call_shows_progress_and_the_explorer_cancels_a_running_call(lab, s
             page.wait_for_function(
                 "() => document.body.textContent.includes('20/20')", timeout=60_000
             )
+            # The explorer's own calls (its watches, waiting behind the move) draw no bars
+            # in whichever cell runs: "Running now" shows them.
+            assert "__watch__" not in page.locator(".jp-OutputArea").last.text_content()
             # Someone else's long move shows under "Running now", with a Cancel button.
             other = subprocess.Popen(
                 [sys.executable, "-c", colleague],
@@ -238,11 +261,12 @@ def test_long_call_shows_progress_and_the_explorer_cancels_a_running_call(lab, s
     assert shot.stat().st_size > 10_000
 
 
-def test_explorer_renders_live_servers_in_jupyterlab(lab, serve):
-    """The explorer widget in a JupyterLab page lists the live servers and shows a selection."""
+def test_explorer_renders_live_servers_in_jupyterlab(lab, serve, redis_url):
+    """The explorer in a JupyterLab page: servers, live values set by another process, a call,
+    a compact error, the layout at 1600 and 400 px, and a server that goes."""
     sync_playwright = importlib.import_module("playwright.sync_api").sync_playwright
     names = ["calc", "fgen", "psu", "scope", "stage"]
-    serve(Calculator(), "calc")
+    calc = serve(Calculator(), "calc")
     for name, obj in bench().items():
         serve(obj, name)
     base, token = lab
@@ -284,6 +308,24 @@ def test_explorer_renders_live_servers_in_jupyterlab(lab, serve):
                 ".includes('PowerSupply')",
                 timeout=60_000,
             )
+            # Its properties are watched: read within an interval, and another process's
+            # Set shows by itself.
+            page.wait_for_function(
+                "() => !document.querySelector('.redisrpc-explorer').textContent"
+                ".includes('not read yet')",
+                timeout=30_000,
+            )
+            setter = "import sys, redisrpc\nredisrpc.Client(sys.argv[1], 'psu').voltage2 = 7.25\n"
+            subprocess.run(
+                [sys.executable, "-c", setter, redis_url],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                check=True,
+                timeout=60,
+            )
+            voltage2 = page.locator(".redisrpc-explorer .widget-hbox", has_text="voltage2")
+            voltage2.filter(has_text="7.25").first.wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "explorer-live-value.png"), full_page=True)
             # Call psu.measure(1) from its form, as a person would.
             page.get_by_text("measure(channel: int)").first.click()
             page.get_by_label("channel", exact=True).filter(visible=True).first.fill("1")
@@ -297,6 +339,56 @@ def test_explorer_renders_live_servers_in_jupyterlab(lab, serve):
                 "inputs => inputs.map(i => i.value).join('\\n')"
             )
             page.screenshot(path=str(shot), full_page=True)
+            # A property Set out of range: one error line, the traceback behind a toggle.
+            row = page.locator(".redisrpc-explorer .widget-hbox", has_text="voltage1").last
+            row.locator("input").fill("99")
+            row.get_by_role("button", name="Set").click()
+            page.wait_for_function(
+                "() => document.querySelector('.redisrpc-explorer').textContent"
+                ".includes('out of range')",
+                timeout=60_000,
+            )
+            assert not page.get_by_text("remote traceback").first.is_visible()
+            page.get_by_role("button", name="traceback").filter(visible=True).first.click()
+            page.get_by_text("remote traceback").first.wait_for(state="visible", timeout=10_000)
+            # The notebook alone (as on a laptop's half screen), without the lab's side panels.
+            page.evaluate(
+                "() => { window.jupyterapp.shell.collapseLeft();"
+                " window.jupyterapp.shell.collapseRight(); }"
+            )
+            widths = []
+            for width in (1600, 400):
+                page.set_viewport_size({"width": width, "height": 1400})
+                page.wait_for_timeout(500)  # the lab relayouts on resize
+                row.scroll_into_view_if_needed()  # the rows with their buttons, and the error
+                widths.append(ARTIFACTS / f"explorer-{width}px.png")
+                page.screenshot(path=str(widths[-1]), full_page=True)
+                cut = page.evaluate(NOTHING_CUT)
+                assert cut == [], f"cut at {width} px: {cut}"
+            # The calculator stops: it stays listed as gone, its buttons disabled.
+            page.set_viewport_size({"width": 1000, "height": 1000})
+            page.locator(".redisrpc-explorer select").select_option(label=labels[0])
+            page.wait_for_function(
+                "() => document.querySelector('.redisrpc-explorer').textContent"
+                ".includes('Calculator')",
+                timeout=60_000,
+            )
+            calc.stop(10)
+            page.wait_for_function(
+                "() => document.querySelector('.redisrpc-explorer').textContent"
+                ".includes('calc is gone')",
+                timeout=60_000,
+            )
+            # Its header in view (the page was scrolled down to the property rows above).
+            page.locator(".redisrpc-explorer select").scroll_into_view_if_needed()
+            page.get_by_text("calc is gone").first.scroll_into_view_if_needed()
+            gone = ARTIFACTS / "explorer-gone.png"
+            page.screenshot(path=str(gone), full_page=True)
+            first = page.locator(".redisrpc-explorer select option").first.text_content() or ""
+            assert "calc · gone, last seen" in first.replace("\xa0", " ")
+            calls = page.locator(".redisrpc-explorer button", has_text="Call")
+            assert calls.count() > 0 and all(b.is_disabled() for b in calls.all())
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
+    assert all(path.stat().st_size > 10_000 for path in [*widths, gone])

@@ -195,10 +195,10 @@ def test_the_explorer_walks_a_qcodes_instrument_and_sets_a_parameter(
         form = explorer.forms["set"]
         next(iter(form.inputs.values())).value = "2.5"
         form.submit().result(10)
-        assert form.code.value == "dmm.ch1.set(2.5)" and dmm.ch1() == 2.5
+        assert explorer.code.value == "dmm.ch1.set(2.5)" and dmm.ch1() == 2.5
         getter = explorer.forms["get"]
         getter.submit().result(10)
-        assert "2.5" in getter.result.value
+        assert "2.5" in getter.result.text
     finally:
         explorer.close()
         dmm.close()

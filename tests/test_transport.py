@@ -18,7 +18,14 @@ from redis.connection import Connection
 import redisrpc
 from redisrpc.core import transport as transport_module
 from redisrpc.core.protocol import decode_request
-from redisrpc.core.transport import AsyncTransport, Transport, blocking_seconds, pack_commands
+from redisrpc.core.transport import (
+    AsyncTransport,
+    Transport,
+    blocking_seconds,
+    masked_url,
+    pack_commands,
+    url_of,
+)
 from redisrpc.embedded import EmbeddedRedis
 from redisrpc.errors import CommandError, RedisConnectionError, TransportError
 
@@ -308,3 +315,20 @@ def test_a_client_whose_clock_jumps_forward_sends_a_correct_deadline(
     caller.join(10)
     assert outcome and isinstance(outcome[0], redisrpc.TimeoutException)
     assert r.llen("nobody") == 0  # withdrawn: it will never run
+
+
+def test_url_of_a_client_reaches_the_same_redis_and_masks_its_password(redis_url):
+    """url_of() rebuilds a URL from a redis-py client (TLS, unix, db); passwords show as ***."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        rebuilt = url_of(client)
+        assert rebuilt is not None and redis.Redis.from_url(rebuilt).ping()
+    finally:
+        client.close()
+    assert (
+        url_of(redis.Redis.from_url("rediss://lab:secret@h:6380/2")) == "rediss://lab:***@h:6380/2"
+    )
+    assert url_of(redis.Redis.from_url("unix:///tmp/r.sock?db=3")) == "unix:///tmp/r.sock?db=3"
+    assert url_of("redis://h:1/0") is None
+    assert masked_url("redis+sentinel://lab:s3@a:1,b:2/m") == "redis+sentinel://lab:***@a:1,b:2/m"
+    assert masked_url("redis://h:6379/0") == "redis://h:6379/0"

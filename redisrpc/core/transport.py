@@ -25,6 +25,7 @@ import contextlib
 import inspect
 import math
 import os
+import re
 import threading
 import time
 import weakref
@@ -57,10 +58,12 @@ __all__ = [
     "blocking_seconds",
     "command_keys",
     "exchange_slot",
+    "masked_url",
     "pack_commands",
     "parse_cluster_url",
     "parse_sentinel_url",
     "resolve_url",
+    "url_of",
 ]
 
 DEFAULT_URL = "redis://localhost:6379/0"
@@ -324,6 +327,37 @@ def _mark_sent(exc: BaseException) -> None:
 def resolve_url(url: str | None = None) -> str:
     """Return ``url``, else the ``REDIS_URL`` environment variable, else the local default."""
     return url or os.environ.get("REDIS_URL") or DEFAULT_URL
+
+
+_PASSWORD = re.compile(r"^([A-Za-z+]+://[^:/@]*:)[^@/]+@")
+
+
+def masked_url(url: str) -> str:
+    """``url`` with its password (if any) shown as ``***``: for display, never for connecting."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+def url_of(client: Any) -> str | None:
+    """A URL reaching the same Redis as a redis-py client, its password masked (:func:`masked_url`).
+
+    For the code lines a notebook shows (``redisrpc.Client("redis://host:6379/0", "calc")``).
+    None for what no plain URL describes (Sentinel-managed and cluster clients, transports).
+    """
+    pool = getattr(client, "connection_pool", None)
+    if not isinstance(pool, redis.ConnectionPool) or isinstance(
+        pool, redis.sentinel.SentinelConnectionPool
+    ):
+        return None
+    kwargs = pool.connection_kwargs
+    user, password = kwargs.get("username"), kwargs.get("password")
+    auth = f"{user or ''}:***@" if password else (f"{user}@" if user else "")
+    db = kwargs.get("db", 0)
+    if "path" in kwargs:
+        return f"unix://{auth}{kwargs['path']}?db={db}"
+    tls = issubclass(pool.connection_class, redis.connection.SSLConnection)
+    host = str(kwargs.get("host", "localhost"))
+    host = f"[{host}]" if ":" in host else host
+    return f"{'rediss' if tls else 'redis'}://{auth}{host}:{kwargs.get('port', 6379)}/{db}"
 
 
 def _describe_location(kwargs: dict[str, Any]) -> str:

@@ -1,17 +1,21 @@
-"""A Jupyter widget to explore and call the live servers of a Redis: ``redisrpc.explore()``.
+"""A Jupyter bench panel for the servers of a Redis: ``redisrpc.explore()``.
 
 ::
 
     import redisrpc
     redisrpc.explore()                      # REDIS_URL, or redisrpc.Explorer(redis.Redis(...))
 
-The left pane lists the live servers from the registry (refreshed every few
-seconds and on demand; dead servers drop out). Selecting one shows its
-docstring, a call form for each method (one JSON-literal field per parameter,
-defaults filled in), its properties (read and set), and "copy as code" lines
-with the equivalent Python. Calls run in worker threads, so the kernel stays
-responsive during a long call. Pure Python on ipywidgets: no front-end build,
-so it works in JupyterLab, Notebook 7 and VS Code.
+The left pane lists the servers from the registry, live or gone (refreshed
+every few seconds and on demand). Selecting one shows its docstring, the
+object tree of its nested channels, a call form for each method, its
+properties (read and set), what it runs now (elapsed time, progress, Cancel),
+who holds its lock (Take, Release), and two lines of Python: the "In Python"
+line that makes the proxy, and the code of the last thing done, so the two
+run as written in a cell. A server that is gone stays listed as gone, with
+its forms disabled, until it comes back. Calls run in worker threads, so the
+kernel stays responsive during a long call. Pure Python on ipywidgets: no
+front-end build, so it works in JupyterLab, Notebook 7 and VS Code; its
+layout wraps instead of cutting at any width.
 
 Everything shown about a server comes from its cached description, fetched
 once when it is first selected (and again after it restarts); calls go
@@ -21,225 +25,40 @@ through :class:`redisrpc.Client`.
 from __future__ import annotations
 
 import html
-import json
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass
 from typing import Any
 
 import ipywidgets as widgets
 import redis
 
 from ..client.discovery import ServiceInfo, discover
-from ..client.proxy import CALLER
-from ..client.sync import Client, description
-from ..core.cancel import cancelling_running, running_calls
-from ..core.keys import queue_name
+from ..client.proxy import state_of
+from ..client.sync import Client, description, refresh, with_progress
 from ..core.registry import DEFAULT_PREFIX
-from ..core.transport import Transport
-from ..errors import RemoteException
-from ..notebook import rst
-from ..notebook.display import member_signature
-from ..notebook.forms import (
-    Field,
-    build_call,
-    call_code,
-    fields_for,
-    parse_value,
-    setprop_code,
-    variable_name,
-)
+from ..core.transport import Transport, masked_url, url_of
+from . import rst
+from .bench import Bench
+from .forms import connect_code
+from .outcome import PRE, CallRecord, Outcome, history_html
+from .rows import CallForm, Done, PropertyRow, child_of, object_tree, shown
+from .watching import PropertyWatches
 
 __all__ = ["CallForm", "CallRecord", "Explorer", "PropertyRow", "explore"]
 
 LIVE_WITHIN = 3.0
 """A server whose last heartbeat is older than this many seconds shows as "last seen N s ago"."""
+FORGET_GONE = 3600.0
+"""Seconds a gone server stays listed (as gone) after its last heartbeat."""
 _HISTORY = 50  # calls kept in the history
-_RUNNING_EVERY = 1.0  # seconds between looks at what the selected server runs
-_MAX_ITEMS = 32  # items of a channel list shown as buttons
-_SHOWN = 4000  # characters of a result or traceback shown
-_SMALL = "color: #555; font-size: 85%; line-height: 1.2;"
-_PRE = "font-family: var(--jp-code-font-family, monospace); white-space: pre-wrap; margin: 2px 0;"
-
-
-@dataclass(frozen=True)
-class CallRecord:
-    """One call made from the explorer: its code line, outcome and duration."""
-
-    code: str
-    ok: bool
-    summary: str
-    seconds: float
-    at: float
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= _SHOWN else text[:_SHOWN] + f"… ({len(text)} characters)"
-
-
-def _error_html(exc: BaseException) -> str:
-    kind = type(exc).__name__
-    if isinstance(exc, RemoteException) and exc.remote_type:
-        kind = f"{kind} (remote {exc.remote_type})"
-    text = f"{kind}: {exc}"
-    if isinstance(exc, RemoteException) and exc.remote_traceback:
-        where = f" from {exc.server}" if exc.server else ""
-        tb = exc.remote_traceback[-_SHOWN:]
-        text += f"\n\n── remote traceback{where} ──\n{tb}"
-    return f'<pre style="{_PRE} color: #b00020;">{html.escape(text)}</pre>'
-
-
-def _value_text(value: Any) -> str:
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
-
-
-class CallForm:
-    """The form for one method: a field per parameter, Call, result, and the code line."""
-
-    def __init__(
-        self, explorer: Explorer, service: str, entry: dict[str, Any], path: str = ""
-    ) -> None:
-        self.explorer = explorer
-        self.service = service
-        self.path = path
-        self.method = str(entry["name"])
-        self.fields: list[Field] = fields_for(entry)
-        self.title = f"{self.method}{member_signature(entry)}"
-        self.doc = str(entry.get("doc") or "")
-        style = {"description_width": "initial"}
-        self.inputs: dict[str, widgets.Text] = {
-            f.name: widgets.Text(
-                value=f.default_text,
-                placeholder=f.hint,
-                description=(
-                    "*" if f.kind == "VAR_POSITIONAL" else "**" * (f.kind == "VAR_KEYWORD")
-                )
-                + f.name,
-                style=style,
-            )
-            for f in self.fields
-        }
-        self.button = widgets.Button(description="Call", button_style="primary", icon="play")
-        self.result = widgets.HTML()
-        self.code = widgets.Text(description="code", style=style, layout={"width": "95%"})
-        doc = widgets.HTML(f'<pre style="{_PRE} color: #555;">{rst.to_html(self.doc)}</pre>')
-        self.widget = widgets.VBox(
-            [doc, *self.inputs.values(), self.button, self.result, self.code]
-        )
-        self.button.on_click(lambda _: self.submit())
-
-    def submit(self) -> Future[Any] | None:
-        """Check the inputs and start the call in a worker thread (None if inputs are bad)."""
-        texts = {name: w.value for name, w in self.inputs.items()}
-        try:
-            args, kwargs = build_call(self.fields, texts)
-        except ValueError as exc:
-            self.result.value = _error_html(exc)
-            return None
-        code = call_code(self.service, member_code(self.path, self.method), args, kwargs)
-        self.code.value = code
-        self.button.disabled = True
-        self.button.description = "Running…"
-        self.button.icon = "hourglass-half"
-        self.result.value = f"<i>running {html.escape(code)} …</i>"
-
-        def call(proxy: Client) -> Any:
-            return getattr(child_of(proxy, self.path), self.method)(*args, **kwargs)
-
-        return self.explorer._submit(self.service, code, call, self._done)
-
-    def _done(self, ok: bool, value: Any, seconds: float) -> None:
-        self.button.disabled = False
-        self.button.description = "Call"
-        self.button.icon = "play"
-        took = f'<div style="color: #777;">took {seconds:.3g} s</div>'
-        if ok:
-            self.result.value = f'<pre style="{_PRE}">{html.escape(_shown(value))}</pre>{took}'
-        else:
-            self.result.value = _error_html(value) + took
-
-
-class PropertyRow:
-    """One property: its value field, Get and Set buttons."""
-
-    def __init__(
-        self, explorer: Explorer, service: str, entry: dict[str, Any], path: str = ""
-    ) -> None:
-        self.explorer = explorer
-        self.service = service
-        self.path = path
-        self.name = str(entry["name"])
-        self.readonly = bool(entry.get("readonly"))
-        note = entry.get("annotation") if isinstance(entry.get("annotation"), str) else ""
-        note = ", ".join(x for x in (note, "read-only" if self.readonly else "") if x)
-        doc = rst.to_text(str(entry.get("doc") or "").strip().split("\n")[0])
-        self.label = widgets.HTML(
-            f'<b style="{_PRE}">{html.escape(self.name)}</b>'
-            + (f' <span style="color: #777;">({html.escape(note)})</span>' if note else "")
-            + (f'<div style="{_SMALL}">{html.escape(doc)}</div>' if doc else ""),
-            layout={"width": "24em"},
-        )
-        self.value = widgets.Text(placeholder="not read yet", tooltip=doc or None)
-        self.value.layout.width = "14em"
-        self.get_button = widgets.Button(description="Get", layout={"width": "4.5em"})
-        self.set_button = widgets.Button(
-            description="Set", disabled=self.readonly, layout={"width": "4.5em"}
-        )
-        self.status = widgets.HTML()
-        self.widget = widgets.HBox(
-            [self.label, self.value, self.get_button, self.set_button, self.status],
-            layout={"align_items": "center"},
-        )
-        self.get_button.on_click(lambda _: self.get())
-        self.set_button.on_click(lambda _: self.set())
-
-    def get(self) -> Future[Any]:
-        """Read the property in a worker thread and show its value."""
-        code = f"{variable_name(self.service)}.{member_code(self.path, self.name)}"
-        self.status.value = "<i>reading…</i>"
-        return self.explorer._submit(
-            self.service,
-            code,
-            lambda proxy: getattr(child_of(proxy, self.path), self.name),
-            self._got,
-        )
-
-    def set(self) -> Future[Any] | None:
-        """Write the typed value (a JSON literal) in a worker thread."""
-        try:
-            value = parse_value(self.value.value)
-        except ValueError as exc:
-            self.status.value = _error_html(exc)
-            return None
-        code = setprop_code(self.service, member_code(self.path, self.name), value)
-        self.explorer.code.value = code
-        self.status.value = "<i>writing…</i>"
-        return self.explorer._submit(
-            self.service,
-            code,
-            lambda proxy: setattr(child_of(proxy, self.path), self.name, value),
-            self._wrote,
-        )
-
-    def _got(self, ok: bool, value: Any, seconds: float) -> None:
-        if ok:
-            self.value.value = _value_text(value)
-            self.status.value = ""
-        else:
-            self.status.value = _error_html(value)
-
-    def _wrote(self, ok: bool, value: Any, seconds: float) -> None:
-        self.status.value = '<span style="color: #1b5e20;">set</span>' if ok else _error_html(value)
+_RUNNING_EVERY = 1.0  # seconds between looks at what the selected server runs and its lock
 
 
 class Explorer:
-    """A widget listing the live servers of a Redis, with call forms for their methods.
+    """A bench panel listing the servers of a Redis, with forms to call and watch them.
 
     Args:
         redis: a redis-py client, a URL, or None for ``REDIS_URL``.
@@ -247,6 +66,8 @@ class Explorer:
         refresh_interval: seconds between automatic refreshes of the server
             list; 0 refreshes only on demand (the Refresh button, :meth:`refresh`).
         timeout: seconds each call from the widget waits for its reply.
+        watch_interval: seconds between reads of the selected server's
+            properties, watched with :func:`redisrpc.watch` (0: read on Get only).
     """
 
     def __init__(
@@ -256,12 +77,23 @@ class Explorer:
         prefix: str = DEFAULT_PREFIX,
         refresh_interval: float = 5.0,
         timeout: float = 30.0,
+        watch_interval: float = 1.0,
     ) -> None:
         self.transport = Transport.of(redis)
+        # The Redis as the "In Python" line names it: None stands for REDIS_URL, as here.
+        self.url: str | None = None
+        if isinstance(redis, str):
+            self.url = masked_url(redis)
+        elif redis is not None:
+            self.url = url_of(redis) or self.transport.location
         self.prefix = prefix
         self.refresh_interval = refresh_interval
         self.timeout = timeout
+        self._watch_interval = watch_interval
         self.services: dict[str, ServiceInfo] = {}
+        """The live services, by name."""
+        self.gone: dict[str, ServiceInfo] = {}
+        """Services listed earlier that have no live instance now, as last seen."""
         self.history: list[CallRecord] = []
         self.forms: dict[str, CallForm] = {}
         self.properties: dict[str, PropertyRow] = {}
@@ -275,7 +107,7 @@ class Explorer:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         self._ages: dict[str, float] = {}
-        self._running_rows: dict[str, widgets.HBox] = {}
+        self._last_code: dict[str, str] = {}  # the code line of each server
         self._quiet = False  # set while the list is changed by code, not by a click
         self._build()
         self.refresh()
@@ -293,38 +125,65 @@ class Explorer:
     # -- layout ---------------------------------------------------------------
 
     def _build(self) -> None:
+        wrap = {"flex_flow": "row wrap", "align_items": "center", "width": "100%"}
         self.search = widgets.Text(
-            placeholder="filter servers and methods", layout={"width": "18em"}
+            placeholder="filter servers and methods",
+            layout=widgets.Layout(width="auto", flex="1 1 12em", min_width="8em", max_width="24em"),
         )
         self.refresh_button = widgets.Button(
-            description="Refresh", icon="refresh", layout={"width": "8em"}
+            description="Refresh",
+            icon="refresh",
+            layout=widgets.Layout(width="8em", min_width="8em", flex="0 0 auto"),
         )
-        self.status = widgets.HTML()
-        self.server_list = widgets.Select(options=[], rows=12, layout={"width": "20em"})
+        self.status = widgets.HTML(layout=widgets.Layout(flex="1 1 14em", min_width="0"))
+        self.server_list = widgets.Select(
+            options=[],
+            rows=12,
+            layout=widgets.Layout(width="auto", flex="0 1 20em", min_width="12em"),
+        )
         self.header = widgets.HTML("<i>Select a server.</i>")
-        self.running_box = widgets.VBox([])
+        self.banner = widgets.HTML()
+        self.connect = widgets.HTML()
+        self.code = widgets.Text(
+            description="last",
+            placeholder="the code of the last thing done to this server",
+            style={"description_width": "initial"},
+            layout=widgets.Layout(width="auto", min_width="0"),
+        )
+        self.bench = Bench(self, self.transport, self._lock)
+        self.live = PropertyWatches(self._lock, interval=self._watch_interval)
+        self.lock_panel = self.bench.lock_panel
+        self.running_box = self.bench.running.widget
         self.objects_box = widgets.VBox([])
-        self.methods = widgets.Accordion(children=[])
-        self.props_box = widgets.VBox([])
-        self.read_all = widgets.Button(description="Read all", icon="download")
-        self.code = widgets.Text(description="code", layout={"width": "95%"})
-        self.history_html = widgets.HTML()
+        self.methods = widgets.Accordion(children=[], layout=widgets.Layout(width="auto"))
+        self.props_box = widgets.VBox([], layout=widgets.Layout(width="100%", min_width="0"))
+        self.read_all = widgets.Button(
+            description="Read all", icon="download", layout=widgets.Layout(width="8em")
+        )
+        self.history_html = widgets.HTML(layout=widgets.Layout(width="auto", min_width="0"))
         self.detail = widgets.VBox(
             [
                 self.header,
+                self.banner,
+                self.connect,
+                self.code,
+                self.lock_panel.widget,
                 self.running_box,
                 self.objects_box,
                 self.methods,
                 self.props_box,
                 self.history_html,
             ],
-            layout={"flex": "1 1 auto", "padding": "0 0 0 1em"},
+            layout=widgets.Layout(flex="1 1 26em", min_width="0", padding="0 0 0 0.5em"),
         )
         self.widget = widgets.VBox(
             [
-                widgets.HBox([self.search, self.refresh_button, self.status]),
-                widgets.HBox([self.server_list, self.detail]),
-            ]
+                widgets.HBox([self.search, self.refresh_button, self.status], layout=wrap),
+                widgets.HBox(
+                    [self.server_list, self.detail], layout={**wrap, "align_items": "flex-start"}
+                ),
+            ],
+            layout=widgets.Layout(width="100%", min_width="0"),
         )
         self.widget.add_class("redisrpc-explorer")
         self.refresh_button.on_click(
@@ -358,13 +217,24 @@ class Explorer:
                 )
             return list(self.services.values())
         with self._lock:
-            self.services = {s.name: s for s in found}
-            self._ages = {s.name: max(0.0, now - s.last_seen) for s in found}
+            live = {s.name: s for s in found}
+            for name, service in self.services.items():
+                if name not in live:
+                    self.gone[name] = service  # stopped, or its heartbeat lapsed
+            self.gone = {
+                name: s
+                for name, s in self.gone.items()
+                if name not in live and now - s.last_seen < FORGET_GONE
+            }
+            self.services = live
+            self._ages = {
+                s.name: max(0.0, now - s.last_seen) for s in [*found, *self.gone.values()]
+            }
             for name, (ids, _) in list(self._clients.items()):
-                current = self.services.get(name)
-                if current is None or ids != {i.id for i in current.instances}:
-                    del self._clients[name]  # gone or restarted: describe it again
-            if self.selected in self.services and self.selected not in self._clients:
+                current = live.get(name)
+                if current is not None and ids != {i.id for i in current.instances}:
+                    del self._clients[name]  # restarted: describe it again
+            if self.selected in live and self.selected not in self._clients:
                 self._start_describe(self.selected)
             count = len(found)
             self.status.value = (
@@ -372,11 +242,19 @@ class Explorer:
                 f" on {html.escape(self.transport.location)} · {time.strftime('%H:%M:%S')}</span>"
             )
             self._apply_filter()
+            self._apply_state()
         return found
 
-    def _label(self, service: ServiceInfo) -> str:
-        age = self._ages.get(service.name, 0.0)
-        parts = [service.name, "live" if age < LIVE_WITHIN else f"last seen {age:.0f} s ago"]
+    def is_gone(self, service: str) -> bool:
+        """Whether ``service`` has no live instance now (its forms are then disabled)."""
+        return service not in self.services
+
+    def _label(self, name: str) -> str:
+        age = self._ages.get(name, 0.0)
+        service = self.services.get(name)
+        if service is None:
+            return f"{name} · gone, last seen {age:.0f} s ago"
+        parts = [name, "live" if age < LIVE_WITHIN else f"last seen {age:.0f} s ago"]
         if len(service.instances) > 1:
             parts.append(f"{len(service.instances)} instances")
         if service.queue_depth:
@@ -400,8 +278,8 @@ class Explorer:
     def _apply_filter(self) -> None:
         with self._lock:
             query = self.search.value.strip().lower()
-            shown = [s for s in self.services.values() if self._matches(s, query)]
-            options = [(self._label(s), s.name) for s in shown]
+            every = sorted({**self.gone, **self.services}.items())
+            options = [(self._label(n), n) for n, s in every if self._matches(s, query)]
             if options != list(self.server_list.options):
                 keep = self.selected if any(n == self.selected for _, n in options) else None
                 self._quiet = True
@@ -410,10 +288,6 @@ class Explorer:
                     self.server_list.value = keep
                 finally:
                     self._quiet = False
-            if self.selected is not None and self.selected not in self.services:
-                self.header.value = (
-                    f"<b>{html.escape(self.selected)}</b> <i>is gone (no live instance).</i>"
-                )
             for form in self.forms.values():
                 visible = not query or query in form.method.lower() or self._matches_server(query)
                 form.widget.layout.display = None if visible else "none"
@@ -424,13 +298,36 @@ class Explorer:
                 f.title for f in self.forms.values() if f.widget.layout.display != "none"
             )
 
+    def _apply_state(self) -> None:
+        """Disable everything that would call the selected server while it is gone."""
+        with self._lock:
+            name = self.selected
+            gone = name is not None and self.is_gone(name)
+            for form in self.forms.values():
+                form.set_enabled(not gone)
+            for row in self.properties.values():
+                row.set_enabled(not gone)
+            self.read_all.disabled = gone
+            if gone and self.live.watches and not self._stop.is_set():
+                self._pool.submit(self.live.stop)  # nothing to read until it comes back
+            if name is not None:
+                self.bench.set_enabled(name, not gone)
+            self.banner.value = (
+                '<div style="color: #b00020; margin: 4px 0; line-height: 1.35;">'
+                f"<b>{html.escape(name)} is gone</b>"
+                f" (no live instance; last seen {self._ages.get(name, 0.0):.0f} s ago):"
+                " its forms are disabled until it comes back.</div>"
+                if gone and name is not None
+                else ""
+            )
+
     def _matches_server(self, query: str) -> bool:
         service = self.services.get(self.selected or "")
         return service is not None and query in f"{service.name} {service.class_name}".lower()
 
     @property
     def server_names(self) -> list[str]:
-        """The names of the servers in the list, as filtered by the search box."""
+        """The names of the servers in the list (live and gone), as filtered by the search box."""
         return [name for _, name in self.server_list.options]
 
     def _tick(self) -> None:
@@ -448,11 +345,17 @@ class Explorer:
         """Show server ``name`` (or its child object at ``path``, e.g. ``"ch1"``).
 
         The server, and each child, is described once, in a worker thread;
-        then its forms are built.
+        then its forms are built. A gone server shows what was known of it,
+        disabled.
         """
+        if (name, path) != (self.selected, self.path):
+            self.live.stop()  # not under the lock: a closing watch may wait for its observer
         with self._lock:
+            if name != self.selected:
+                self.bench.select(name)
             self.selected = name
             self.path = path
+            self.code.value = self._last_code.get(name, "")  # runs after its "In Python" line
             if self.server_list.value != name and name in self.server_names:
                 self._quiet = True
                 try:
@@ -460,15 +363,20 @@ class Explorer:
                 finally:
                     self._quiet = False
             self.header.value = f"<b>{html.escape(name)}</b> <i>describing…</i>"
-            if path:
+            self._apply_state()
+            if path or (self.is_gone(name) and name in self._clients):
                 return self._track(self._pool.submit(self._describe, name))
+            if self.is_gone(name):
+                self.header.value = f"<b>{html.escape(name)}</b>"
+                self._clear_panel()
+                return self._track(self._pool.submit(lambda: None))
             return self._start_describe(name)
 
     def _start_describe(self, name: str) -> Future[Any]:
         with self._lock:
-            running = self._describing.get(name)
-            if running is not None and not running.done():
-                return running
+            running_now = self._describing.get(name)
+            if running_now is not None and not running_now.done():
+                return running_now
             future = self._track(self._pool.submit(self._describe, name))
             self._describing[name] = future
             return future
@@ -480,9 +388,16 @@ class Explorer:
                 return cached[1]
             service = self.services.get(name)
             ids = frozenset(i.id for i in service.instances) if service else frozenset()
-        # Client takes a transport as it is (Transport.of): the explorer's one pool.
-        client = Client(self.transport, name, timeout=self.timeout)
+        # Client takes a transport as it is (Transport.of): the explorer's one pool. Its
+        # calls show no progress bar: one would land in whichever cell runs at the time,
+        # and "Running now" shows the explorer's calls with everyone else's.
+        plain = Client(self.transport, name, timeout=self.timeout, describe=False)
+        client = with_progress(plain, _no_bar)
+        refresh(client)
         with self._lock:
+            held = self.bench.locks.get(name)
+            if held is not None:  # a lock taken through the proxy of before a restart
+                state_of(client).lock = held[1]
             self._clients[name] = (ids, client)
         return client
 
@@ -493,19 +408,28 @@ class Explorer:
         except Exception as exc:
             with self._lock:
                 if self.selected == name:
-                    self.header.value = f"<b>{html.escape(name)}</b>" + _error_html(exc)
+                    failed = Outcome()
+                    failed.fail(exc)
+                    self.header.value = f"<b>{html.escape(name)}</b>{failed.text}"
             return
         with self._lock:
             if self.selected == name and self.path == path:
                 self._show(name, client)
 
+    def _clear_panel(self) -> None:
+        self.connect.value = ""
+        self.objects_box.children = []
+        self.forms, self.properties = {}, {}
+        self.props_box.children = []
+        self._apply_filter()
+
     def _show(self, name: str, client: Client) -> None:
         found = description(client) or {}
-        service = self.services.get(name)
+        service = self.services.get(name) or self.gone.get(name)
         path = self.path
-        shown = f"{name}.{path}" if path else name
+        shown_name = f"{name}.{path}" if path else name
         lines = [
-            f'<div style="font-size: 120%;"><b>{html.escape(shown)}</b>:'
+            f'<div style="font-size: 120%;"><b>{html.escape(shown_name)}</b>:'
             f" {html.escape(str(found.get('class') or '?'))}</div>"
         ]
         if service is not None:
@@ -513,13 +437,13 @@ class Explorer:
             lines.append(f'<div style="color: #777;">{html.escape(hosts)}</div>')
         doc = str(found.get("doc") or "")
         if doc:
-            lines.append(f'<pre style="{_PRE}">{rst.to_html(doc)}</pre>')
-        connect = f'{variable_name(name)} = redisrpc.Client(redis, "{name}")'
-        lines.append(
-            f'<div style="color: #555;">In Python: <code>{html.escape(connect)}</code></div>'
-        )
+            lines.append(f'<pre style="{PRE}">{rst.to_html(doc)}</pre>')
         self.header.value = "".join(lines)
-        self.objects_box.children = self._objects(name, path, found)
+        self.connect.value = (
+            f'<div style="color: #555; {PRE}">In Python: '
+            f"<code>{html.escape(connect_code(name, self.url))}</code></div>"
+        )
+        self.objects_box.children = object_tree(name, path, found, self.select)
         self.forms = {
             str(m["name"]): CallForm(self, name, m, path)
             for m in found.get("methods", [])
@@ -537,93 +461,52 @@ class Explorer:
                 widgets.HTML("<b>Properties</b>"),
                 self.read_all,
                 *(row.widget for row in self.properties.values()),
-                self.code,
             ]
         self.props_box.children = props
         self._apply_filter()
+        self._apply_state()
+        if self.properties and not self.is_gone(name):
+            rows = list(self.properties.values())
+            self._pool.submit(self._watch, name, path, client, rows)
 
-    def _objects(self, name: str, path: str, found: dict[str, Any]) -> list[widgets.Widget]:
-        """The object tree around ``path``: its parent, its children and its items."""
-        buttons: list[widgets.Widget] = []
-        if path:
-            parent = path.rpartition(".")[0]
-            up = widgets.Button(description=f"↑ {parent or name}", layout={"width": "auto"})
-            up.on_click(lambda _: self.select(name, parent))
-            buttons.append(up)
-        children = [
-            (str(o["name"]), str(o.get("class") or "object"))
-            for o in found.get("objects", [])
-            if isinstance(o, dict) and isinstance(o.get("name"), str)
-        ]
-        items = found.get("items")
-        if isinstance(items, int) and not isinstance(items, bool):
-            children += [(str(i), "item") for i in range(min(items, _MAX_ITEMS))]
-        for child, kind in children:
-            target = f"{path}.{child}" if path else child
-            button = widgets.Button(
-                description=f"{child} ▸", tooltip=kind, layout={"width": "auto"}
-            )
-            button.on_click(lambda _, target=target: self.select(name, target))
-            buttons.append(button)
-        if not buttons:
-            return []
-        title = widgets.HTML("<b>Objects</b>" if children else "")
-        return [title, widgets.HBox(buttons, layout={"flex_flow": "row wrap"})]
+    def _watch(self, name: str, path: str, proxy: Client, rows: list[PropertyRow]) -> None:
+        """Watch the shown properties (a worker: opening watches talks to Redis)."""
+        generation = self.live.stop()
+        with self._lock:
+            if (self.selected, self.path) != (name, path) or self.is_gone(name):
+                return
+        self.live.start(generation, proxy, rows)
 
-    # -- what runs now -----------------------------------------------------------
+    # -- what runs now, and the lock ------------------------------------------------
 
     def update_running(self) -> list[dict[str, Any]]:
-        """Show what the selected server runs now, each call with a Cancel button.
+        """Show what the selected server runs now, each call with a Cancel button."""
+        return self.bench.update_running()
 
-        Calls show once they have run 0.2 s (servers publish them then), with
-        who made them, for how long, and their progress. Returns the calls.
-        """
-        name = self.selected
-        if name is None:
-            return []
-        try:
-            calls = self.transport.run(
-                running_calls(queue_name(name, cluster=self.transport.cluster))
-            )
-        except Exception:  # a refresh thread must not die; the status line shows Redis errors
-            return []
-        now = time.time()
-        with self._lock:
-            if self.selected != name:
-                return calls
-            rows: dict[str, widgets.HBox] = {}
-            for call in calls:
-                call_id = str(call.get("id"))
-                row = self._running_rows.get(call_id) or self._running_row(name, call_id)
-                row.children[0].value = _running_html(call, now)
-                rows[call_id] = row
-            self._running_rows = rows
-            title = [widgets.HTML("<b>Running now</b>")] if rows else []
-            self.running_box.children = [*title, *rows.values()]
-        return calls
-
-    def _running_row(self, service: str, call_id: str) -> widgets.HBox:
-        button = widgets.Button(
-            description="Cancel", icon="stop", button_style="danger", layout={"width": "7em"}
-        )
-        button.on_click(lambda _: self._pool.submit(self.cancel, service, call_id))
-        return widgets.HBox([widgets.HTML(), button])
-
-    def cancel(self, service: str, call_id: str) -> None:
-        """Cancel a running call of ``service`` (its caller is told who cancelled it)."""
-        queue = queue_name(service, cluster=self.transport.cluster)
-        self.transport.run(cancelling_running(queue, call_id, by=CALLER))
-        self.update_running()
+    def update_lock(self) -> dict[str, Any] | None:
+        """Show who holds the selected server's lock (Take, Release); returns lock_info."""
+        return self.bench.update_lock()
 
     def _tick_running(self) -> None:
         while not self._stop.wait(_RUNNING_EVERY):
             if self.selected is not None:
                 self.update_running()
+                self.update_lock()
 
     # -- calls ------------------------------------------------------------------
 
-    def _submit(self, service: str, code: str, action: Any, done: Any) -> Future[Any]:
-        """Run ``action(proxy)`` in a worker; then ``done(ok, value_or_error, seconds)``."""
+    def submit(
+        self, service: str, code: str, action: Callable[[Any], Any], done: Done
+    ) -> Future[Any]:
+        """Run ``action(proxy)`` in a worker; then ``done(ok, value_or_error, seconds)``.
+
+        ``code`` is the Python line doing the same: it becomes the code line
+        (the last thing done) and the history entry.
+        """
+        with self._lock:
+            self._last_code[service] = code
+            if service == self.selected:
+                self.code.value = code
 
         def run() -> Any:
             started = time.monotonic()
@@ -633,11 +516,11 @@ class Explorer:
             except Exception as exc:
                 value, ok = exc, False
             seconds = time.monotonic() - started
-            summary = _shown(value) if ok else f"{type(value).__name__}: {value}"
+            summary = shown(value) if ok else f"{type(value).__name__}: {value}"
             with self._lock:
                 self.history.insert(0, CallRecord(code, ok, summary[:200], seconds, time.time()))
                 del self.history[_HISTORY:]
-                self._show_history()
+                self.history_html.value = history_html(self.history)
                 done(ok, value, seconds)
             return value
 
@@ -653,17 +536,6 @@ class Explorer:
         with self._lock:
             self._pending.discard(future)
 
-    def _show_history(self) -> None:
-        rows = "".join(
-            f'<tr><td style="color: #777;">{time.strftime("%H:%M:%S", time.localtime(r.at))}</td>'
-            f"<td><code>{html.escape(r.code)}</code></td>"
-            f'<td style="color: {"#1b5e20" if r.ok else "#b00020"};">'
-            f"{'→' if r.ok else '✗'} {html.escape(r.summary[:120])}</td>"
-            f'<td style="color: #777;">{r.seconds:.3g} s</td></tr>'
-            for r in self.history[:15]
-        )
-        self.history_html.value = f"<b>History</b><table>{rows}</table>" if rows else ""
-
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until every call and description in flight is done; True if none is left."""
         end = None if timeout is None else time.monotonic() + timeout
@@ -678,44 +550,21 @@ class Explorer:
             wait_futures(pending, timeout=left)
 
     def close(self) -> None:
-        """Stop refreshing, let calls in flight finish, and close the widgets."""
+        """Stop refreshing, let calls in flight finish, release its locks, close the widgets."""
         self._stop.set()
+        self.bench.closing = True
+        self.live.stop()
         for ticker in (self._ticker, self._running_ticker):
             if ticker is not None and ticker is not threading.current_thread():
                 ticker.join()
         self._pool.shutdown(wait=True)
+        self.bench.release_all()
         with self._lock:
             _close_tree(self.widget)
 
 
-def child_of(proxy: Any, path: str) -> Any:
-    """The child proxy at a dotted ``path`` below ``proxy`` (``proxy`` itself for "")."""
-    for segment in path.split(".") if path else ():
-        proxy = proxy._rpc_child(segment)
-    return proxy
-
-
-def member_code(path: str, member: str) -> str:
-    """How Python names ``member`` of the child at ``path``: ``ch1.measure``, ``channels[0].v``."""
-    parts = [f"[{s}]" if s.isdigit() else f".{s}" for s in path.split(".")] if path else []
-    return ("".join(parts) + "." + member).lstrip(".")
-
-
-def _running_html(call: dict[str, Any], now: float) -> str:
-    """One running call: method, caller, elapsed time and progress."""
-    since = call.get("since")
-    elapsed = f"{max(0.0, now - since):.0f} s" if isinstance(since, (int, float)) else "?"
-    text = f"<code>{html.escape(str(call.get('method', '?')))}()</code>"
-    text += f" by {html.escape(str(call.get('caller') or 'someone'))} · {elapsed}"
-    progress = call.get("progress")
-    if isinstance(progress, dict):
-        done, total = progress.get("done"), progress.get("total")
-        if isinstance(done, (int, float)) and isinstance(total, (int, float)) and total > 0:
-            text += f" · {100 * done / total:.0f}%"
-        message = progress.get("message")
-        if message:
-            text += f" · {html.escape(str(message))}"
-    return f'<span style="color: #333;">{text}</span>'
+def _no_bar(done: float, total: float | None, message: str) -> None:
+    """The progress callback of the explorer's proxies: nothing (see ``Explorer._client``)."""
 
 
 def _close_tree(widget: Any) -> None:

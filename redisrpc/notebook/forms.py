@@ -10,7 +10,9 @@ widget, so it is testable without Jupyter:
   ``[1, 2]``, ``{"a": 1}``, ``"text"``, ``true``; Python's ``True``,
   ``False`` and ``None`` too), or else a bare word taken as a string;
 * :func:`build_call` turns the typed texts into ``(args, kwargs)``;
-* :func:`call_code` and :func:`setprop_code` give the equivalent Python line.
+* :func:`call_code` and :func:`setprop_code` give the equivalent Python line,
+  :func:`member_code` how Python names a child's member, and
+  :func:`connect_code` the line that makes the proxy those lines use.
 
 Nothing here evaluates text: parsing is :func:`json.loads` only.
 """
@@ -28,7 +30,9 @@ __all__ = [
     "Field",
     "build_call",
     "call_code",
+    "connect_code",
     "fields_for",
+    "member_code",
     "parse_value",
     "python_literal",
     "setprop_code",
@@ -185,3 +189,23 @@ def call_code(service: str, method: str, args: list[Any], kwargs: dict[str, Any]
 def setprop_code(service: str, prop: str, value: Any) -> str:
     """The Python line equivalent to setting a property, e.g. ``psu.voltage1 = 5.0``."""
     return f"{variable_name(service)}.{prop} = {python_literal(value)}"
+
+
+def member_code(path: str, member: str) -> str:
+    """How Python names ``member`` of the child at ``path``: ``ch1.measure``, ``channels[0].v``."""
+    parts = [f"[{s}]" if s.isdigit() else f".{s}" for s in path.split(".")] if path else []
+    return ("".join(parts) + "." + member).lstrip(".")
+
+
+def connect_code(service: str, url: str | None) -> str:
+    """The line making the proxy that :func:`call_code` lines use, runnable as it is.
+
+    ``url`` is the Redis's URL, or None for ``REDIS_URL`` (else localhost):
+    ``import redisrpc; calc = redisrpc.Client("redis://host:6379/0", "calc")``.
+    """
+    # JSON's double-quoted strings are Python literals too, and read as in the README.
+    where = "None" if url is None else json.dumps(url)
+    return (
+        f"import redisrpc; {variable_name(service)} = "
+        f"redisrpc.Client({where}, {json.dumps(service)})"
+    )
