@@ -223,9 +223,9 @@ def test_long_call_shows_progress_and_the_explorer_cancels_a_running_call(lab, s
             page.wait_for_function(
                 "() => document.body.textContent.includes('20/20')", timeout=60_000
             )
-            # The explorer's own calls (its watches, waiting behind the move) draw no bars
-            # in whichever cell runs: "Running now" shows them.
-            assert "__watch__" not in page.locator(".jp-OutputArea").last.text_content()
+            # The explorer's own calls (waiting behind the move) draw no bars in whichever
+            # cell runs: "Running now" shows them.
+            assert "waiting behind" not in page.locator(".jp-OutputArea").last.text_content()
             # Someone else's long move shows under "Running now", with a Cancel button.
             other = subprocess.Popen(
                 [sys.executable, "-c", colleague],

@@ -161,7 +161,7 @@ def test_reply_queue_prefix_and_names():
         "add\n",
     ]:
         assert not is_valid_name(bad), bad
-    assert {"__describe__", "__getprop__", "__setprop__", "__ping__", "__watch__"} == BUILTIN_CALLS
+    assert {"__describe__", "__getprop__", "__setprop__", "__ping__"} == BUILTIN_CALLS
 
 
 def test_success_reply_has_no_exception_key():

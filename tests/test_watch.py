@@ -208,13 +208,19 @@ def test_only_members_that_change_nothing_can_be_watched(r, serve):
 
 
 def test_the_server_refuses_what_an_undescribed_proxy_asks_to_watch(r, serve):
-    serve(Meter(), "meter")
+    meter = Meter()
+    serve(meter, "meter")
     blind = redisrpc.Client(r, "meter", describe=False)
-    with pytest.raises(redisrpc.RemoteException, match="not marked @expose") as refused:
-        redisrpc.watch(blind, "reset")
-    assert isinstance(refused.value, TypeError)
-    with pytest.raises(redisrpc.RemoteException, match="no exposed member"):
-        redisrpc.watch(blind, "nothing")
+    with redisrpc.watch(blind, "reset", interval=0.05) as reset:
+        with pytest.raises(redisrpc.RemoteException, match="not marked @expose") as refused:
+            reset.wait()
+        assert isinstance(refused.value, TypeError)
+        assert meter.level == 1.0  # reset() never ran
+    with (
+        redisrpc.watch(blind, "nothing", interval=0.05) as nothing,
+        pytest.raises(redisrpc.RemoteException, match="no exposed member"),
+    ):
+        nothing.wait()
     assert r.zcard(watchers_key("meter")) == 0
 
 
@@ -263,6 +269,25 @@ def test_values_are_read_between_calls_on_a_one_worker_server(r, serve):
         reads = meter.reads
         assert proxy.work(0.6) == "done"
         wait_for(lambda: meter.reads > reads + 2, message="reads after the call")
+    assert meter.overlaps == 0
+
+
+def test_a_watch_opened_during_a_long_call_starts_at_once_and_reads_after_it(r, serve):
+    meter = Meter()
+    serve(meter, "meter")
+    proxy = redisrpc.Client(r, "meter")
+    worker = threading.Thread(target=proxy.work, args=(4.0,))
+    worker.start()
+    wait_for(lambda: redisrpc.running(proxy), message="work() running")
+    level = redisrpc.watch(proxy, "level", interval=0.05)  # a described proxy: no call at all
+    try:
+        assert worker.is_alive()  # made while the call runs: it did not queue behind it
+        assert level.values == 0 and meter.reads == 0  # never read during the call
+        assert level.wait(timeout=10) == 1.0
+        assert not worker.is_alive() or not meter._busy
+    finally:
+        level.close()
+        worker.join(10)
     assert meter.overlaps == 0
 
 

@@ -40,7 +40,6 @@ from ..core.protocol import (
     GET_PROPERTY,
     OWN_ERROR_PREFIX,
     SET_PROPERTY,
-    WATCH,
     ErrorInfo,
     Reply,
     is_valid_name,
@@ -170,7 +169,7 @@ class ProxyState:
         anonymous: Anonymous = "none" if self.echoes_ids else "any"
         if self.path:
             # A child's calls are paths: "ch1.measure", "__getprop__('ch1.voltage')".
-            if method in (GET_PROPERTY, SET_PROPERTY, WATCH) and args:
+            if method in (GET_PROPERTY, SET_PROPERTY) and args:
                 args = [f"{self.path}.{args[0]}", *list(args)[1:]]
             elif method == DESCRIBE:
                 args = [self.path]

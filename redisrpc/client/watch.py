@@ -32,9 +32,17 @@ from types import TracebackType
 from typing import Any
 
 from ..core.plan import Plan
-from ..core.protocol import WATCH, decode_reply, is_valid_name
+from ..core.protocol import decode_reply, is_valid_name
 from ..core.transport import AsyncTransport
-from ..core.watch import STREAM_LENGTH, Book, Subscriber, check_interval, reading, unleasing
+from ..core.watch import (
+    STREAM_LENGTH,
+    Book,
+    Subscriber,
+    check_interval,
+    reading,
+    starting,
+    unleasing,
+)
 from ..errors import RedisRPCError, TimeoutException
 from .proxy import ProxyState, checked_timeout, error_from_reply, state_of
 
@@ -43,30 +51,32 @@ __all__ = ["WATCH_VERSION", "Watch", "watch"]
 log = logging.getLogger("redisrpc.client")
 
 WATCH_VERSION = 5
-"""The first protocol version whose servers answer ``__watch__``."""
+"""The first protocol version whose servers publish watched values."""
 
-_FIRST_WAIT = 1.0  # seconds a new sync watch waits for its first value (not an error if not)
 _HUBS = threading.Lock()  # makes one reader per proxy tree and thread kind at a time
 
 
-def watch(proxy: Any, name: str, *, interval: float = 1.0) -> Watch:
+def watch(proxy: Any, name: str, *, interval: float = 1.0, wait: float = 1.0) -> Watch:
     """Watch ``proxy.name`` (a property, attribute or read-only method without arguments).
 
     Returns a :class:`Watch`: ``.latest`` is the newest value, iterating it
-    yields each new value as it changes, ``.close()`` stops it. With a sync
-    proxy the server is asked at once (a name that cannot be watched raises
-    here) and the first value is waited for, up to a second (the server
-    reads it at once, between calls); with an asyncio proxy, when iteration
-    starts (``async for``) or on ``await watch.start()``.
+    yields each new value as it changes, ``.close()`` stops it. A name the
+    cached description says cannot be watched raises here, with no traffic.
+    With a sync proxy watching starts at once, and the first value is waited
+    for, up to ``wait`` seconds (the server reads it at once, between calls;
+    not finding it in time is no error); with an asyncio proxy, when
+    iteration starts (``async for``) or on ``await watch.start()``.
+    Starting is no call: it never waits behind a long one.
 
     Args:
         proxy: a :class:`~redisrpc.Client`, an :class:`~redisrpc.AsyncClient`,
             or a child proxy of either (``dmm.ch1``).
         name: the member to watch.
         interval: seconds between reads on the server (0.05 to 3600).
+        wait: seconds a sync watch waits for its first value (0: none).
     """
     try:
-        return Watch(proxy, name, interval=interval)
+        return Watch(proxy, name, interval=interval, wait=wait)
     except RedisRPCError:
         raise  # a remote refusal: its own traceback, cut and framed
     except (AttributeError, TypeError, ValueError) as exc:
@@ -80,10 +90,9 @@ class Watch(Subscriber):
     ``observe`` callbacks run there too.
     """
 
-    def __init__(self, proxy: Any, name: str, *, interval: float = 1.0) -> None:
+    def __init__(self, proxy: Any, name: str, *, interval: float = 1.0, wait: float = 1.0) -> None:
         state = state_of(proxy)
         _check_target(state, name)
-        self._proxy = proxy
         self._state = state
         self.name = name
         self.target = f"{state.path}.{name}" if state.path else name
@@ -106,10 +115,10 @@ class Watch(Subscriber):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._arrived: asyncio.Event | None = None
         if not isinstance(state.transport, AsyncTransport):
-            self._proxy._rpc_call(WATCH, [name, self.interval, self.watch_id], {})
+            state.transport.run(starting(state.name, self))
             self._join(_thread_book(state))
             with self._changed:  # usually milliseconds: the server reads at once
-                self._changed.wait_for(lambda: self.values > 0, _FIRST_WAIT)
+                self._changed.wait_for(lambda: self.values > 0, max(0.0, wait))
 
     # -- what the reader calls (Subscriber) -------------------------------
 
@@ -217,7 +226,7 @@ class Watch(Subscriber):
     async def start(self) -> Watch:
         """Ask the server (asyncio proxies); the sync client's watch starts when made."""
         if self._book is None and not self.closed:
-            await self._proxy._rpc_call(WATCH, [self.name, self.interval, self.watch_id], {})
+            await self._state.transport.run(starting(self._state.name, self))
             self._loop = asyncio.get_running_loop()
             self._arrived = asyncio.Event()
             self._join(_task_book(self._state, self._loop))

@@ -10,6 +10,7 @@ version of this library::
     calc:cancels          cancel counter          calc:running       running calls
     calc:watchers         watch leases            calc:watch:<name>  a watched value's stream
     calc:poller           which instance polls the watched values
+    calc:watch-now        members new watchers want read now (wakes the poller)
 
 On a Redis Cluster the queue name is the service name in a hash tag,
 ``{calc}``, and every other key of the service starts with it
@@ -43,6 +44,7 @@ __all__ = [
     "service_name",
     "services_key",
     "watch_key",
+    "watch_now_key",
     "watchers_key",
 ]
 
@@ -112,6 +114,11 @@ def watchers_key(queue: str) -> str:
 def watch_key(queue: str, target: str) -> str:
     """The stream of a watched member's values (``target``: a name or a dotted path)."""
     return f"{queue}:watch:{target}"
+
+
+def watch_now_key(queue: str) -> str:
+    """The list new watchers push a member's name onto: the poller wakes and reads it now."""
+    return f"{queue}:watch-now"
 
 
 def poller_key(queue: str) -> str:

@@ -55,7 +55,6 @@ __all__ = [
     "REPLY_EXTENSIONS",
     "SET_PROPERTY",
     "TAG",
-    "WATCH",
     "ErrorInfo",
     "Framed",
     "Reply",
@@ -89,7 +88,7 @@ PROTOCOL_VERSION = 5
 """Version 1 is the original RedisRPC format; version 2 adds the optional keys;
 version 3 adds interim messages (progress, stream items) and cancellation;
 version 4 adds the binary side channel (bytes and arrays as raw blobs);
-version 5 adds watched values (``__watch__``, see :mod:`redisrpc.core.watch`)."""
+version 5 adds watched values (see :mod:`redisrpc.core.watch`)."""
 
 INTERIM_VERSION = 3
 """The first version whose callers take interim messages (progress, stream items)."""
@@ -98,8 +97,7 @@ DESCRIBE = "__describe__"
 GET_PROPERTY = "__getprop__"
 SET_PROPERTY = "__setprop__"
 PING = "__ping__"
-WATCH = "__watch__"
-BUILTIN_CALLS = frozenset({DESCRIBE, GET_PROPERTY, SET_PROPERTY, PING, WATCH})
+BUILTIN_CALLS = frozenset({DESCRIBE, GET_PROPERTY, SET_PROPERTY, PING})
 """Calls every redisrpc server answers itself; no other ``_`` name is ever callable."""
 
 TAG = "__redisrpc__"

@@ -4,22 +4,23 @@ A client watches a member (a property, a plain attribute or a read-only
 method without arguments) of a service; every watcher of that member on the
 same Redis shares **one** read per interval, however many notebooks watch:
 
-1. The client calls the built-in ``__watch__(target, interval, watch_id)``.
-   The server checks that ``target`` (``"voltage"``, ``"ch1.voltage"``) can be
-   watched, refusing with the usual error reply otherwise, adds the
-   watcher's lease and reads the member at once.
-2. A lease is a member of the sorted set ``<queue>:watchers``: the JSON
-   array ``[target, interval, watch_id]``, scored by its expiry on the Redis
-   clock (epoch ms). The watcher renews it (ZADD) every third of
-   :func:`lease_ms` and removes it (ZREM) when it stops; a watcher that dies
-   stops counting when its lease expires.
+1. A watcher adds its lease: a member of the sorted set ``<queue>:watchers``,
+   the JSON array ``[target, interval, watch_id]`` (``target`` a member name
+   or path: ``"voltage"``, ``"ch1.voltage"``), scored by its expiry on the
+   Redis clock (epoch ms). In the same round trip it pushes ``target`` onto
+   ``<queue>:watch-now``, on which the poller waits between turns, so the
+   member is read at once (:func:`starting`). No call is involved, so a new
+   watch never waits behind a long call. The watcher renews the lease
+   (ZADD) every third of :func:`lease_ms` and removes it (ZREM) when it
+   stops; a watcher that dies stops counting when its lease expires.
 3. One instance of the service at a time holds ``<queue>:poller`` (SET NX
    PX) and reads each leased target every (smallest) interval, between
    calls. When a value differs from the last one it published, it XADDs a
    reply-shaped message (the JSON of a reply: ``return_value`` or ``error``)
    to the stream ``<queue>:watch:<target>``, capped at :data:`STREAM_LENGTH`
-   entries; the entry id's milliseconds are when it was read. With no lease
-   left, nothing is read.
+   entries; the entry id's milliseconds are when it was read. A member that
+   cannot be watched is published as an error reply. With no lease left,
+   nothing is read.
 4. Watchers read the stream: the newest entry first (XREVRANGE ... COUNT
    1), then every later one (XREAD BLOCK).
 
@@ -38,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import RedisRPCError
-from .keys import watch_key, watchers_key
+from .keys import watch_key, watch_now_key, watchers_key
 from .plan import NOW, Plan
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "lease_ms",
     "parse_lease",
     "reading",
+    "starting",
     "unleasing",
 ]
 
@@ -65,6 +67,7 @@ _LEASE_MIN_MS = 5000
 _BLOCK_MS = 250  # a reader's longest wait: how soon it sees a new watch or a close
 _MAX_ID = 120  # characters of a watch id
 _MAX_TARGET = 1000  # characters of a target (a name or a path)
+_WAKE_TTL_MS = 60_000  # a watch-now list nobody pops (no server) goes after a minute
 
 
 def check_interval(interval: object) -> float:
@@ -174,7 +177,8 @@ class Book:
                 return tuple(commands), [], True
             if not self._subs:
                 return tuple(commands), [], False  # made, its first watch on the way
-            renew = list(self._subs.values()) if now_ms >= self._renew_at else self._new
+            # A new watch may have the shortest lease: renew them all, and time from it.
+            renew = list(self._subs.values()) if self._new or now_ms >= self._renew_at else []
             if renew:
                 pairs = [
                     part
@@ -185,8 +189,7 @@ class Book:
                     )
                 ]
                 commands.append(("ZADD", watchers_key(self.queue), *pairs))
-            if now_ms >= self._renew_at:
-                shortest = min(lease_ms(sub.interval) for sub in self._subs.values())
+                shortest = min(lease_ms(sub.interval) for sub in renew)
                 self._renew_at = now_ms + shortest // 3
             self._new = []
             keys = self._keys()
@@ -249,6 +252,22 @@ def _field(fields: Any, name: bytes) -> bytes | None:
         if fields[index] == name and isinstance(fields[index + 1], bytes):
             return fields[index + 1]  # type: ignore[no-any-return]
     return None
+
+
+def starting(queue: str, sub: Subscriber) -> Plan[None]:
+    """Add one watch's lease and ask for its member to be read now (one round trip)."""
+    now = yield NOW
+    wake = watch_now_key(queue)
+    yield (
+        (
+            "ZADD",
+            watchers_key(queue),
+            now + lease_ms(sub.interval),
+            lease_member(sub.target, sub.interval, sub.watch_id),
+        ),
+        ("RPUSH", wake, sub.target),
+        ("PEXPIRE", wake, _WAKE_TTL_MS),
+    )
 
 
 def unleasing(queue: str, sub: Subscriber) -> Plan[None]:

@@ -49,14 +49,18 @@ class PropertyWatches:
                 if generation != self._generation:
                     break
             try:
-                watched = watch(proxy, row.name, interval=self.interval)
+                # No wait for a first value: it updates the row when it comes.
+                watched = watch(proxy, row.name, interval=self.interval, wait=0)
             except Exception as exc:  # not watchable, or Redis refused: Get still works
                 with self.guard:
                     if generation == self._generation:
                         row.status.fail(exc)
                 continue
             opened[row.name] = watched
-            watched.observe(functools.partial(self._update, generation, row))
+            update = functools.partial(self._update, generation, row)
+            watched.observe(update)
+            if watched.values:  # it came before the observer: show it now
+                update(watched)
         with self.guard:
             current = generation == self._generation
             if current:

@@ -44,7 +44,6 @@ from ..core.protocol import (
     PING,
     RELEASE,
     SET_PROPERTY,
-    WATCH,
     ErrorInfo,
     Reply,
     Request,
@@ -55,7 +54,6 @@ from ..core.protocol import (
     is_valid_name,
     salvage_response_queue,
 )
-from ..core.watch import check_interval
 from ..errors import MessageTooLargeError, RedisRPCError
 from ..server.exposure import Member, describe, exposed_members
 from .adapters import view_of
@@ -63,7 +61,7 @@ from .handles import Handles
 from .output import capturing
 from .paths import PathError, Resolver, is_path
 
-__all__ = ["REMEMBERED_IDS", "SKIP", "Check", "Contexts", "Dispatcher", "OnWatch"]
+__all__ = ["REMEMBERED_IDS", "SKIP", "Check", "Contexts", "Dispatcher"]
 
 log = logging.getLogger("redisrpc.server")
 
@@ -81,9 +79,6 @@ Check = Callable[[Request], "ErrorInfo | None"]
 
 Contexts = Callable[[Request, "Member | None"], AbstractContextManager[Any]]
 """Makes the context a call runs in (see :class:`redisrpc.server.calls.CallContext`)."""
-
-OnWatch = Callable[[str, float, str], None]
-"""Takes a checked ``__watch__`` call: (target, interval, watch id); see server.poller."""
 
 
 class _CallError(Exception):
@@ -133,8 +128,6 @@ class Dispatcher:
         max_message_size: the largest request, and reply, in bytes.
         contexts: makes the context each call runs in (progress, cancellation,
             streams); the server supplies it, the I/O is its own.
-        on_watch: takes each checked ``__watch__`` call (the server's poller);
-            without it, ``__watch__`` is refused.
     """
 
     def __init__(
@@ -149,10 +142,8 @@ class Dispatcher:
         max_message_size: int,
         contexts: Contexts | None = None,
         max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
-        on_watch: OnWatch | None = None,
     ) -> None:
         self.obj = obj
-        self.on_watch = on_watch
         self.max_blob_size = max_blob_size
         self.contexts = contexts
         self.name = name
@@ -309,19 +300,6 @@ class Dispatcher:
             )
         return data
 
-    def _watch(self, args: list[Any]) -> None:
-        """``__watch__(target, interval, watch_id)``: check it, then hand it to the poller."""
-        if len(args) != 3 or not isinstance(args[2], str) or not 0 < len(args[2]) <= 120:
-            raise _CallError("TypeError", "__watch__ takes a member name, an interval and an id")
-        try:
-            interval = check_interval(args[1])
-        except ValueError as exc:
-            raise _CallError("ValueError", str(exc)) from None
-        self.watchable(args[0])
-        if self.on_watch is None:
-            raise _CallError("TypeError", "this server does not publish watched values")
-        self.on_watch(args[0], interval, args[2])
-
     def invoke(
         self,
         name: str,
@@ -341,8 +319,6 @@ class Dispatcher:
             return self.describe(describe_extra())
         if name == RELEASE:
             return self.handles.release(args)
-        if name == WATCH:
-            return self._watch(args)
         if name == GET_PROPERTY:
             owner, member = self._property(args)
             return getattr(owner, member.name)

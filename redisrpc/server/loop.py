@@ -52,7 +52,6 @@ from ..core.protocol import (
     DESCRIBE,
     OWN_ERROR_PREFIX,
     PING,
-    WATCH,
     ErrorInfo,
     Framed,
     Request,
@@ -199,7 +198,9 @@ class Server:
         self.watcher = Watcher(self.transport, name)
         # Held while a call runs, so watched values are read between calls (server.poller).
         self._busy = threading.Lock()
-        self.poller = Poller(self.transport, name, self.ident, self._read_watched)
+        self.poller = Poller(
+            self.transport, name, self.ident, self._read_watched, self._wait_for_calls
+        )
         self.cancellations = Cancellations(self.transport, name)
         self.redis_start = RedisStart(self.transport)
         self.dispatcher = Dispatcher(
@@ -212,7 +213,6 @@ class Server:
             max_message_size=max_message_size,
             contexts=self._call_context,
             max_blob_size=max_blob_size,
-            on_watch=self.poller.add,
         )
         self._stop = threading.Event()
         self._stopped = threading.Event()
@@ -328,8 +328,8 @@ class Server:
         The serving loop fetches the lock in the round trip that took the
         request (``prefetched``, see _prefetch_commands); otherwise GET it now.
         """
-        if request.name in (PING, DESCRIBE, WATCH):
-            return None  # others may still look at (and watch) a locked server
+        if request.name in (PING, DESCRIBE):
+            return None  # others may still look at a locked server
         try:
             if prefetched:
                 stored = prefetched[0]
@@ -559,6 +559,11 @@ class Server:
         try:
             return self.dispatcher.read(target)
         finally:
+            self._busy.release()
+
+    def _wait_for_calls(self, seconds: float) -> None:
+        """Wait up to ``seconds`` until no call runs (the poller's reads wait for that)."""
+        if self._busy.acquire(timeout=seconds):
             self._busy.release()
 
     def _wait_after_failure(

@@ -4,9 +4,10 @@ Every instance runs a :class:`Poller` thread; the one holding the service's
 poller key reads the watched members at their intervals and publishes each
 change to the member's stream (the wire is described in
 :mod:`redisrpc.core.watch`). When its instance dies, another takes over
-within :data:`_HOLD_MS`. A ``__watch__`` call is answered by whichever
-instance takes it; that instance reads the member at once, so a new watcher
-sees the current value without waiting for the poller.
+within :data:`_HOLD_MS`. Between turns every instance waits on the
+service's watch-now list (BLPOP): a new watcher pushes its member's name
+there, and whichever instance pops it reads the member at once, so a new
+watcher sees the current value without waiting for the next turn.
 
 Reads happen between calls: ``read`` (the server's) refuses while a call
 runs on a one-worker server, and the poller tries again shortly, because an
@@ -15,14 +16,15 @@ instrument driver is rarely safe to use from two threads at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
 
-from ..core.keys import poller_key, watch_key, watchers_key
+from ..core.keys import poller_key, watch_key, watch_now_key, watchers_key
 from ..core.transport import Transport
-from ..core.watch import STREAM_LENGTH, lease_member, lease_ms, parse_lease
+from ..core.watch import STREAM_LENGTH, lease_ms, parse_lease
 from ..errors import RedisRPCError
 
 __all__ = ["Poller"]
@@ -31,10 +33,13 @@ log = logging.getLogger("redisrpc.server")
 
 _HOLD_MS = 3000  # how long the poller key outlives its holder's last turn
 _IDLE_S = 1.0  # how often an instance looks for leases when it reads nothing
-_BUSY_S = 0.05  # how soon a read refused by a running call is tried again
+_BUSY_S = 1.0  # the longest wait for a running call to end before the next turn
 
 Reader = Callable[[str], "bytes | None"]
 """Reads one target; returns the reply-shaped message, or None while a call runs."""
+
+Idle = Callable[[float], object]
+"""Waits up to that many seconds for the running call to end."""
 
 
 class Poller:
@@ -45,33 +50,29 @@ class Poller:
         queue: the service's queue name.
         ident: this instance, as the poller key's value.
         read: reads one target (see :data:`Reader`).
+        idle: waits for a running call to end (see :data:`Idle`).
     """
 
-    def __init__(self, transport: Transport, queue: str, ident: str, read: Reader) -> None:
+    def __init__(
+        self, transport: Transport, queue: str, ident: str, read: Reader, idle: Idle
+    ) -> None:
         self.transport = transport
         self.queue = queue
         self.ident = ident
         self.read = read
+        self.idle = idle
+        self.blocked = False
+        """Whether the last turn left a read for after the running call."""
         self.reads = 0
         """How many reads this instance made (the poller's, and those of new watches)."""
         self.turns = 0
         """How many turns the poller thread has taken (for tests and diagnostics)."""
-        self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._forced: set[str] = set()
         self._last: dict[str, bytes] = {}  # target -> the message last published
         self._due: dict[str, float] = {}  # target -> monotonic time of its next read
         self._thread: threading.Thread | None = None
-
-    def add(self, target: str, interval: float, watch_id: str) -> None:
-        """Add a watcher's lease and have ``target`` read at once (a ``__watch__`` call)."""
-        now = self.transport.now_ms()
-        member = lease_member(target, interval, watch_id)
-        self.transport.execute(("ZADD", watchers_key(self.queue), now + lease_ms(interval), member))
-        with self._lock:
-            self._forced.add(target)
-        self._wake.set()
 
     def start(self) -> None:
         """Start the poller thread."""
@@ -84,7 +85,10 @@ class Poller:
     def stop(self) -> None:
         """Stop the poller thread (and give up the poller key if this instance held it)."""
         self._stop.set()
-        self._wake.set()
+        # Wake the thread from its wait (an empty name is no member: nothing is read);
+        # without Redis it wakes within a second anyway.
+        with contextlib.suppress(RedisRPCError):
+            self.transport.execute(("RPUSH", watch_now_key(self.queue), ""))
         if self._thread is not None:
             self._thread.join(5.0)
             self._thread = None
@@ -106,8 +110,30 @@ class Poller:
                 failures += 1
                 wait = min(5.0, 0.1 * 2**failures)
                 log.warning("%s: watched values not read: %s", self.queue, exc)
-            self._wake.wait(wait)
-            self._wake.clear()
+                self._stop.wait(wait)
+                continue
+            if self.blocked:
+                self.idle(min(wait, _BUSY_S))  # no Redis traffic while a long call runs
+            else:
+                self._wait(wait)
+
+    def _wait(self, seconds: float) -> None:
+        """Wait on the watch-now list for up to ``seconds``: a new watcher's member wakes it."""
+        if seconds <= 0 or self._stop.is_set():
+            return
+        try:
+            (popped,) = self.transport.execute(
+                ("BLPOP", watch_now_key(self.queue), f"{max(seconds, 0.01):.3f}")
+            )
+        except RedisRPCError as exc:
+            log.info("%s: cannot wait for new watchers (%s)", self.queue, exc)
+            self._stop.wait(seconds)
+            return
+        if popped:
+            target = popped[1].decode(errors="replace")
+            if target:
+                with self._lock:
+                    self._forced.add(target)
 
     def turn(self) -> float:
         """Read what is due, publish what changed; return the seconds until the next turn."""
@@ -127,7 +153,9 @@ class Poller:
             )
         holder = held == self.ident.encode()
         with self._lock:
-            forced, self._forced = self._forced, set()
+            # Only leased members: a name pushed by anyone else is never read.
+            forced = self._forced & set(targets)
+            self._forced = set()
         for gone in set(self._last) - set(targets):
             # Nobody watches it now: its next watcher gets a fresh read published.
             self._last.pop(gone, None)
@@ -139,11 +167,11 @@ class Poller:
         commands: list[tuple[object, ...]] = [("PEXPIRE", key, _HOLD_MS)] if holder else []
         if bad:
             commands.append(("ZREM", leases, *bad))
-        busy = False
+        blocked: set[str] = set()
         for target in sorted(due):
             message = self.read(target)
-            if message is None:  # a call is running: try again shortly
-                busy = True
+            if message is None:  # a call is running: read it once the call ends
+                blocked.add(target)
                 if target in forced:
                     with self._lock:
                         self._forced.add(target)
@@ -163,10 +191,10 @@ class Poller:
                 self._last[target] = message
         if commands:
             self.transport.execute(*commands)
-        if busy:
-            return _BUSY_S
-        if holder and self._due:
-            return max(0.0, min(min(self._due.values()) - time.monotonic(), _IDLE_S))
+        self.blocked = bool(blocked)
+        upcoming = [due for target, due in self._due.items() if target not in blocked]
+        if holder and upcoming:
+            return max(0.0, min(min(upcoming) - time.monotonic(), _IDLE_S))
         return _IDLE_S
 
     def _targets(self, members: list[bytes]) -> tuple[dict[str, float], list[bytes]]:
