@@ -121,15 +121,22 @@ LONG_CALLS = [
 ]
 
 
+WATCH_CELL = (
+    'import redisrpc\npsu = redisrpc.Client(None, "psu")\n'
+    'volts = redisrpc.watch(psu, "voltage1", interval=0.5)\nvolts'
+)
+
+
 @pytest.fixture
 def lab(tmp_path: Path, redis_url: str) -> Iterator[tuple[str, str]]:
-    """A JupyterLab server on a free port with two notebooks: the explorer, and long calls."""
+    """A JupyterLab server on a free port with three notebooks: explorer, long calls, a watch."""
     _chromium()
     root = tmp_path / "root"
     root.mkdir()
     for name, cells in [
         ("explore", ["import redisrpc\nredisrpc.explore(refresh_interval=1.0)"]),
         ("long-calls", LONG_CALLS),
+        ("watch", [WATCH_CELL]),
     ]:
         notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
         notebook.metadata["kernelspec"] = {
@@ -392,3 +399,39 @@ def test_explorer_renders_live_servers_in_jupyterlab(lab, serve, redis_url):
             browser.close()
     assert shot.stat().st_size > 10_000
     assert all(path.stat().st_size > 10_000 for path in [*widths, gone])
+
+
+def test_a_watched_value_in_a_cell_follows_a_change_made_by_another_process(lab, serve, redis_url):
+    """`redisrpc.watch(...)` as a cell's last line: a live value that updates by itself."""
+    sync_playwright = importlib.import_module("playwright.sync_api").sync_playwright
+    serve(bench()["psu"], "psu")
+    base, token = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "watch-cell.png"
+    setter = (
+        "import sys, redisrpc\nredisrpc.Client(sys.argv[1], 'psu').voltage1 = float(sys.argv[2])\n"
+    )
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 500})
+            _open(page, base, token, "watch")
+            live = page.locator(".redisrpc-live")
+            live.filter(has_text="psu.voltage1").first.wait_for(timeout=90_000)
+            live.filter(has_text="changed").first.wait_for(timeout=30_000)  # a first value
+            for volts in ("3.75", "12.5"):
+                subprocess.run(
+                    [sys.executable, "-c", setter, redis_url, volts],
+                    cwd=ROOT,
+                    env={**os.environ, "PYTHONPATH": str(ROOT)},
+                    check=True,
+                    timeout=60,
+                )
+                live.filter(has_text=volts).first.wait_for(timeout=30_000)
+            assert live.locator("svg polyline").count() == 1  # the live plot of a number
+            page.screenshot(path=str(shot), full_page=True)
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 5_000
