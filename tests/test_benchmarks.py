@@ -64,3 +64,11 @@ def test_floor_benchmark_prints_every_exchange(redis_url):
     ]
     for row in rows:
         assert row in out, f"missing row {row!r} in:\n{out}"
+
+
+def test_watch_benchmark_prints_every_figure(redis_url):
+    """`python -m benchmarks.watch` (a tiny run) prints latency, shared reads and reads after."""
+    out = run_module("benchmarks.watch", "--changes", "2", "--seconds", "1", timeout=180)
+    for line in ("interval 1 s: median", "interval 0.2 s: median", "5 watcher processes:"):
+        assert line in out, f"missing {line!r} in:\n{out}"
+    assert "reads in 0.5 s after every watcher stopped:" in out
