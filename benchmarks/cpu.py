@@ -1,0 +1,241 @@
+"""CPU per call, with no Redis and no other process: ``python -m benchmarks.cpu``.
+
+Latency on a shared machine mostly measures the load; this measures what a
+call costs each side in CPU, repeatably. Each side runs its real code on a
+fake connection (a few Redis commands answered in-process, the RESP parsed by
+hiredis), so only the socket's system calls and the reply parsing are left out:
+
+* ``server``: ``Server.handle`` of a prepared ``add(1)`` request (decode,
+  checks, call context, output capture, the call, the reply);
+* ``turn``: the serving loop's whole turn per call (handle, the reply's
+  RPUSH, the next BLPOP and its prefetched checks, packing);
+* ``client``: ``proxy.add(1)`` on a described sync proxy (argument check,
+  plan, encode, the Send exchange, decode), the reply made by the fake.
+
+Prints the median CPU µs per call (``time.thread_time``) over ``--batches``
+batches. ``--profile NAME`` shows a cProfile of one. For instruction counts
+that no load changes, run one measure under valgrind with two values of
+``--batches``; the difference over the extra calls is the count per call::
+
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        python -m benchmarks.cpu --only server --n 1000 --batches 1   # and --batches 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import statistics
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import hiredis
+import redis
+
+import redisrpc
+from redisrpc.core.call import Call, encoded
+from redisrpc.core.clock import local_seconds
+from redisrpc.core.protocol import Reply, reply_queue_prefix
+from redisrpc.core.transport import Transport
+
+from .serve import Bench
+
+__all__ = ["FakeConnection", "main"]
+
+SERVICE = "cpu-bench"
+
+
+class FakeConnection:
+    """Stands in for a redis-py connection: answers the commands a call uses, in process."""
+
+    def __init__(self, answer: Callable[[list[bytes]], Any]) -> None:
+        self.answer = answer
+        self.replies: deque[Any] = deque()
+        self.reader = hiredis.Reader()
+
+    def connect(self) -> None:
+        """Always connected."""
+
+    def disconnect(self) -> None:
+        """Nothing to close."""
+
+    def can_read(self, timeout: float = 0) -> bool:
+        """An idle connection has nothing to read."""
+        return False
+
+    def send_packed_command(self, chunks: Any, check_health: bool = True) -> None:
+        for chunk in chunks:
+            self.reader.feed(bytes(chunk))
+        skip = False
+        while (command := self.reader.gets()) is not False:
+            if command[:3] == [b"CLIENT", b"REPLY", b"SKIP"]:
+                skip = True
+                continue
+            reply = self.answer(command)
+            if not skip:
+                self.replies.append(reply)
+            skip = False
+
+    def read_response(self, timeout: float | None = None, **_: Any) -> Any:
+        return self.replies.popleft()
+
+
+def _transport(answer: Callable[[list[bytes]], Any]) -> Transport:
+    """A transport whose one connection is a FakeConnection, its clock measured."""
+    transport = Transport(redis.Redis())
+    transport._idle.append(FakeConnection(answer))  # type: ignore[arg-type]
+    clock = transport._clock
+    clock._offset_ms = time.time() * 1000 - local_seconds() * 1000
+    clock._measured_at = local_seconds()
+    transport._skips = True
+    return transport
+
+
+def _time_reply() -> list[bytes]:
+    now = time.time()
+    return [str(int(now)).encode(), str(int(now % 1 * 1e6)).encode()]
+
+
+def _requests(n: int, deadline: int) -> list[bytes]:
+    """``n`` distinct add(1) requests as the sync client sends them (protocol 4, with ids)."""
+    made = []
+    for _ in range(n):
+        call = Call(
+            SERVICE,
+            "add",
+            (1,),
+            {},
+            30.0,
+            reply_queue_prefix(SERVICE),
+            binary=True,
+            caller="bench@host:1",
+        )
+        call.deadline = deadline
+        made.append(encoded(call))
+    return made
+
+
+def _server(answer: Callable[[list[bytes]], Any]) -> redisrpc.Server:
+    return redisrpc.Server(
+        _transport(answer), SERVICE, Bench(), register=False, handle_signals=False
+    )
+
+
+def server_handle(n: int) -> Callable[[], None]:
+    """``n`` calls of Server.handle, each on a request taken in a fresh turn."""
+    requests = _requests(n, int(time.time() * 1000) + 600_000)
+
+    def run() -> None:
+        server = _server(lambda command: None)  # a fresh one: the ids are not replays to it
+        server.redis_start.started_ms, server.redis_start._stale = 0, False
+        prefetched = [None, None, _time_reply()]
+        for i, raw in enumerate(requests):
+            if i % 16 == 0:  # the cancellation check wants a pop at most 5 ms old
+                prefetched = [None, None, _time_reply()]
+            queue, data = server.handle(raw, prefetched)
+            assert queue is not None and data is not None
+
+    return run
+
+
+def server_turn(n: int) -> Callable[[], None]:
+    """``n`` turns of the serving loop, one request each (BLPOP finds one at a time)."""
+    waiting: deque[bytes] = deque()
+    server: redisrpc.Server
+
+    def answer(command: list[bytes]) -> Any:
+        name = command[0]
+        if name == b"BLPOP":
+            if not waiting:
+                server._stop.set()
+                return None
+            return [command[1], waiting.popleft()]
+        if name == b"TIME":
+            return _time_reply()
+        if name == b"ECHO":
+            return command[1]
+        if name in (b"RPUSH", b"PEXPIRE"):
+            return 1
+        return None  # GET (lock, cancellation counter), LPOP
+
+    requests = _requests(n, int(time.time() * 1000) + 600_000)
+
+    def run() -> None:
+        nonlocal server
+        server = _server(answer)  # a fresh one: the ids are not replays to it
+        server.redis_start.started_ms, server.redis_start._stale = 0, False
+        server._batch_max = 1  # one request per turn: the sequential caller's case
+        waiting.extend(requests)
+        server._loop()
+
+    return run
+
+
+def client_call(n: int) -> Callable[[], None]:
+    """``n`` calls of ``proxy.add(1)`` on a described sync proxy."""
+    described = _server(lambda command: None).describe()
+
+    def answer(command: list[bytes]) -> Any:
+        name = command[0]
+        if name == b"RPUSH":
+            data = command[2]
+            at = data.index(b'"id":"') + 6
+            answer.reply = b'{"return_value":2,"protocol":4,"id":"%s"}' % data[at : at + 32]  # type: ignore[attr-defined]
+            return 1
+        if name == b"BLPOP":
+            return [command[1], answer.reply]  # type: ignore[attr-defined]
+        return None
+
+    proxy = redisrpc.Client(_transport(answer), SERVICE, describe=False)
+    proxy._rpc_adopt(Reply(value=described))
+
+    def run() -> None:
+        add = proxy.add
+        for _ in range(n):
+            add(1)
+
+    return run
+
+
+MEASURES = {"server": server_handle, "turn": server_turn, "client": client_call}
+
+
+def _measure(name: str, n: int, batches: int, *, verbose: bool = False) -> float:
+    """Median CPU µs per call over ``batches`` batches of ``n`` calls."""
+    per_call = []
+    run = MEASURES[name](n)
+    run()  # warm-up
+    for _ in range(batches):
+        began = time.thread_time()
+        run()
+        per_call.append((time.thread_time() - began) / n * 1e6)
+    if verbose:
+        print(f"{name}: " + " ".join(f"{value:.1f}" for value in per_call))
+    return statistics.median(per_call)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Print the CPU per call of each measure (or a profile of one)."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cpu", description=__doc__)
+    parser.add_argument("--n", type=int, default=2000, help="calls per batch")
+    parser.add_argument("--batches", type=int, default=7)
+    parser.add_argument("--only", choices=sorted(MEASURES), action="append")
+    parser.add_argument("--profile", choices=sorted(MEASURES), help="cProfile one measure")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every batch too")
+    args = parser.parse_args(argv)
+    if args.profile:
+        run = MEASURES[args.profile](args.n)
+        profile = cProfile.Profile()
+        profile.runcall(run)
+        pstats.Stats(profile).sort_stats("tottime").print_stats(30)
+        return
+    for name in args.only or list(MEASURES):
+        median = _measure(name, args.n, args.batches, verbose=args.verbose)
+        print(f"{name:7} {median:7.1f} µs CPU per call")
+
+
+if __name__ == "__main__":
+    main()
