@@ -802,7 +802,27 @@ def _orjson_bytes(obj: Any) -> bytes | None:
     return None if _NULL in data else data
 
 
-_LONG_NUMBER_RE = re.compile(rb"[0-9]{19}")
+_LONG_NUMBER = 19  # digits in a row that may be an integer beyond 64 bits
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0" * 10)
+_ZEROS = b"0" * _LONG_NUMBER
+_SCAN_CHUNK = 1 << 20  # the digit scan copies at most this much at a time
+
+
+def _has_long_number(data: bytes) -> bool:
+    """Whether ``data`` holds :data:`_LONG_NUMBER` digits in a row (anywhere, strings too).
+
+    Digits become ``0`` and everything else stays as it is, then one C
+    substring search: several times faster than a regular expression, which
+    tries a match at every byte (5 us for a 250-byte request). Long messages
+    are scanned in overlapping chunks, so the copy stays small.
+    """
+    if len(data) <= _SCAN_CHUNK:
+        return _ZEROS in data.translate(_DIGITS_AS_ZERO)
+    step = _SCAN_CHUNK - _LONG_NUMBER
+    return any(
+        _ZEROS in data[at : at + _SCAN_CHUNK].translate(_DIGITS_AS_ZERO)
+        for at in range(0, len(data), step)
+    )
 
 
 def _orjson_loads(raw: bytes | str) -> Any:
