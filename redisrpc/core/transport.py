@@ -857,10 +857,12 @@ class Transport:
         changes nothing (see :class:`~redisrpc.core.clock.RedisClock`). The
         offset is measured with ``TIME`` and refreshed every minute.
         """
-        if self._clock.due:
-            with self._clock_lock:
-                if self._clock.due:  # another thread may have measured meanwhile
-                    self.run(self._clock.measuring())
+        now = self._clock.current_ms()
+        if now is not None:
+            return now
+        with self._clock_lock:
+            if self._clock.due:  # another thread may have measured meanwhile
+                self.run(self._clock.measuring())
         return self._clock.now_ms()
 
 
@@ -1402,6 +1404,8 @@ class AsyncTransport:
 
     async def now_ms(self) -> int:
         """The Redis server clock estimate, as :meth:`Transport.now_ms` (the same clock)."""
-        if self._clock.due:
-            await self.run(self._clock.measuring())
+        now = self._clock.current_ms()
+        if now is not None:
+            return now
+        await self.run(self._clock.measuring())
         return self._clock.now_ms()
