@@ -32,7 +32,7 @@ import math
 import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -831,7 +831,7 @@ def _orjson_loads(raw: bytes | str) -> Any:
     orjson reads integers beyond 64 bits as floats; a message with 19 digits
     in a row anywhere is left to the json module, which keeps them exact.
     """
-    if _LONG_NUMBER_RE.search(raw.encode() if isinstance(raw, str) else raw):
+    if _has_long_number(raw.encode() if isinstance(raw, str) else raw):
         return _NOT_PARSED
     try:
         return _orjson.loads(raw)
@@ -930,14 +930,28 @@ _SINK: ContextVar[_Sink | None] = ContextVar("redisrpc_sink", default=None)
 _INBOX: ContextVar[Sequence[Any] | None] = ContextVar("redisrpc_inbox", default=None)
 
 
-@contextlib.contextmanager
-def _sending(binary: bool, limit: int) -> Iterator[list[Any]]:
-    blobs: list[Any] = []
-    token = _SINK.set(_Sink(blobs if binary else None, limit))
-    try:
-        yield blobs
-    finally:
-        _SINK.reset(token)
+class _sending:  # noqa: N801 - used like a function: `with _sending(...) as blobs:`
+    """While encoding: bytes and arrays go to the returned list (``binary``), or base64 within ``limit``.
+
+    A class rather than a ``@contextmanager`` generator: it runs around every
+    request and reply, and a generator-based context manager costs several
+    times as much.
+    """
+
+    __slots__ = ("blobs", "sink", "token")
+
+    def __init__(self, binary: bool, limit: int) -> None:
+        self.blobs: list[Any] = []
+        self.sink = _Sink(self.blobs if binary else None, limit)
+        self.token: Token[_Sink | None] | None = None
+
+    def __enter__(self) -> list[Any]:
+        self.token = _SINK.set(self.sink)
+        return self.blobs
+
+    def __exit__(self, *exc: object) -> None:
+        if self.token is not None:
+            _SINK.reset(self.token)
 
 
 @contextlib.contextmanager

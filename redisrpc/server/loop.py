@@ -35,9 +35,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -108,6 +107,33 @@ def _reply_commands(pending: list[tuple[str, bytes]], ttl_ms: int) -> list[tuple
         commands.append(("RPUSH", queue, *items))
         commands.append(("PEXPIRE", queue, ttl_ms))
     return commands
+
+
+class _CallScope:
+    """Runs a call in its :class:`CallContext`: current in its thread, watched while it runs.
+
+    A class rather than a ``@contextmanager`` generator: it runs around every
+    call, and a generator-based context manager costs several times as much.
+    """
+
+    __slots__ = ("context", "token", "watcher")
+
+    def __init__(self, context: CallContext, watcher: Watcher) -> None:
+        self.context = context
+        self.watcher = watcher
+        self.token: Any = None
+
+    def __enter__(self) -> CallContext:
+        self.token = self.context.activate()
+        self.watcher.begin(self.context)
+        return self.context
+
+    def __exit__(self, *exc: object) -> None:
+        context = self.context
+        self.watcher.end(context)
+        CallContext.deactivate(self.token)
+        if context.cancel.is_set():
+            context.discard()
 
 
 class Server:
@@ -286,8 +312,7 @@ class Server:
             return SKIP
         return self._lock_refusal(request, prefetched)
 
-    @contextmanager
-    def _call_context(self, request: Request, member: Member | None) -> Iterator[CallContext]:
+    def _call_context(self, request: Request, member: Member | None) -> _CallScope:
         """The context a call runs in: progress, cancellation and streams (server.calls)."""
         hook = None
         if member is not None and member.on_cancel:
@@ -300,15 +325,7 @@ class Server:
             reply_ttl_ms=self.reply_ttl_ms,
             on_cancel=hook if callable(hook) else None,
         )
-        token = context.activate()
-        self.watcher.begin(context)
-        try:
-            yield context
-        finally:
-            self.watcher.end(context)
-            CallContext.deactivate(token)
-            if context.cancel.is_set():
-                context.discard()
+        return _CallScope(context, self.watcher)
 
     def _lock_refusal(self, request: Request, prefetched: Sequence[Any] = ()) -> ErrorInfo | None:
         """Check the advisory lock (one GET; see redisrpc.client.lock); None means run the call.
