@@ -28,7 +28,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
@@ -93,15 +93,15 @@ def _pack_python(command: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
+_pack_tuple: Callable[[tuple[Any, ...]], bytes]
 try:  # the "fast" extra: hiredis packs a command in C
-    from hiredis import pack_command as _pack_hiredis
+    from hiredis import pack_command as _pack_tuple
 except ImportError:  # pragma: no cover - exercised where hiredis is absent
-    _pack = _pack_python
-else:
+    _pack_tuple = _pack_python
 
-    def _pack(command: Sequence[Any]) -> bytes:
-        packed: bytes = _pack_hiredis(tuple(command))
-        return packed
+
+def _pack(command: Sequence[Any]) -> bytes:
+    return _pack_tuple(command if type(command) is tuple else tuple(command))
 
 
 def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> Any:
@@ -112,11 +112,13 @@ def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> Any:
     Returns bytes, or a list of buffers when an argument is a ``memoryview``
     (a blob: its memory is written to the socket as it is, never copied).
     """
-    if any(type(arg) is memoryview for command in commands for arg in command):
-        return _pack_chunks(commands, quiet)
+    for command in commands:
+        if memoryview in map(type, command):  # the scan runs in C: every call's hot path
+            return _pack_chunks(commands, quiet)
+    if not quiet:
+        return b"".join([_pack(command) for command in commands])
     return b"".join(
-        _SKIP + _pack(command) if i < quiet else _pack(command)
-        for i, command in enumerate(commands)
+        [_SKIP + _pack(command) if i < quiet else _pack(command) for i, command in enumerate(commands)]
     )
 
 
@@ -206,6 +208,18 @@ def blocking_seconds(command: Sequence[Any]) -> float | None:
     return math.inf if value == 0 else max(0.0, value * unit)
 
 
+# Commands that never block, as redisrpc spells them: most of every exchange, one lookup each.
+_NEVER_BLOCKS = frozenset(
+    spelt
+    for name in (
+        "RPUSH", "LPUSH", "LPOP", "RPOP", "LREM", "LLEN", "LRANGE", "PEXPIRE", "EXPIRE", "GET",
+        "SET", "DEL", "EXISTS", "INCR", "TIME", "ECHO", "PING", "INFO", "CLIENT", "HSET", "HDEL",
+        "HGET", "HGETALL", "ZADD", "ZREM", "SCAN", "PUBLISH",
+    )
+    for spelt in (name, name.encode())
+)  # fmt: skip
+
+
 def _read_timeout(commands: Sequence[Sequence[Any]]) -> float | None:
     """Seconds to wait for an exchange's replies, or None for the socket timeout.
 
@@ -214,6 +228,8 @@ def _read_timeout(commands: Sequence[Sequence[Any]]) -> float | None:
     """
     total: float | None = None
     for command in commands:
+        if command and command[0] in _NEVER_BLOCKS:
+            continue
         blocks = blocking_seconds(command)
         if blocks is not None:
             total = (total or 0.0) + blocks

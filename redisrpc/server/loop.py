@@ -216,6 +216,8 @@ class Server:
         self._lock_key = lock_key(name)
         self.watcher = Watcher(self.transport, name)
         self.cancellations = Cancellations(self.transport, name)
+        # What every pop sends along (see _prefetch_commands): the same commands each turn.
+        self._prefetch = (("GET", self._lock_key), self.cancellations.prefetch(), ("TIME",))
         self.redis_start = RedisStart(self.transport)
         self.dispatcher = Dispatcher(
             obj,
@@ -522,7 +524,7 @@ class Server:
         Their replies reach :meth:`handle` as ``prefetched`` (e.g. the lock's
         GET), so a per-call check costs no round trip of its own.
         """
-        return [("GET", self._lock_key), self.cancellations.prefetch(), ("TIME",)]
+        return list(self._prefetch)
 
     def _took(self, results: list[Any]) -> tuple[list[bytes], list[Any]]:
         """Unpack the replies of _pop_commands into (requests, prefetched replies)."""
@@ -530,7 +532,7 @@ class Server:
         if isinstance(blocked, TransportError):
             raise blocked  # e.g. WRONGTYPE: the service key is not a list
         taken = [] if blocked is None else [blocked[1]]
-        prefetched = rest[len(rest) - len(self._prefetch_commands()) :]
+        prefetched = rest[len(rest) - len(self._prefetch) :]
         if len(rest) > len(prefetched):
             more = rest[0]
             if isinstance(more, TransportError):  # Redis before 6.2 has no LPOP count
