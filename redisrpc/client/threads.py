@@ -31,21 +31,12 @@ from ..core.protocol import Framed, framed
 from ..core.transport import Transport
 from ..errors import RedisConnectionError, RedisRPCError
 
-__all__ = ["Flight", "ThreadMultiplexer", "described_stream"]
+__all__ = ["Flight", "ThreadMultiplexer"]
 
 log = logging.getLogger("redisrpc.client")
 
 _READ_SLICE = 1.0  # the reader's longest wait; it stops once no call waits
 _READ_BATCH = 256
-
-
-def described_stream(description: dict[str, Any] | None, method: str) -> bool:
-    """Whether the description marks ``method`` as streaming (its items need their own list)."""
-    methods = (description or {}).get("methods")
-    for entry in methods if isinstance(methods, list) else []:
-        if isinstance(entry, dict) and entry.get("name") == method:
-            return entry.get("stream") is True
-    return False
 
 
 class Flight:

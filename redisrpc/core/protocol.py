@@ -662,7 +662,11 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
     for kind in _INTERIM_KINDS:
         if kind in message and "return_value" not in message and "exception" not in message:
             return Reply(value=message[kind], id=reply_id, interim=kind)
-    extra = {key: message[key] for key in REPLY_EXTENSIONS if key in message} or None
+    extra: dict[str, Any] | None = None  # a loop, not a comprehension: most replies have none
+    for key in REPLY_EXTENSIONS:
+        if key in message:
+            extra = extra or {}
+            extra[key] = message[key]
     # The original Python client tests `exception is not None`: null means success.
     if message.get("exception") is not None:
         detail = message.get("error")
@@ -931,7 +935,9 @@ _INBOX: ContextVar[Sequence[Any] | None] = ContextVar("redisrpc_inbox", default=
 
 
 class _sending:  # noqa: N801 - used like a function: `with _sending(...) as blobs:`
-    """While encoding: bytes and arrays go to the returned list (``binary``), or base64 within ``limit``.
+    """While encoding, bytes and arrays go to the returned list (``binary``) or base64.
+
+    Either way within ``limit`` bytes, checked before anything is encoded.
 
     A class rather than a ``@contextmanager`` generator: it runs around every
     request and reply, and a generator-based context manager costs several

@@ -117,9 +117,7 @@ def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> Any:
             return _pack_chunks(commands, quiet)
     if not quiet:
         return b"".join([_pack(command) for command in commands])
-    return b"".join(
-        [_SKIP + _pack(command) if i < quiet else _pack(command) for i, command in enumerate(commands)]
-    )
+    return b"".join([_SKIP + _pack(c) if i < quiet else _pack(c) for i, c in enumerate(commands)])
 
 
 def _pack_chunks(commands: Sequence[Sequence[Any]], quiet: int) -> list[Any]:
