@@ -1,9 +1,9 @@
 """CPU per call, with no Redis and no other process: ``python -m benchmarks.cpu``.
 
 Latency on a shared machine mostly measures the load; this measures what a
-call costs each side in CPU, repeatably. Each side runs its real code on a
-fake connection (a few Redis commands answered in-process, the RESP parsed by
-hiredis), so only the socket's system calls and the reply parsing are left out:
+call costs each side in CPU, repeatably. Each side runs its real code, redis-py's
+connection and parser included, on a fake socket that answers a few Redis
+commands in process, so only the sending and receiving system calls are left out:
 
 * ``server``: ``Server.handle`` of a prepared ``add(1)`` request (decode,
   checks, call context, output capture, the call, the reply);
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import statistics
 import time
@@ -43,50 +44,74 @@ from redisrpc.core.transport import Transport
 
 from .serve import Bench
 
-__all__ = ["FakeConnection", "main"]
+__all__ = ["FakeSocket", "main"]
 
 SERVICE = "cpu-bench"
 
 
-class FakeConnection:
-    """Stands in for a redis-py connection: answers the commands a call uses, in process."""
+def _resp(value: Any) -> bytes:
+    """``value`` as Redis writes it (RESP2): integers, bulk strings, arrays, nil."""
+    if value is None:
+        return b"$-1\r\n"
+    if isinstance(value, int):
+        return b":%d\r\n" % value
+    if isinstance(value, (bytes, str)):
+        data = value.encode() if isinstance(value, str) else value
+        return b"$%d\r\n%s\r\n" % (len(data), data)
+    return b"*%d\r\n" % len(value) + b"".join(_resp(item) for item in value)
+
+
+class FakeSocket:
+    """Stands in for a Redis connection's socket: answers the commands a call uses, in process.
+
+    redis-py's own connection code and reply parser run on it as on a real
+    socket; only the system calls of sending and receiving are left out (an
+    idle connection's readiness poll is real: the socket's fd is an empty pipe).
+    """
 
     def __init__(self, answer: Callable[[list[bytes]], Any]) -> None:
         self.answer = answer
-        self.replies: deque[Any] = deque()
-        self.reader = hiredis.Reader()
+        self.commands = hiredis.Reader()
+        self.out = bytearray()
+        self.fd, self._writer = os.pipe()
 
-    def connect(self) -> None:
-        """Always connected."""
+    def fileno(self) -> int:
+        return self.fd
 
-    def disconnect(self) -> None:
-        """Nothing to close."""
+    def settimeout(self, timeout: float | None) -> None:
+        """No waits here."""
 
-    def can_read(self, timeout: float = 0) -> bool:
-        """An idle connection has nothing to read."""
-        return False
+    def gettimeout(self) -> float | None:
+        return None
 
-    def send_packed_command(self, chunks: Any, check_health: bool = True) -> None:
-        for chunk in chunks:
-            self.reader.feed(bytes(chunk))
+    def sendall(self, data: Any) -> None:
+        self.commands.feed(bytes(data))
         skip = False
-        while (command := self.reader.gets()) is not False:
+        while (command := self.commands.gets()) is not False:
             if command[:3] == [b"CLIENT", b"REPLY", b"SKIP"]:
                 skip = True
                 continue
             reply = self.answer(command)
             if not skip:
-                self.replies.append(reply)
+                self.out += _resp(reply)
             skip = False
 
-    def read_response(self, timeout: float | None = None, **_: Any) -> Any:
-        return self.replies.popleft()
+    def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
+        if not self.out:
+            raise RuntimeError("the benchmark reads a reply it never sent")
+        size = min(len(self.out), len(buffer))
+        buffer[:size] = self.out[:size]
+        del self.out[:size]
+        return size
 
 
 def _transport(answer: Callable[[list[bytes]], Any]) -> Transport:
-    """A transport whose one connection is a FakeConnection, its clock measured."""
+    """A transport whose one connection is a redis-py connection on a FakeSocket, clock measured."""
     transport = Transport(redis.Redis())
-    transport._idle.append(FakeConnection(answer))  # type: ignore[arg-type]
+    conn = transport._pool.make_connection()
+    conn._sock = FakeSocket(answer)  # type: ignore[assignment]
+    conn._parser.on_connect(conn)
+    transport._idle.append(conn)
     clock = transport._clock
     clock._offset_ms = time.time() * 1000 - local_seconds() * 1000
     clock._measured_at = local_seconds()
