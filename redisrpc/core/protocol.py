@@ -228,7 +228,7 @@ def _json_key(key: Any) -> str:
 
 def _dumps(obj: Any) -> bytes:
     data = _dumps_unescaped(obj)
-    if _TAG_KEY in data:
+    if data.find(_TAG_KEY) != -1:
         # Rare path: the tag key occurs; if a plain dict uses it, escape that dict.
         found = [False]
         try:
@@ -241,6 +241,9 @@ def _dumps(obj: Any) -> bytes:
 
 
 _TAG_KEY = b'"' + TAG.encode() + b'"'
+# Messages are searched with ``data.find(part) != -1``, not ``part in data``: bytes'
+# __contains__ first tries its argument as an integer, and for a bytes argument
+# raises, formats and clears a TypeError (about 1,900 instructions) before searching.
 
 
 def _dumps_unescaped(obj: Any) -> bytes:
@@ -404,7 +407,7 @@ def _loads(raw: bytes | str, brackets: int | None = None) -> Any:
             value = _DECODER.decode(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
             tagged = False  # the decoder's object_hook resolved them
         else:
-            tagged = _TAG_KEY in (raw.encode() if isinstance(raw, str) else raw)
+            tagged = (raw.encode() if isinstance(raw, str) else raw).find(_TAG_KEY) != -1
         # Few brackets cannot nest deeply: the walk runs only for messages that might.
         if brackets is None:
             data = raw.encode() if isinstance(raw, str) else raw
@@ -803,7 +806,7 @@ def _orjson_bytes(obj: Any) -> bytes | None:
         if isinstance(exc.__cause__, RedisRPCError):
             raise exc.__cause__ from None  # raised by _encode_default (a refusal, a limit)
         return None
-    return None if _NULL in data else data
+    return None if data.find(_NULL) != -1 else data
 
 
 _LONG_NUMBER = 19  # digits in a row that may be an integer beyond 64 bits
@@ -821,10 +824,10 @@ def _has_long_number(data: bytes) -> bool:
     are scanned in overlapping chunks, so the copy stays small.
     """
     if len(data) <= _SCAN_CHUNK:
-        return _ZEROS in data.translate(_DIGITS_AS_ZERO)
+        return data.translate(_DIGITS_AS_ZERO).find(_ZEROS) != -1
     step = _SCAN_CHUNK - _LONG_NUMBER
     return any(
-        _ZEROS in data[at : at + _SCAN_CHUNK].translate(_DIGITS_AS_ZERO)
+        data[at : at + _SCAN_CHUNK].translate(_DIGITS_AS_ZERO).find(_ZEROS) != -1
         for at in range(0, len(data), step)
     )
 
@@ -1074,7 +1077,7 @@ def blob_header(raw: bytes) -> tuple[int, str | None]:
 
 def blob_count(raw: bytes) -> int:
     """How many blobs follow the message ``raw`` on its list (0 for plain messages)."""
-    return blob_header(raw)[0] if b'"blobs"' in raw[:16] else 0
+    return blob_header(raw)[0] if raw.find(b'"blobs"', 0, 16) != -1 else 0
 
 
 def framed(elements: Sequence[bytes]) -> tuple[list[bytes], int]:
