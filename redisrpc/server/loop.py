@@ -109,33 +109,6 @@ def _reply_commands(pending: list[tuple[str, bytes]], ttl_ms: int) -> list[tuple
     return commands
 
 
-class _CallScope:
-    """Runs a call in its :class:`CallContext`: current in its thread, watched while it runs.
-
-    A class rather than a ``@contextmanager`` generator: it runs around every
-    call, and a generator-based context manager costs several times as much.
-    """
-
-    __slots__ = ("context", "token", "watcher")
-
-    def __init__(self, context: CallContext, watcher: Watcher) -> None:
-        self.context = context
-        self.watcher = watcher
-        self.token: Any = None
-
-    def __enter__(self) -> CallContext:
-        self.token = self.context.activate()
-        self.watcher.begin(self.context)
-        return self.context
-
-    def __exit__(self, *exc: object) -> None:
-        context = self.context
-        self.watcher.end(context)
-        CallContext.deactivate(self.token)
-        if context.cancel.is_set():
-            context.discard()
-
-
 class Server:
     """Serve ``obj`` on the Redis list ``name``.
 
@@ -314,20 +287,20 @@ class Server:
             return SKIP
         return self._lock_refusal(request, prefetched)
 
-    def _call_context(self, request: Request, member: Member | None) -> _CallScope:
+    def _call_context(self, request: Request, member: Member | None) -> CallContext:
         """The context a call runs in: progress, cancellation and streams (server.calls)."""
         hook = None
         if member is not None and member.on_cancel:
             hook = getattr(self.obj, member.on_cancel, None)
-        context = CallContext(
+        return CallContext(
             self.transport,
             request,
             service=self.name,
             instance=self.ident,
             reply_ttl_ms=self.reply_ttl_ms,
             on_cancel=hook if callable(hook) else None,
+            watcher=self.watcher,
         )
-        return _CallScope(context, self.watcher)
 
     def _lock_refusal(self, request: Request, prefetched: Sequence[Any] = ()) -> ErrorInfo | None:
         """Check the advisory lock (one GET; see redisrpc.client.lock); None means run the call.
