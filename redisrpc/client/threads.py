@@ -113,7 +113,8 @@ class ThreadMultiplexer:
             self._push_all()
         # No wait for the push itself (one wakeup less per call): a failed push
         # reaches the call as its first "reply", an error raised at this step.
-        return self._wait(step.call_id, step.wait)
+        # The reader runs while the box is registered (or has put its error in it).
+        return self._next(box, step.wait)
 
     def _push_all(self) -> None:
         """Push what is queued, and what was queued meanwhile, until nothing is left."""
@@ -150,6 +151,11 @@ class ThreadMultiplexer:
         box = self.boxes[call_id]
         with self.lock:
             self._start_reader()
+        return self._next(box, wait)
+
+    @staticmethod
+    def _next(box: _Box, wait: float) -> Any:
+        """What was handed to ``box`` next (raised if an error), or None after ``wait`` s."""
         try:
             item = box.replies.get(timeout=wait)
         except queue.Empty:
