@@ -115,9 +115,16 @@ def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> Any:
     for command in commands:
         if memoryview in map(type, command):  # the scan runs in C: every call's hot path
             return _pack_chunks(commands, quiet)
+    # Our commands are tuples: packed by hiredis directly, with no Python frame per command.
+    pack = _pack_tuple
     if not quiet:
-        return b"".join([_pack(command) for command in commands])
-    return b"".join([_SKIP + _pack(c) if i < quiet else _pack(c) for i, c in enumerate(commands)])
+        return b"".join([pack(c) if type(c) is tuple else _pack(c) for c in commands])
+    return b"".join(
+        [
+            (_SKIP if i < quiet else b"") + (pack(c) if type(c) is tuple else _pack(c))
+            for i, c in enumerate(commands)
+        ]
+    )
 
 
 def _pack_chunks(commands: Sequence[Sequence[Any]], quiet: int) -> list[Any]:
