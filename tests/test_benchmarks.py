@@ -64,3 +64,12 @@ def test_floor_benchmark_prints_every_exchange(redis_url):
     ]
     for row in rows:
         assert row in out, f"missing row {row!r} in:\n{out}"
+
+
+def test_cpu_benchmark_prints_each_sides_cpu_per_call():
+    """`python -m benchmarks.cpu` needs no Redis: each measure runs on its fake socket."""
+    out = run_module("benchmarks.cpu", "--n", "30", "--batches", "1", timeout=120)
+    for name in ("server", "turn", "client"):
+        line = next((line for line in out.splitlines() if line.startswith(name)), None)
+        assert line is not None and line.endswith("µs CPU per call"), out
+        assert float(line.split()[1]) > 0, out
