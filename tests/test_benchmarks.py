@@ -72,3 +72,12 @@ def test_watch_benchmark_prints_every_figure(redis_url):
     for line in ("interval 1 s: median", "interval 0.2 s: median", "5 watcher processes:"):
         assert line in out, f"missing {line!r} in:\n{out}"
     assert "reads in 0.5 s after every watcher stopped:" in out
+
+
+def test_cpu_benchmark_prints_each_sides_cpu_per_call():
+    """`python -m benchmarks.cpu` needs no Redis: each measure runs on its fake socket."""
+    out = run_module("benchmarks.cpu", "--n", "30", "--batches", "1", timeout=120)
+    for name in ("server", "turn", "client"):
+        line = next((line for line in out.splitlines() if line.startswith(name)), None)
+        assert line is not None and line.endswith("µs CPU per call"), out
+        assert float(line.split()[1]) > 0, out

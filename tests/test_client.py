@@ -13,8 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import wait_for
+from hypothesis import given
+from hypothesis import strategies as st
 
 import redisrpc
+from redisrpc.client import proxy as proxy_module
+from redisrpc.client.signature import signature_from_params
 from redisrpc.core import call as call_module
 from redisrpc.core.plan import Plan
 from redisrpc.core.protocol import ErrorInfo, Reply, Request, encode_request
@@ -595,3 +599,42 @@ def test_async_proxy_errors_read_as_remote_and_wrong_calls_fail_before_awaiting(
         assert all(__file__ in f for f in files), text
         assert text.rstrip().splitlines()[-1] == last
     assert str(wrong) == "add() takes from 1 to 2 positional arguments but 3 were given"
+
+
+_KINDS = [
+    "POSITIONAL_ONLY",
+    "POSITIONAL_OR_KEYWORD",
+    "VAR_POSITIONAL",
+    "KEYWORD_ONLY",
+    "VAR_KEYWORD",
+]
+
+
+@given(
+    kinds=st.lists(st.tuples(st.sampled_from(_KINDS), st.booleans()), max_size=5),
+    count=st.integers(0, 6),
+    keywords=st.lists(st.sampled_from(["p0", "p1", "p4", "x"]), max_size=2, unique=True),
+)
+def test_the_argument_check_accepts_exactly_what_signature_bind_accepts(kinds, count, keywords):
+    """The quick path for positional calls never lets through a call bind() refuses."""
+    params = [
+        {"name": f"p{i}", "kind": kind, **({"default": 0} if default else {})}
+        for i, (kind, default) in enumerate(kinds)
+    ]
+    check = proxy_module._arguments_check("f", {"params": params})
+    sig = signature_from_params(params)
+    if check is None:  # an invalid or catch-all signature: nothing to check
+        assert sig == signature_from_params(None)
+        return
+    args, kwargs = tuple(range(count)), dict.fromkeys(keywords, 1)
+    try:
+        sig.bind(*args, **kwargs)
+        bound = True
+    except TypeError:
+        bound = False
+    try:
+        check(args, kwargs)
+        accepted = True
+    except TypeError:
+        accepted = False
+    assert accepted == bound

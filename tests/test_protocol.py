@@ -485,3 +485,15 @@ def test_orjson_falls_back_or_refuses_as_the_json_module(value):
     if isinstance(fast, bytes):
         assert isinstance(plain, bytes)
         assert _same(decode_value(fast), decode_value(plain))
+
+
+@pytest.mark.skipif(protocol._orjson is None, reason="orjson (the fast extra) is not installed")
+@pytest.mark.parametrize("shift", [-25, -19, -10, -1, 0, 5])
+def test_big_integers_stay_exact_across_the_digit_scans_chunks(shift):
+    """The scan that sends long numbers to the json module sees one at any chunk boundary."""
+    big = 2**70 + 1  # 22 digits: orjson alone would make it a float
+    boundary = protocol._SCAN_CHUNK - protocol._LONG_NUMBER  # where the second chunk starts
+    pad = boundary + shift - len('["')
+    raw = ('["' + "x" * pad + f'",{big}]').encode()
+    assert raw.index(str(big).encode()) == boundary + shift + 2
+    assert decode_value(raw) == ["x" * pad, big]

@@ -621,6 +621,35 @@ def test_a_request_id_already_run_is_not_run_again(server, device):
     assert device.calls == ["add", "add"]
 
 
+def test_run_ids_are_forgotten_once_their_deadline_passed_and_beyond_the_bound(monkeypatch):
+    """The memory of ids run stays bounded; what it forgets, the deadline check still refuses."""
+    monkeypatch.setattr(dispatch, "REMEMBERED_IDS", 8)
+    monkeypatch.setattr(dispatch, "_SWEEP_EVERY", 4)
+    device = Device()
+    dispatcher = dispatch.Dispatcher(device, "dev", ident="t", max_message_size=10_000)
+    clock = [1_000]
+
+    def handle(call_id: str, deadline: int) -> tuple[str | None, bytes | None]:
+        raw = _request("add", [1], id=call_id, deadline=deadline)
+        return dispatcher.handle(
+            raw, now_ms=lambda: clock[0], check=lambda request: None, describe_extra=dict
+        )
+
+    for i in range(3):
+        assert handle(f"short{i}", 2_000)[0] == "dev:rpc:q"
+    assert handle("long", 60_000)[0] == "dev:rpc:q"
+    clock[0] = 3_000  # the three short deadlines passed; the sweep (every 4th call) forgets them
+    for i in range(4):
+        assert handle(f"new{i}", 60_000)[0] == "dev:rpc:q"
+    assert set(dispatcher._ran) == {"long", "new0", "new1", "new2", "new3"}
+    assert handle("short0", 2_000) == (None, None)  # forgotten, and still refused: too late
+    assert handle("long", 60_000) == (None, None)  # remembered: a replay
+    for i in range(8):
+        handle(f"more{i}", 60_000)
+    assert list(dispatcher._ran) == [f"more{i}" for i in range(8)]  # the oldest went first
+    assert device.calls == ["add"] * 16
+
+
 def test_the_description_is_computed_once_until_the_object_changes(monkeypatch):
     """__describe__ rescans the object only when its members or attribute types changed."""
     scans = []

@@ -105,7 +105,7 @@ class AsyncClient(ProxyBase):
         """
         state = self._rpc_state
         transport: AsyncTransport = state.transport
-        if not state.echoes_ids or _streams(state.description, call.method):
+        if not state.echoes_ids or state.streams(call.method):
             direct = _Direct(transport)
             reply = await drive_async(calling(call), direct.step)
             return _maybe_stream(state, call, reply, direct.step, lambda: None)
@@ -144,15 +144,6 @@ class AsyncClient(ProxyBase):
     async def _rpc_refresh(self) -> dict[str, Any] | None:
         """Fetch the description again and rebuild this proxy's class from it."""
         return self._rpc_adopt(await self._rpc_run(self._rpc_state.describe_call()))
-
-
-def _streams(description: dict[str, Any] | None, method: str) -> bool:
-    """Whether the description marks ``method`` as streaming (a generator)."""
-    methods = (description or {}).get("methods")
-    for entry in methods if isinstance(methods, list) else []:
-        if isinstance(entry, dict) and entry.get("name") == method:
-            return entry.get("stream") is True
-    return False
 
 
 def _maybe_stream(

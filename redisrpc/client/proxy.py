@@ -117,6 +117,30 @@ class LockCell:
         self.token: str | None = None
 
 
+class _Derived:
+    """What every call reads from a description: computed when the description changes."""
+
+    __slots__ = ("binary", "description", "echoes_ids", "registry_prefix", "streams")
+
+    def __init__(self, description: dict[str, Any] | None) -> None:
+        self.description = description
+        version = (description or {}).get("protocol")
+        if not isinstance(version, int) or isinstance(version, bool):
+            version = 1  # undescribed, or an original RedisRPC server
+        self.echoes_ids: bool = version >= 2
+        self.binary: bool = version >= 4
+        self.registry_prefix = liveness_prefix(description)
+        # The first entry of each name decides (as a lookup of the first match would).
+        methods = (description or {}).get("methods")
+        first: dict[Any, bool] = {}
+        for entry in methods if isinstance(methods, list) else []:
+            if isinstance(entry, dict):
+                name = entry.get("name")
+                if isinstance(name, str) and name not in first:
+                    first[name] = entry.get("stream") is True
+        self.streams = frozenset(name for name, stream in first.items() if stream)
+
+
 @dataclass(slots=True)
 class ProxyState:
     """Everything a proxy knows, in one private object (``proxy._rpc_state``).
@@ -147,26 +171,37 @@ class ProxyState:
     """Child proxies made so far, by (path, timeout); shared along the tree."""
     handle: HandleRef | None = None
     """For a handle's proxy: its release ticket (collected with the last proxy that holds it)."""
+    _derived: _Derived | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.reply_prefix = self.reply_prefix or reply_queue_prefix(self.name)
         self.location = self.location or str(self.transport.location)
 
+    def _known(self) -> _Derived:
+        """What calls need from the description, worked out once per description."""
+        derived = self._derived
+        if derived is None or derived.description is not self.description:
+            derived = self._derived = _Derived(self.description)
+        return derived
+
     @property
     def echoes_ids(self) -> bool:
         """Whether the described server is of protocol 2 or later (its replies carry ids)."""
-        version = (self.description or {}).get("protocol")
-        return isinstance(version, int) and not isinstance(version, bool) and version >= 2
+        return self._known().echoes_ids
 
     @property
     def binary(self) -> bool:
         """Whether the described server takes bytes and arrays as raw blobs (protocol 4)."""
-        version = (self.description or {}).get("protocol")
-        return isinstance(version, int) and not isinstance(version, bool) and version >= 4
+        return self._known().binary
+
+    def streams(self, method: str) -> bool:
+        """Whether the description marks ``method`` as streaming (a generator)."""
+        return method in self._known().streams
 
     def call(self, method: str, args: Any, kwargs: dict[str, Any], **options: Any) -> Call:
         """The :class:`~redisrpc.core.call.Call` of one call through this proxy."""
-        anonymous: Anonymous = "none" if self.echoes_ids else "any"
+        known = self._known()
+        anonymous: Anonymous = "none" if known.echoes_ids else "any"
         if self.path:
             # A child's calls are paths: "ch1.measure", "__getprop__('ch1.voltage')".
             if method in (GET_PROPERTY, SET_PROPERTY) and args:
@@ -184,9 +219,9 @@ class ProxyState:
             self.reply_prefix,
             lock_token=self.lock.token,
             max_size=self.max_size,
-            registry_prefix=liveness_prefix(self.description),
+            registry_prefix=known.registry_prefix,
             anonymous=anonymous,
-            binary=self.binary,
+            binary=known.binary,
             max_blob_size=self.max_blob_size,
             limit=self.limit,
             caller=CALLER,
@@ -539,14 +574,37 @@ def _arguments_check(name: str, entry: dict[str, Any]) -> Any:
     sig = signature_from_params(entry.get("params"))
     if sig == signature_from_params(None):
         return None
+    low, high = _positional_range(sig)
 
     def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not kwargs and low <= len(args) <= high:
+            return  # what bind() would accept, known without binding (most calls)
         try:
             sig.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(_call_error(name, sig, args, kwargs, str(exc))) from None
 
     return check
+
+
+def _positional_range(sig: inspect.Signature) -> tuple[float, float]:
+    """How many positional arguments alone ``sig.bind`` surely accepts: (fewest, most).
+
+    A signature is valid only with its defaulted positional parameters after
+    the others, so any count in the range fills every required one. A required
+    keyword-only parameter makes the range empty: every call is bound.
+    """
+    kinds = inspect.Parameter
+    low = high = 0.0
+    for param in sig.parameters.values():
+        if param.kind in (kinds.POSITIONAL_ONLY, kinds.POSITIONAL_OR_KEYWORD):
+            high += 1
+            low += param.default is kinds.empty
+        elif param.kind is kinds.VAR_POSITIONAL:
+            high = float("inf")
+        elif param.kind is kinds.KEYWORD_ONLY and param.default is kinds.empty:
+            return 1.0, 0.0
+    return low, high
 
 
 def _method(class_name: str, entry: dict[str, Any]) -> Any:

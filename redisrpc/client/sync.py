@@ -31,7 +31,7 @@ from ..core.transport import Transport
 from .progress import ProgressCallback
 from .proxy import ProxyBase, ProxyState, checked_timeout, state_of
 from .stream import RemoteStream
-from .threads import Flight, ThreadMultiplexer, described_stream
+from .threads import Flight, ThreadMultiplexer
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -92,7 +92,7 @@ class Client(ProxyBase):
         if flight is None:
             flight = state.channels.setdefault(_FLIGHT, Flight())
         mux: ThreadMultiplexer | None = None
-        if flight.enter() and state.echoes_ids and not described_stream(state.description, name):
+        if flight.enter() and state.echoes_ids and not state.streams(name):  # items: own list
             mux = _multiplexer(state, flight)
             call.shared_queue = mux.reply_queue
         step = _Direct(state.transport).step if mux is None else mux.step

@@ -31,21 +31,12 @@ from ..core.protocol import Framed, framed
 from ..core.transport import Transport
 from ..errors import RedisConnectionError, RedisRPCError
 
-__all__ = ["Flight", "ThreadMultiplexer", "described_stream"]
+__all__ = ["Flight", "ThreadMultiplexer"]
 
 log = logging.getLogger("redisrpc.client")
 
 _READ_SLICE = 1.0  # the reader's longest wait; it stops once no call waits
 _READ_BATCH = 256
-
-
-def described_stream(description: dict[str, Any] | None, method: str) -> bool:
-    """Whether the description marks ``method`` as streaming (its items need their own list)."""
-    methods = (description or {}).get("methods")
-    for entry in methods if isinstance(methods, list) else []:
-        if isinstance(entry, dict) and entry.get("name") == method:
-            return entry.get("stream") is True
-    return False
 
 
 class Flight:
@@ -122,7 +113,8 @@ class ThreadMultiplexer:
             self._push_all()
         # No wait for the push itself (one wakeup less per call): a failed push
         # reaches the call as its first "reply", an error raised at this step.
-        return self._wait(step.call_id, step.wait)
+        # The reader runs while the box is registered (or has put its error in it).
+        return self._next(box, step.wait)
 
     def _push_all(self) -> None:
         """Push what is queued, and what was queued meanwhile, until nothing is left."""
@@ -159,6 +151,11 @@ class ThreadMultiplexer:
         box = self.boxes[call_id]
         with self.lock:
             self._start_reader()
+        return self._next(box, wait)
+
+    @staticmethod
+    def _next(box: _Box, wait: float) -> Any:
+        """What was handed to ``box`` next (raised if an error), or None after ``wait`` s."""
         try:
             item = box.replies.get(timeout=wait)
         except queue.Empty:

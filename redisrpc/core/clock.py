@@ -11,6 +11,7 @@ and its asyncio twin); only how the measuring plan is run differs.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Generator
 from typing import Any
@@ -44,7 +45,7 @@ def _local_clock() -> Callable[[], float]:
             time.clock_gettime(boottime)
         except OSError:  # pragma: no cover - a kernel without it
             return time.monotonic
-        return lambda: time.clock_gettime(boottime)
+        return functools.partial(time.clock_gettime, boottime)  # no Python frame per reading
     return time.monotonic  # pragma: no cover - not Linux
 
 
@@ -95,6 +96,18 @@ class RedisClock:
             samples.append((before, after, int(seconds) * 1000.0 + int(micros) / 1000.0))
         self._offset_ms = best_offset(samples)
         self._measured_at = samples[-1][1]
+
+    def current_ms(self) -> int | None:
+        """The estimate now, or None when a measurement is :attr:`due` (one clock reading).
+
+        The hot path of every call's deadline checks: :attr:`due` and
+        :meth:`now_ms` together read the local clock twice.
+        """
+        offset = self._offset_ms
+        now = local_seconds()
+        if offset is None or now - self._measured_at > self.refresh:
+            return None
+        return int(now * 1000.0 + offset)
 
     def now_ms(self) -> int:
         """The Redis clock estimate, in epoch milliseconds (run :meth:`measuring` first)."""

@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote
 
@@ -96,15 +96,15 @@ def _pack_python(command: Sequence[Any]) -> bytes:
     return b"".join(parts)
 
 
+_pack_tuple: Callable[[tuple[Any, ...]], bytes]
 try:  # the "fast" extra: hiredis packs a command in C
-    from hiredis import pack_command as _pack_hiredis
+    from hiredis import pack_command as _pack_tuple
 except ImportError:  # pragma: no cover - exercised where hiredis is absent
-    _pack = _pack_python
-else:
+    _pack_tuple = _pack_python
 
-    def _pack(command: Sequence[Any]) -> bytes:
-        packed: bytes = _pack_hiredis(tuple(command))
-        return packed
+
+def _pack(command: Sequence[Any]) -> bytes:
+    return _pack_tuple(command if type(command) is tuple else tuple(command))
 
 
 def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> Any:
@@ -115,11 +115,18 @@ def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> Any:
     Returns bytes, or a list of buffers when an argument is a ``memoryview``
     (a blob: its memory is written to the socket as it is, never copied).
     """
-    if any(type(arg) is memoryview for command in commands for arg in command):
-        return _pack_chunks(commands, quiet)
+    for command in commands:
+        if memoryview in map(type, command):  # the scan runs in C: every call's hot path
+            return _pack_chunks(commands, quiet)
+    # Our commands are tuples: packed by hiredis directly, with no Python frame per command.
+    pack = _pack_tuple
+    if not quiet:
+        return b"".join([pack(c) if type(c) is tuple else _pack(c) for c in commands])
     return b"".join(
-        _SKIP + _pack(command) if i < quiet else _pack(command)
-        for i, command in enumerate(commands)
+        [
+            (_SKIP if i < quiet else b"") + (pack(c) if type(c) is tuple else _pack(c))
+            for i, c in enumerate(commands)
+        ]
     )
 
 
@@ -209,6 +216,18 @@ def blocking_seconds(command: Sequence[Any]) -> float | None:
     return math.inf if value == 0 else max(0.0, value * unit)
 
 
+# Commands that never block, as redisrpc spells them: most of every exchange, one lookup each.
+_NEVER_BLOCKS = frozenset(
+    spelt
+    for name in (
+        "RPUSH", "LPUSH", "LPOP", "RPOP", "LREM", "LLEN", "LRANGE", "PEXPIRE", "EXPIRE", "GET",
+        "SET", "DEL", "EXISTS", "INCR", "TIME", "ECHO", "PING", "INFO", "CLIENT", "HSET", "HDEL",
+        "HGET", "HGETALL", "ZADD", "ZREM", "SCAN", "PUBLISH",
+    )
+    for spelt in (name, name.encode())
+)  # fmt: skip
+
+
 def _read_timeout(commands: Sequence[Sequence[Any]]) -> float | None:
     """Seconds to wait for an exchange's replies, or None for the socket timeout.
 
@@ -217,6 +236,8 @@ def _read_timeout(commands: Sequence[Sequence[Any]]) -> float | None:
     """
     total: float | None = None
     for command in commands:
+        if command and command[0] in _NEVER_BLOCKS:
+            continue
         blocks = blocking_seconds(command)
         if blocks is not None:
             total = (total or 0.0) + blocks
@@ -790,7 +811,10 @@ class Transport:
                 conn = self._pool.make_connection()  # type: ignore[assignment]
                 self._made.add(conn)
         try:
-            conn.connect()  # type: ignore[no-untyped-call]  # a no-op while connected
+            if getattr(conn, "_sock", None) is None:
+                # connect() is a no-op while connected, but redis-py 8 runs even that
+                # through its retry machinery (1.4 us): skipped on the hot path.
+                conn.connect()  # type: ignore[no-untyped-call]
             try:
                 # An idle connection has nothing to read unless Redis closed or reset
                 # it: reconnect now rather than send a request into a dead socket.
@@ -891,10 +915,12 @@ class Transport:
         changes nothing (see :class:`~redisrpc.core.clock.RedisClock`). The
         offset is measured with ``TIME`` and refreshed every minute.
         """
-        if self._clock.due:
-            with self._clock_lock:
-                if self._clock.due:  # another thread may have measured meanwhile
-                    self.run(self._clock.measuring())
+        now = self._clock.current_ms()
+        if now is not None:
+            return now
+        with self._clock_lock:
+            if self._clock.due:  # another thread may have measured meanwhile
+                self.run(self._clock.measuring())
         return self._clock.now_ms()
 
 
@@ -1436,6 +1462,8 @@ class AsyncTransport:
 
     async def now_ms(self) -> int:
         """The Redis server clock estimate, as :meth:`Transport.now_ms` (the same clock)."""
-        if self._clock.due:
-            await self.run(self._clock.measuring())
+        now = self._clock.current_ms()
+        if now is not None:
+            return now
+        await self.run(self._clock.measuring())
         return self._clock.now_ms()

@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from ..core.plan import NOW, Plan
@@ -151,8 +151,11 @@ class CallContext:
         instance: str,
         reply_ttl_ms: int,
         on_cancel: Callable[[], Any] | None = None,
+        watcher: Watcher | None = None,
     ) -> None:
         self.transport = transport
+        self.watcher = watcher
+        self._token: Token[CallContext | None] | None = None
         self.request = request
         self.service = service
         self.instance = instance
@@ -174,14 +177,21 @@ class CallContext:
         """Whether the caller takes interim messages (protocol 3 and a call id)."""
         return self.request.protocol >= INTERIM_VERSION and self.request.id is not None
 
-    def activate(self) -> Any:
-        """Make this the current call of this thread; returns the token to reset it."""
-        return _current.set(self)
+    def __enter__(self) -> CallContext:
+        """The call runs: the current call of its thread, watched by the server's watcher."""
+        self._token = _current.set(self)
+        if self.watcher is not None:
+            self.watcher.begin(self)
+        return self
 
-    @staticmethod
-    def deactivate(token: Any) -> None:
-        """Undo :meth:`activate`."""
-        _current.reset(token)
+    def __exit__(self, *exc: object) -> None:
+        """The call ended: unwatched, no longer current, cleaned up after if cancelled."""
+        if self.watcher is not None:
+            self.watcher.end(self)
+        if self._token is not None:
+            _current.reset(self._token)
+        if self.cancel.is_set():
+            self.discard()
 
     def report(self, done: float, total: float | None, message: str) -> None:
         """Send a progress message to the caller (rate-limited; the last one always goes)."""

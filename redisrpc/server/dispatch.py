@@ -30,6 +30,7 @@ import inspect
 import logging
 import threading
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -157,7 +158,7 @@ class Dispatcher:
         self.members: dict[str, Member] = self.scan()
         self._described: tuple[Any, dict[str, Any]] | None = None  # (fingerprint, description)
         # id -> deadline (ms) of the requests run, oldest first; see _replayed.
-        self._ran: dict[str, int] = {}
+        self._ran: OrderedDict[str, int] = OrderedDict()
         self._ran_lock = threading.Lock()  # workers > 1 run handle() in several threads
         self._until_sweep = _SWEEP_EVERY
         self.resolver = Resolver(self._members_of, self._handle)
@@ -211,15 +212,16 @@ class Dispatcher:
         return describe(target, members, name=self.name, extra={**extra, "path": path})
 
     def _member(self, name: str) -> Member:
+        member = self.members.get(name)
+        if member is not None:
+            return member  # a scanned member's name is a valid, public one: nothing to check
         if not is_valid_name(name):
             raise _CallError("AttributeError", f"{name[:80]!r} is not a valid method name")
         if name.startswith("_"):
             raise _CallError("AttributeError", f"{name!r} is private and cannot be called")
+        # The object may have grown a member since the last scan.
+        self.members = self.scan()
         member = self.members.get(name)
-        if member is None:
-            # The object may have grown a member since the last scan.
-            self.members = self.scan()
-            member = self.members.get(name)
         if member is None:
             raise _CallError(
                 "AttributeError",
@@ -367,12 +369,15 @@ class Dispatcher:
         """
         if request.id is None:
             return False  # a version 1 request: nothing to recognise it by
+        ran = self._ran
         with self._ran_lock:
-            if request.id in self._ran:
+            if request.id in ran:
                 return True
-            self._ran[request.id] = _NO_DEADLINE if request.deadline is None else request.deadline
-            if len(self._ran) > REMEMBERED_IDS:
-                del self._ran[next(iter(self._ran))]
+            ran[request.id] = _NO_DEADLINE if request.deadline is None else request.deadline
+            # An OrderedDict forgets its oldest in O(1); a dict's front fills with
+            # deleted slots that every next(iter(...)) walks over.
+            if len(ran) > REMEMBERED_IDS:
+                ran.popitem(last=False)
             self._until_sweep -= 1
             if self._until_sweep <= 0:
                 self._until_sweep = _SWEEP_EVERY
@@ -380,8 +385,24 @@ class Dispatcher:
                     now = now_ms()
                 except RedisRPCError:
                     return False
-                self._ran = {key: end for key, end in self._ran.items() if end >= now}
+                self._sweep(now)
             return False
+
+    def _sweep(self, now: int) -> None:
+        """Forget the ids whose deadline passed (called with the lock held).
+
+        Deadlines mostly grow in the order calls come, so the oldest go first,
+        at the cost of what they free; only when that leaves the memory over
+        half full (a long call's id holds the front) is every id looked at.
+        """
+        ran = self._ran
+        while ran:
+            oldest = next(iter(ran))
+            if ran[oldest] >= now:
+                break
+            del ran[oldest]
+        if len(ran) > REMEMBERED_IDS // 2:
+            self._ran = OrderedDict((key, end) for key, end in ran.items() if end >= now)
 
     def _late_ms(self, request: Request, now_ms: Callable[[], int]) -> int:
         """How many ms past its caller's deadline ``request`` is now (0 or less: in time)."""
@@ -391,6 +412,10 @@ class Dispatcher:
             return now_ms() - request.deadline
         except RedisRPCError:
             return 0  # clock unknown: run the call, send the reply, rather than drop them
+
+    def _encode_reply(self, reply: Reply) -> bytes:
+        """The reply's JSON; values with no JSON form become handles (see server.handles)."""
+        return encode_reply_with(reply, self.handles.tag)
 
     def _error(self, request: Request, type_name: str, message: str, tb: str = "") -> bytes:
         return encode_reply(
@@ -520,7 +545,7 @@ class Dispatcher:
             binary=request.protocol >= BLOB_VERSION,
             max_size=self.max_message_size,
             max_blob_size=self.max_blob_size,
-            encode=lambda reply: encode_reply_with(reply, self.handles.tag),
+            encode=self._encode_reply,
         )
         if len(data) > self.max_message_size:
             message = (
@@ -543,6 +568,11 @@ def _fingerprint(obj: Any) -> tuple[Any, ...]:
     return tuple(parts)
 
 
+_PLAIN_TYPES = frozenset({int, float, bool, str, bytes, bytearray, list, dict, tuple, type(None)})
+
+
 def _is_stream(value: Any) -> bool:
     """A generator or other iterator (not a container, string or file-like value) streams."""
+    if type(value) in _PLAIN_TYPES:
+        return False  # the usual return values: no ABC check (exact types; subclasses may iterate)
     return isinstance(value, Iterator) and not isinstance(value, (str, bytes, bytearray))

@@ -35,9 +35,8 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -202,6 +201,8 @@ class Server:
             self.transport, name, self.ident, self._read_watched, self._wait_for_calls
         )
         self.cancellations = Cancellations(self.transport, name)
+        # What every pop sends along (see _prefetch_commands): the same commands each turn.
+        self._prefetch = (("GET", self._lock_key), self.cancellations.prefetch(), ("TIME",))
         self.redis_start = RedisStart(self.transport)
         self.dispatcher = Dispatcher(
             obj,
@@ -298,29 +299,20 @@ class Server:
             return SKIP
         return self._lock_refusal(request, prefetched)
 
-    @contextmanager
-    def _call_context(self, request: Request, member: Member | None) -> Iterator[CallContext]:
+    def _call_context(self, request: Request, member: Member | None) -> CallContext:
         """The context a call runs in: progress, cancellation and streams (server.calls)."""
         hook = None
         if member is not None and member.on_cancel:
             hook = getattr(self.obj, member.on_cancel, None)
-        context = CallContext(
+        return CallContext(
             self.transport,
             request,
             service=self.name,
             instance=self.ident,
             reply_ttl_ms=self.reply_ttl_ms,
             on_cancel=hook if callable(hook) else None,
+            watcher=self.watcher,
         )
-        token = context.activate()
-        self.watcher.begin(context)
-        try:
-            yield context
-        finally:
-            self.watcher.end(context)
-            CallContext.deactivate(token)
-            if context.cancel.is_set():
-                context.discard()
 
     def _lock_refusal(self, request: Request, prefetched: Sequence[Any] = ()) -> ErrorInfo | None:
         """Check the advisory lock (one GET; see redisrpc.client.lock); None means run the call.
@@ -519,7 +511,7 @@ class Server:
         Their replies reach :meth:`handle` as ``prefetched`` (e.g. the lock's
         GET), so a per-call check costs no round trip of its own.
         """
-        return [("GET", self._lock_key), self.cancellations.prefetch(), ("TIME",)]
+        return list(self._prefetch)
 
     def _took(self, results: list[Any]) -> tuple[list[bytes], list[Any]]:
         """Unpack the replies of _pop_commands into (requests, prefetched replies)."""
@@ -527,7 +519,7 @@ class Server:
         if isinstance(blocked, TransportError):
             raise blocked  # e.g. WRONGTYPE: the service key is not a list
         taken = [] if blocked is None else [blocked[1]]
-        prefetched = rest[len(rest) - len(self._prefetch_commands()) :]
+        prefetched = rest[len(rest) - len(self._prefetch) :]
         if len(rest) > len(prefetched):
             more = rest[0]
             if isinstance(more, TransportError):  # Redis before 6.2 has no LPOP count
