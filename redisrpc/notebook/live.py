@@ -71,6 +71,9 @@ def sparkline(points: list[tuple[float, float]], now: float) -> str:
         '<polyline fill="none" stroke="currentColor" stroke-width="1.5"'
         f' points="{" ".join(steps)}"/>'
         "</svg>"
+        # The scale: the plot has no axes, so its range is said beside it.
+        f'<span style="font-size:80%;opacity:.7;margin-left:.4em">'
+        f"{html.escape(format_value(low))} to {html.escape(format_value(high))}</span>"
     )
 
 
