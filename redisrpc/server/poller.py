@@ -34,6 +34,9 @@ log = logging.getLogger("redisrpc.server")
 _HOLD_MS = 3000  # how long the poller key outlives its holder's last turn
 _IDLE_S = 1.0  # how often an instance looks for leases when it reads nothing
 _BUSY_S = 1.0  # the longest wait for a running call to end before the next turn
+# Redis times blocked clients out in its cron, every 1/hz s (100 ms by default), so a
+# BLPOP returns up to that late: the poller blocks that much less, then sleeps here.
+_REDIS_TICK_S = 0.1
 
 Reader = Callable[[str], "bytes | None"]
 """Reads one target; returns the reply-shaped message, or None while a call runs."""
@@ -118,22 +121,31 @@ class Poller:
                 self._wait(wait)
 
     def _wait(self, seconds: float) -> None:
-        """Wait on the watch-now list for up to ``seconds``: a new watcher's member wakes it."""
+        """Wait ``seconds``, on the watch-now list where that is precise enough.
+
+        A new watcher's member wakes the wait; names pushed during a short
+        local sleep are taken by the next turn (LPOP).
+        """
         if seconds <= 0 or self._stop.is_set():
             return
-        try:
-            (popped,) = self.transport.execute(
-                ("BLPOP", watch_now_key(self.queue), f"{max(seconds, 0.01):.3f}")
-            )
-        except RedisRPCError as exc:
-            log.info("%s: cannot wait for new watchers (%s)", self.queue, exc)
-            self._stop.wait(seconds)
-            return
-        if popped:
-            target = popped[1].decode(errors="replace")
-            if target:
-                with self._lock:
-                    self._forced.add(target)
+        deadline = time.monotonic() + seconds
+        if seconds > 1.5 * _REDIS_TICK_S:
+            try:
+                (popped,) = self.transport.execute(
+                    ("BLPOP", watch_now_key(self.queue), f"{seconds - _REDIS_TICK_S:.3f}")
+                )
+            except RedisRPCError as exc:
+                log.info("%s: cannot wait for new watchers (%s)", self.queue, exc)
+                popped = None
+            if popped:
+                self._wake([popped[1]])
+                return
+        self._stop.wait(max(0.0, deadline - time.monotonic()))
+
+    def _wake(self, names: list[bytes]) -> None:
+        """Have these members read in the next turn (if they are leased)."""
+        with self._lock:
+            self._forced.update(n.decode(errors="replace") for n in names if n)
 
     def turn(self) -> float:
         """Read what is due, publish what changed; return the seconds until the next turn."""
@@ -141,11 +153,14 @@ class Poller:
         now = self.transport.now_ms()
         key = poller_key(self.queue)
         leases = watchers_key(self.queue)
-        _, members, held = self.transport.execute(
+        _, members, held, woken = self.transport.execute(
             ("ZREMRANGEBYSCORE", leases, "-inf", now),
             ("ZRANGE", leases, 0, -1),
             ("GET", key),
+            ("LPOP", watch_now_key(self.queue), 100),  # pushed while this instance slept
         )
+        if woken:
+            self._wake(woken)
         targets, bad = self._targets(members or [])
         if targets and held is None:  # nobody polls: this instance offers (no key unless watched)
             _, held = self.transport.execute(
