@@ -20,6 +20,7 @@ import redisrpc
 from redisrpc.core.keys import poller_key, watch_key, watchers_key
 from redisrpc.core.watch import lease_member, parse_lease
 from redisrpc.notebook.live import LiveValue, format_value, sparkline
+from redisrpc.server.poller import Poller
 
 
 class Meter:
@@ -438,3 +439,23 @@ def test_members_named_safe_are_read_during_a_call(r, serve):
         wait_for(lambda: meter.overlaps >= 3, message="reads while work() runs")
         assert not done.is_set()
         worker.join(10)
+
+
+def test_a_redis_without_lpop_count_still_polls():
+    """Before Redis 6.2 `LPOP key count` is an error reply: the turn goes on without it."""
+
+    class OldRedis:
+        def now_ms(self) -> int:
+            return 1_000
+
+        def execute(self, *commands: Any, **_: Any) -> list[Any]:
+            replies: list[Any] = [0, [lease_member("level", 0.5, "w")], b"me", 1]
+            if commands[-1][0] == "LPOP":
+                replies[3] = redisrpc.TransportError("ERR wrong number of arguments")
+                raise redisrpc.CommandError("ERR wrong number", replies=replies)
+            return [1] * len(commands)
+
+    read: list[str] = []
+    poller = Poller(OldRedis(), "meter", "me", lambda t: read.append(t) or b"{}", lambda s: None)
+    assert 0 <= poller.turn() <= 1.0
+    assert read == ["level"]  # this instance holds the poller key: it read the leased member

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from ..core.keys import poller_key, watch_key, watch_now_key, watchers_key
 from ..core.transport import Transport
 from ..core.watch import STREAM_LENGTH, lease_ms, parse_lease
-from ..errors import RedisRPCError
+from ..errors import CommandError, RedisRPCError
 
 __all__ = ["Poller"]
 
@@ -153,13 +153,19 @@ class Poller:
         now = self.transport.now_ms()
         key = poller_key(self.queue)
         leases = watchers_key(self.queue)
-        _, members, held, woken = self.transport.execute(
-            ("ZREMRANGEBYSCORE", leases, "-inf", now),
-            ("ZRANGE", leases, 0, -1),
-            ("GET", key),
-            ("LPOP", watch_now_key(self.queue), 100),  # pushed while this instance slept
-        )
-        if woken:
+        try:
+            _, members, held, woken = self.transport.execute(
+                ("ZREMRANGEBYSCORE", leases, "-inf", now),
+                ("ZRANGE", leases, 0, -1),
+                ("GET", key),
+                ("LPOP", watch_now_key(self.queue), 100),  # pushed while this instance slept
+            )
+        except CommandError as exc:
+            if any(isinstance(reply, RedisRPCError) for reply in exc.replies[:3]):
+                raise
+            # LPOP with a count needs Redis 6.2: before it, a wake is taken by BLPOP only.
+            _, members, held, woken = *exc.replies[:3], None
+        if isinstance(woken, list):
             self._wake(woken)
         targets, bad = self._targets(members or [])
         if targets and held is None:  # nobody polls: this instance offers (no key unless watched)
