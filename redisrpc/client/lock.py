@@ -58,6 +58,7 @@ from .proxy import LockCell, login_name, state_of
 
 __all__ = [
     "Lock",
+    "describe_holder",
     "digest",
     "held_token",
     "lock",
@@ -149,7 +150,7 @@ def _seconds(since_ms: Any) -> float | None:
     return seconds if math.isfinite(seconds) else None
 
 
-def _describe(holder: dict[str, Any]) -> str:
+def describe_holder(holder: dict[str, Any]) -> str:
     """One line naming the holder; ``holder`` is a :func:`_public` value (since in seconds)."""
     who = f"{holder.get('user', '?')}@{holder.get('host', '?')} (pid {holder.get('pid', '?')})"
     since = holder.get("since")
@@ -221,7 +222,7 @@ def refusal(
     public = _public(holder)
     return ErrorInfo(
         OWN_ERROR_PREFIX + "LockedError",
-        f"locked by {_describe(public)}; not executed",
+        f"locked by {describe_holder(public)}; not executed",
         server=server,
         details={"holder": public},
     )
@@ -300,7 +301,9 @@ class Lock:
                 info = yield from _reading(self.service)
                 if info is None:
                     continue  # released in the meantime: try once more
-                raise LockedError(f"{self.service!r} is locked by {_describe(info)}", holder=info)
+                raise LockedError(
+                    f"{self.service!r} is locked by {describe_holder(info)}", holder=info
+                )
             yield min(_POLL_S, left)
         self._value, self._token = value, token
         cell.token = token

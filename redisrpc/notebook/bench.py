@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import ipywidgets as widgets
 
-from ..client.lock import Lock, lock_info
+from ..client.lock import Lock, describe_holder, lock_info
 from ..client.proxy import LockCell, state_of
 from ..client.running import cancel, running
 from ..client.sync import Client
@@ -113,16 +113,9 @@ def holder_text(info: dict[str, Any] | None, *, mine: bool) -> str:
     """The lock line: free, held by this explorer, or by whom, since when, why, for how long."""
     if info is None:
         return '<span style="color: #555;">Lock: free</span>'
-    who = f"{info.get('user', '?')}@{info.get('host', '?')} (pid {info.get('pid', '?')})"
+    who = describe_holder(info)
     if mine:
-        who = f"this explorer ({who})"
-    since = info.get("since")
-    if isinstance(since, float):
-        with contextlib.suppress(OverflowError, OSError, ValueError):
-            who += f" since {time.strftime('%H:%M:%S', time.localtime(since))}"
-    note = info.get("note")
-    if note:
-        who += f": {str(note)!r}"
+        who = f"this explorer: {who}"
     expires = info.get("expires_in")
     if isinstance(expires, (int, float)):
         who += f" · expires in {expires:.0f} s unless renewed"
