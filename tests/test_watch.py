@@ -459,3 +459,12 @@ def test_a_redis_without_lpop_count_still_polls():
     poller = Poller(OldRedis(), "meter", "me", lambda t: read.append(t) or b"{}", lambda s: None)
     assert 0 <= poller.turn() <= 1.0
     assert read == ["level"]  # this instance holds the poller key: it read the leased member
+
+
+def test_a_server_nobody_watched_leaves_no_watch_keys(r, serve):
+    server = serve(Meter(), "meter")
+    turns = server.poller.turns
+    wait_for(lambda: server.poller.turns >= turns + 2, message="two poller turns")
+    server.stop(10)
+    assert not server.running
+    assert [k for k in r.keys("meter:*") if b"watch" in k or b"poller" in k] == []

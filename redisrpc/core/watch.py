@@ -46,6 +46,7 @@ __all__ = [
     "MAX_INTERVAL",
     "MIN_INTERVAL",
     "STREAM_LENGTH",
+    "WAKE_TTL_MS",
     "Book",
     "Subscriber",
     "check_interval",
@@ -67,7 +68,8 @@ _LEASE_MIN_MS = 5000
 _BLOCK_MS = 250  # a reader's longest wait: how soon it sees a new watch or a close
 _MAX_ID = 120  # characters of a watch id
 _MAX_TARGET = 1000  # characters of a target (a name or a path)
-_WAKE_TTL_MS = 60_000  # a watch-now list nobody pops (no server) goes after a minute
+WAKE_TTL_MS = 60_000
+"""How long a watch-now list nobody pops (no server runs) lives, in ms."""
 
 
 def check_interval(interval: object) -> float:
@@ -266,7 +268,7 @@ def starting(queue: str, sub: Subscriber) -> Plan[None]:
             lease_member(sub.target, sub.interval, sub.watch_id),
         ),
         ("RPUSH", wake, sub.target),
-        ("PEXPIRE", wake, _WAKE_TTL_MS),
+        ("PEXPIRE", wake, WAKE_TTL_MS),
     )
 
 

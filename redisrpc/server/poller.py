@@ -24,7 +24,7 @@ from collections.abc import Callable
 
 from ..core.keys import poller_key, watch_key, watch_now_key, watchers_key
 from ..core.transport import Transport
-from ..core.watch import STREAM_LENGTH, lease_ms, parse_lease
+from ..core.watch import STREAM_LENGTH, WAKE_TTL_MS, lease_ms, parse_lease
 from ..errors import CommandError, RedisRPCError
 
 __all__ = ["Poller"]
@@ -88,13 +88,16 @@ class Poller:
     def stop(self) -> None:
         """Stop the poller thread (and give up the poller key if this instance held it)."""
         self._stop.set()
+        wake = watch_now_key(self.queue)
         # Wake the thread from its wait (an empty name is no member: nothing is read);
         # without Redis it wakes within a second anyway.
         with contextlib.suppress(RedisRPCError):
-            self.transport.execute(("RPUSH", watch_now_key(self.queue), ""))
+            self.transport.execute(("RPUSH", wake, ""), ("PEXPIRE", wake, WAKE_TTL_MS))
         if self._thread is not None:
             self._thread.join(5.0)
             self._thread = None
+        with contextlib.suppress(RedisRPCError):  # an unpopped wake-up, and its key, go
+            self.transport.execute(("LREM", wake, 0, ""))
         try:
             # Another instance takes over at once instead of after _HOLD_MS.
             (held,) = self.transport.execute(("GET", poller_key(self.queue)))
