@@ -33,8 +33,12 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-import hiredis
 import redis
+
+try:
+    import hiredis
+except ImportError:  # the fast extra is not installed: say so, not a traceback
+    raise SystemExit("benchmarks.cpu needs hiredis: pip install -e '.[fast]'") from None
 
 import redisrpc
 from redisrpc.core.call import Call, encoded

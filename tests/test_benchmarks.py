@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 
+import pytest
 from conftest import PYTHON, ROOT, python_env
 
 
@@ -76,6 +77,7 @@ def test_watch_benchmark_prints_every_figure(redis_url):
 
 def test_cpu_benchmark_prints_each_sides_cpu_per_call():
     """`python -m benchmarks.cpu` needs no Redis: each measure runs on its fake socket."""
+    pytest.importorskip("hiredis")  # the fast extra: its reader parses the fake socket's input
     out = run_module("benchmarks.cpu", "--n", "30", "--batches", "1", timeout=120)
     for name in ("server", "turn", "client"):
         line = next((line for line in out.splitlines() if line.startswith(name)), None)
