@@ -133,7 +133,7 @@ class Book:
     block_ms: int = _BLOCK_MS
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _subs: dict[str, Subscriber] = field(default_factory=dict)
-    _new: list[Subscriber] = field(default_factory=list)
+    _added: bool = False  # a watch came since the last exchange: renew every lease now
     _dropped: list[bytes] = field(default_factory=list)
     _last_ids: dict[str, str] = field(default_factory=dict)
     _renew_at: int = 0
@@ -145,7 +145,7 @@ class Book:
             if self.closed:
                 return False
             self._subs[sub.watch_id] = sub
-            self._new.append(sub)
+            self._added = True
             return True
 
     def remove(self, sub: Subscriber, *, unleased: bool = False) -> None:
@@ -168,19 +168,19 @@ class Book:
             keys.setdefault(watch_key(self.queue, sub.target), []).append(sub)
         return keys
 
-    def exchange(self, now_ms: int) -> tuple[tuple[tuple[Any, ...], ...], list[str], bool]:
-        """The next exchange: (commands, keys read fresh with XREVRANGE, last exchange?)."""
+    def exchange(self, now_ms: int) -> tuple[tuple[tuple[Any, ...], ...], bool]:
+        """The next exchange: (its commands, whether it is the last one)."""
         with self._lock:
             commands: list[tuple[Any, ...]] = []
             if self._dropped:
                 commands.append(("ZREM", watchers_key(self.queue), *self._dropped))
                 self._dropped = []
             if self.closed:
-                return tuple(commands), [], True
+                return tuple(commands), True
             if not self._subs:
-                return tuple(commands), [], False  # made, its first watch on the way
+                return tuple(commands), False  # made, its first watch on the way
             # A new watch may have the shortest lease: renew them all, and time from it.
-            renew = list(self._subs.values()) if self._new or now_ms >= self._renew_at else []
+            renew = list(self._subs.values()) if self._added or now_ms >= self._renew_at else []
             if renew:
                 pairs = [
                     part
@@ -193,7 +193,7 @@ class Book:
                 commands.append(("ZADD", watchers_key(self.queue), *pairs))
                 shortest = min(lease_ms(sub.interval) for sub in renew)
                 self._renew_at = now_ms + shortest // 3
-            self._new = []
+            self._added = False
             keys = self._keys()
             fresh = [key for key in keys if key not in self._last_ids]
             for key in fresh:
@@ -207,7 +207,7 @@ class Book:
                 if block:
                     read += ("BLOCK", block)
                 commands.append((*read, "STREAMS", *waiting, *ids))
-            return tuple(commands), fresh, False
+            return tuple(commands), False
 
     def take(self, commands: tuple[tuple[Any, ...], ...], replies: list[Any]) -> None:
         """Deliver the entries an exchange brought to the watches of their streams."""
@@ -287,7 +287,7 @@ def reading(book: Book, *, on_error: Callable[[BaseException], None] | None = No
     failures = 0
     while True:
         now = yield NOW
-        commands, _fresh, last = book.exchange(now)
+        commands, last = book.exchange(now)
         if not commands:
             if last:
                 return
