@@ -7,6 +7,7 @@ when any is missing, except under CI=true, where it must run.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -190,6 +191,20 @@ def lab(tmp_path: Path, redis_url: str) -> Iterator[tuple[str, str]]:
         log.close()
 
 
+@contextlib.contextmanager
+def _page(*, width: int, height: int) -> Iterator[Any]:
+    """A page of headless Chromium (Playwright) at this viewport; the browser closes after."""
+    sync_playwright = importlib.import_module("playwright.sync_api").sync_playwright
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS
+        )
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
 def _open(page: Any, base: str, token: str, name: str) -> None:
     """Open a notebook of the lab fixture, wait for its kernel, and run all its cells."""
     page.goto(f"{base}/lab/tree/{name}.ipynb?token={token}")
@@ -205,7 +220,6 @@ def _open(page: Any, base: str, token: str, name: str) -> None:
 
 def test_long_call_shows_progress_and_the_explorer_cancels_a_running_call(lab, serve, redis_url):
     """A move shows a progress bar in its cell; another's move shows in the explorer; Cancel."""
-    sync_playwright = importlib.import_module("playwright.sync_api").sync_playwright
     stage = LinearStage()
     serve(stage, "stage")
     base, token = lab
@@ -218,60 +232,50 @@ def test_long_call_shows_progress_and_the_explorer_cancels_a_running_call(lab, s
         "try:\n    stage.move_to(90)\n"
         "except redisrpc.CallCancelledError as exc:\n    print('cancelled:', exc)\n"
     )
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS
+    with _page(width=1400, height=1200) as page:
+        _open(page, base, token, "long-calls")
+        # The move's cell shows a tqdm bar (an ipywidgets progress bar) that reaches 100%.
+        page.wait_for_selector(".jp-OutputArea .widget-hprogress", timeout=90_000)
+        page.wait_for_function("() => document.body.textContent.includes('20/20')", timeout=60_000)
+        # The explorer's own calls (waiting behind the move) draw no bars in whichever
+        # cell runs: "Running now" shows them.
+        assert "waiting behind" not in page.locator(".jp-OutputArea").last.text_content()
+        # Someone else's long move shows under "Running now", with a Cancel button.
+        other = subprocess.Popen(
+            [sys.executable, "-c", colleague],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1200})
-            _open(page, base, token, "long-calls")
-            # The move's cell shows a tqdm bar (an ipywidgets progress bar) that reaches 100%.
-            page.wait_for_selector(".jp-OutputArea .widget-hprogress", timeout=90_000)
+            mark = f":{other.pid} ·"  # the colleague's call, not a stale row of ours
             page.wait_for_function(
-                "() => document.body.textContent.includes('20/20')", timeout=60_000
+                "mark => document.querySelector('.redisrpc-explorer').textContent"
+                ".replace(/\\u00a0/g, ' ').includes(mark)",
+                arg=mark,
+                timeout=60_000,
             )
-            # The explorer's own calls (waiting behind the move) draw no bars in whichever
-            # cell runs: "Running now" shows them.
-            assert "waiting behind" not in page.locator(".jp-OutputArea").last.text_content()
-            # Someone else's long move shows under "Running now", with a Cancel button.
-            other = subprocess.Popen(
-                [sys.executable, "-c", colleague],
-                stdout=subprocess.PIPE,
-                text=True,
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-            )
-            try:
-                mark = f":{other.pid} ·"  # the colleague's call, not a stale row of ours
-                page.wait_for_function(
-                    "mark => document.querySelector('.redisrpc-explorer').textContent"
-                    ".replace(/\\u00a0/g, ' ').includes(mark)",
-                    arg=mark,
-                    timeout=60_000,
-                )
-                page.screenshot(path=str(shot), full_page=True)
-                row = page.locator(".redisrpc-explorer .widget-hbox", has_text=f":{other.pid}")
-                row.get_by_role("button", name="Cancel").click()
-                out, _ = other.communicate(timeout=30)
-            finally:
-                if other.poll() is None:
-                    other.kill()
-            assert out.startswith("cancelled:") and "cancelled by" in out
-            assert stage.position < 90
-            page.wait_for_function(
-                "() => !document.querySelector('.redisrpc-explorer').textContent"
-                ".includes('Running now')",
-                timeout=30_000,
-            )
+            page.screenshot(path=str(shot), full_page=True)
+            row = page.locator(".redisrpc-explorer .widget-hbox", has_text=f":{other.pid}")
+            row.get_by_role("button", name="Cancel").click()
+            out, _ = other.communicate(timeout=30)
         finally:
-            browser.close()
+            if other.poll() is None:
+                other.kill()
+        assert out.startswith("cancelled:") and "cancelled by" in out
+        assert stage.position < 90
+        page.wait_for_function(
+            "() => !document.querySelector('.redisrpc-explorer').textContent"
+            ".includes('Running now')",
+            timeout=30_000,
+        )
     assert shot.stat().st_size > 10_000
 
 
 def test_explorer_renders_live_servers_in_jupyterlab(lab, serve, redis_url):
     """The explorer in a JupyterLab page: servers, live values set by another process, a call,
     a compact error, the layout at 1600 and 400 px, and a server that goes."""
-    sync_playwright = importlib.import_module("playwright.sync_api").sync_playwright
     names = ["calc", "fgen", "psu", "scope", "stage"]
     calc = serve(Calculator(), "calc")
     for name, obj in bench().items():
@@ -279,131 +283,114 @@ def test_explorer_renders_live_servers_in_jupyterlab(lab, serve, redis_url):
     base, token = lab
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "explorer-jupyterlab.png"
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS
-        )
+    with _page(width=1400, height=1400) as page:
+        _open(page, base, token, "explore")
+        options = page.locator(".redisrpc-explorer select option")
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1400})
-            page.goto(f"{base}/lab/tree/explore.ipynb?token={token}")
             page.wait_for_function(
-                "() => window.jupyterapp && window.jupyterapp.shell.currentWidget"
-                " && window.jupyterapp.shell.currentWidget.sessionContext"
-                " && window.jupyterapp.shell.currentWidget.sessionContext.session",
+                "names => { const shown = Array.from(document.querySelectorAll("
+                "'.redisrpc-explorer select option'))"
+                ".map(o => o.textContent.replace(/\\u00a0/g, ' '));"
+                " return names.every(n => shown.some(s => s.startsWith(n + ' · live'))); }",
+                arg=names,
                 timeout=90_000,
             )
-            page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
-            page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
-            options = page.locator(".redisrpc-explorer select option")
-            try:
-                page.wait_for_function(
-                    "names => { const shown = Array.from(document.querySelectorAll("
-                    "'.redisrpc-explorer select option'))"
-                    ".map(o => o.textContent.replace(/\\u00a0/g, ' '));"
-                    " return names.every(n => shown.some(s => s.startsWith(n + ' · live'))); }",
-                    arg=names,
-                    timeout=90_000,
-                )
-            finally:
-                page.screenshot(path=str(shot), full_page=True)
-            # ipywidgets shows labels with non-breaking spaces
-            labels = options.all_text_contents()
-            assert [label.replace("\xa0", " ").split(" · ")[0] for label in labels] == names
-            page.locator(".redisrpc-explorer select").select_option(label=labels[2])
-            page.wait_for_function(
-                "() => document.querySelector('.redisrpc-explorer').textContent"
-                ".includes('PowerSupply')",
-                timeout=60_000,
-            )
-            # Its properties are watched: read within an interval, and another process's
-            # Set shows by itself.
-            page.wait_for_function(
-                "() => !document.querySelector('.redisrpc-explorer').textContent"
-                ".includes('not read yet')",
-                timeout=30_000,
-            )
-            setter = "import sys, redisrpc\nredisrpc.Client(sys.argv[1], 'psu').voltage2 = 7.25\n"
-            subprocess.run(
-                [sys.executable, "-c", setter, redis_url],
-                cwd=ROOT,
-                env={**os.environ, "PYTHONPATH": str(ROOT)},
-                check=True,
-                timeout=60,
-            )
-            voltage2 = page.locator(".redisrpc-explorer .widget-hbox", has_text="voltage2")
-            voltage2.filter(has_text="7.25").first.wait_for(timeout=30_000)
-            page.screenshot(path=str(ARTIFACTS / "explorer-live-value.png"), full_page=True)
-            # Call psu.measure(1) from its form, as a person would.
-            page.get_by_text("measure(channel: int)").first.click()
-            page.get_by_label("channel", exact=True).filter(visible=True).first.fill("1")
-            page.get_by_role("button", name="Call").filter(visible=True).first.click()
-            page.wait_for_function(
-                "() => document.querySelector('.redisrpc-explorer').textContent"
-                ".includes(\"{'voltage': 0.0, 'current': 0.0}\")",
-                timeout=60_000,
-            )
-            assert "psu.measure(1)" in page.locator(".redisrpc-explorer input").evaluate_all(
-                "inputs => inputs.map(i => i.value).join('\\n')"
-            )
-            page.screenshot(path=str(shot), full_page=True)
-            # A property Set out of range: one error line, the traceback behind a toggle.
-            row = page.locator(".redisrpc-explorer .widget-hbox", has_text="voltage1").last
-            row.locator("input").fill("99")
-            row.get_by_role("button", name="Set").click()
-            page.wait_for_function(
-                "() => document.querySelector('.redisrpc-explorer').textContent"
-                ".includes('out of range')",
-                timeout=60_000,
-            )
-            assert not page.get_by_text("remote traceback").first.is_visible()
-            page.get_by_role("button", name="traceback").filter(visible=True).first.click()
-            page.get_by_text("remote traceback").first.wait_for(state="visible", timeout=10_000)
-            # The notebook alone (as on a laptop's half screen), without the lab's side panels.
-            page.evaluate(
-                "() => { window.jupyterapp.shell.collapseLeft();"
-                " window.jupyterapp.shell.collapseRight(); }"
-            )
-            widths = []
-            for width in (1600, 400):
-                page.set_viewport_size({"width": width, "height": 1400})
-                page.wait_for_timeout(500)  # the lab relayouts on resize
-                row.scroll_into_view_if_needed()  # the rows with their buttons, and the error
-                widths.append(ARTIFACTS / f"explorer-{width}px.png")
-                page.screenshot(path=str(widths[-1]), full_page=True)
-                cut = page.evaluate(NOTHING_CUT)
-                assert cut == [], f"cut at {width} px: {cut}"
-            # The calculator stops: it stays listed as gone, its buttons disabled.
-            page.set_viewport_size({"width": 1000, "height": 1000})
-            page.locator(".redisrpc-explorer select").select_option(label=labels[0])
-            page.wait_for_function(
-                "() => document.querySelector('.redisrpc-explorer').textContent"
-                ".includes('Calculator')",
-                timeout=60_000,
-            )
-            calc.stop(10)
-            page.wait_for_function(
-                "() => document.querySelector('.redisrpc-explorer').textContent"
-                ".includes('calc is gone')",
-                timeout=60_000,
-            )
-            # Its header in view (the page was scrolled down to the property rows above).
-            page.locator(".redisrpc-explorer select").scroll_into_view_if_needed()
-            page.get_by_text("calc is gone").first.scroll_into_view_if_needed()
-            gone = ARTIFACTS / "explorer-gone.png"
-            page.screenshot(path=str(gone), full_page=True)
-            first = page.locator(".redisrpc-explorer select option").first.text_content() or ""
-            assert "calc · gone, last seen" in first.replace("\xa0", " ")
-            calls = page.locator(".redisrpc-explorer button", has_text="Call")
-            assert calls.count() > 0 and all(b.is_disabled() for b in calls.all())
         finally:
-            browser.close()
+            page.screenshot(path=str(shot), full_page=True)
+        # ipywidgets shows labels with non-breaking spaces
+        labels = options.all_text_contents()
+        assert [label.replace("\xa0", " ").split(" · ")[0] for label in labels] == names
+        page.locator(".redisrpc-explorer select").select_option(label=labels[2])
+        page.wait_for_function(
+            "() => document.querySelector('.redisrpc-explorer').textContent"
+            ".includes('PowerSupply')",
+            timeout=60_000,
+        )
+        # Its properties are watched: read within an interval, and another process's
+        # Set shows by itself.
+        page.wait_for_function(
+            "() => !document.querySelector('.redisrpc-explorer').textContent"
+            ".includes('not read yet')",
+            timeout=30_000,
+        )
+        setter = "import sys, redisrpc\nredisrpc.Client(sys.argv[1], 'psu').voltage2 = 7.25\n"
+        subprocess.run(
+            [sys.executable, "-c", setter, redis_url],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            check=True,
+            timeout=60,
+        )
+        voltage2 = page.locator(".redisrpc-explorer .widget-hbox", has_text="voltage2")
+        voltage2.filter(has_text="7.25").first.wait_for(timeout=30_000)
+        page.screenshot(path=str(ARTIFACTS / "explorer-live-value.png"), full_page=True)
+        # Call psu.measure(1) from its form, as a person would.
+        page.get_by_text("measure(channel: int)").first.click()
+        page.get_by_label("channel", exact=True).filter(visible=True).first.fill("1")
+        page.get_by_role("button", name="Call").filter(visible=True).first.click()
+        page.wait_for_function(
+            "() => document.querySelector('.redisrpc-explorer').textContent"
+            ".includes(\"{'voltage': 0.0, 'current': 0.0}\")",
+            timeout=60_000,
+        )
+        assert "psu.measure(1)" in page.locator(".redisrpc-explorer input").evaluate_all(
+            "inputs => inputs.map(i => i.value).join('\\n')"
+        )
+        page.screenshot(path=str(shot), full_page=True)
+        # A property Set out of range: one error line, the traceback behind a toggle.
+        row = page.locator(".redisrpc-explorer .widget-hbox", has_text="voltage1").last
+        row.locator("input").fill("99")
+        row.get_by_role("button", name="Set").click()
+        page.wait_for_function(
+            "() => document.querySelector('.redisrpc-explorer').textContent"
+            ".includes('out of range')",
+            timeout=60_000,
+        )
+        assert not page.get_by_text("remote traceback").first.is_visible()
+        page.get_by_role("button", name="traceback").filter(visible=True).first.click()
+        page.get_by_text("remote traceback").first.wait_for(state="visible", timeout=10_000)
+        # The notebook alone (as on a laptop's half screen), without the lab's side panels.
+        page.evaluate(
+            "() => { window.jupyterapp.shell.collapseLeft();"
+            " window.jupyterapp.shell.collapseRight(); }"
+        )
+        widths = []
+        for width in (1600, 400):
+            page.set_viewport_size({"width": width, "height": 1400})
+            page.wait_for_timeout(500)  # the lab relayouts on resize
+            row.scroll_into_view_if_needed()  # the rows with their buttons, and the error
+            widths.append(ARTIFACTS / f"explorer-{width}px.png")
+            page.screenshot(path=str(widths[-1]), full_page=True)
+            cut = page.evaluate(NOTHING_CUT)
+            assert cut == [], f"cut at {width} px: {cut}"
+        # The calculator stops: it stays listed as gone, its buttons disabled.
+        page.set_viewport_size({"width": 1000, "height": 1000})
+        page.locator(".redisrpc-explorer select").select_option(label=labels[0])
+        page.wait_for_function(
+            "() => document.querySelector('.redisrpc-explorer').textContent.includes('Calculator')",
+            timeout=60_000,
+        )
+        calc.stop(10)
+        page.wait_for_function(
+            "() => document.querySelector('.redisrpc-explorer').textContent"
+            ".includes('calc is gone')",
+            timeout=60_000,
+        )
+        # Its header in view (the page was scrolled down to the property rows above).
+        page.locator(".redisrpc-explorer select").scroll_into_view_if_needed()
+        page.get_by_text("calc is gone").first.scroll_into_view_if_needed()
+        gone = ARTIFACTS / "explorer-gone.png"
+        page.screenshot(path=str(gone), full_page=True)
+        first = page.locator(".redisrpc-explorer select option").first.text_content() or ""
+        assert "calc · gone, last seen" in first.replace("\xa0", " ")
+        calls = page.locator(".redisrpc-explorer button", has_text="Call")
+        assert calls.count() > 0 and all(b.is_disabled() for b in calls.all())
     assert shot.stat().st_size > 10_000
     assert all(path.stat().st_size > 10_000 for path in [*widths, gone])
 
 
 def test_a_watched_value_in_a_cell_follows_a_change_made_by_another_process(lab, serve, redis_url):
     """`redisrpc.watch(...)` as a cell's last line: a live value that updates by itself."""
-    sync_playwright = importlib.import_module("playwright.sync_api").sync_playwright
     serve(bench()["psu"], "psu")
     base, token = lab
     ARTIFACTS.mkdir(exist_ok=True)
@@ -411,27 +398,20 @@ def test_a_watched_value_in_a_cell_follows_a_change_made_by_another_process(lab,
     setter = (
         "import sys, redisrpc\nredisrpc.Client(sys.argv[1], 'psu').voltage1 = float(sys.argv[2])\n"
     )
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=_chromium(), headless=True, args=CHROMIUM_FLAGS
-        )
-        try:
-            page = browser.new_page(viewport={"width": 1000, "height": 500})
-            _open(page, base, token, "watch")
-            live = page.locator(".redisrpc-live")
-            live.filter(has_text="psu.voltage1").first.wait_for(timeout=90_000)
-            live.filter(has_text="changed").first.wait_for(timeout=30_000)  # a first value
-            for volts in ("3.75", "12.5"):
-                subprocess.run(
-                    [sys.executable, "-c", setter, redis_url, volts],
-                    cwd=ROOT,
-                    env={**os.environ, "PYTHONPATH": str(ROOT)},
-                    check=True,
-                    timeout=60,
-                )
-                live.filter(has_text=volts).first.wait_for(timeout=30_000)
-            assert live.locator("svg polyline").count() == 1  # the live plot of a number
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with _page(width=1000, height=500) as page:
+        _open(page, base, token, "watch")
+        live = page.locator(".redisrpc-live")
+        live.filter(has_text="psu.voltage1").first.wait_for(timeout=90_000)
+        live.filter(has_text="changed").first.wait_for(timeout=30_000)  # a first value
+        for volts in ("3.75", "12.5"):
+            subprocess.run(
+                [sys.executable, "-c", setter, redis_url, volts],
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+                check=True,
+                timeout=60,
+            )
+            live.filter(has_text=volts).first.wait_for(timeout=30_000)
+        assert live.locator("svg polyline").count() == 1  # the live plot of a number
+        page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 5_000
