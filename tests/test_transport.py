@@ -115,6 +115,67 @@ def test_a_connection_killed_while_idle_is_replaced(r: redis.Redis, redis_url: s
     transport.close()
 
 
+READ_PATHS = [
+    pytest.param(
+        "direct",
+        marks=pytest.mark.skipif(transport_module._HiredisParser is None, reason="needs hiredis"),
+    ),
+    "read_response",
+    "can_read",
+]
+"""How replies are read: hiredis driven directly; redis-py 8's read_response(timeout=);
+can_read(timeout), then read_response, for older redis-py."""
+
+
+def _take_read_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    if path != "direct":
+        monkeypatch.setattr(transport_module, "_direct", lambda conn: None)
+        monkeypatch.setattr(transport_module, "_READ_TIMEOUT", path == "read_response")
+
+
+def _replies_both_ways(transport: Transport, commands: list[tuple[object, ...]]) -> list[object]:
+    """The replies read directly, then read again through redis-py's read_response."""
+    direct = _execute_raw(transport, commands)
+    with pytest.MonkeyPatch.context() as patch:
+        _take_read_path(patch, "read_response")
+        through_redis_py = _execute_raw(transport, commands)
+    return [direct, through_redis_py]
+
+
+def _execute_raw(transport: Transport, commands: list[tuple[object, ...]]) -> list[object]:
+    try:
+        return transport.execute(*commands)
+    except CommandError as exc:
+        return [str(reply) if isinstance(reply, Exception) else reply for reply in exc.replies]
+
+
+@pytest.mark.skipif(transport_module._HiredisParser is None, reason="needs hiredis")
+def test_replies_read_directly_equal_redis_pys_reading(r: redis.Redis, redis_url: str):
+    """With hiredis, replies skip redis-py's read_response: the same values, errors and sizes."""
+    transport = Transport.of(redis_url)
+    conn = transport._take()
+    assert transport_module._direct(conn) is not None  # the fast path is the one in use
+    transport._idle.append(conn)
+    big = os.urandom(3 * 65536 + 7)  # several socket reads
+    r.rpush("direct:list", b"a", b"", big)
+    r.set("direct:str", b"v")
+    commands: list[tuple[object, ...]] = [
+        ("LRANGE", "direct:list", 0, -1),
+        ("GET", "direct:none"),
+        ("LPOP", "direct:str"),  # WRONGTYPE, inside the exchange
+        ("TIME",),
+        ("BLPOP", "direct:empty", 0.01),  # a nil after a wait
+        ("XRANGE", "direct:none", "-", "+"),
+        ("INCR", "direct:n"),
+    ]
+    direct, through_redis_py = _replies_both_ways(transport, commands)
+    assert direct[0] == through_redis_py[0] == [b"a", b"", big]
+    assert direct[1] is None and direct[4] is None and direct[5] == []
+    assert "WRONGTYPE" in str(direct[2]) and "WRONGTYPE" in str(through_redis_py[2])
+    assert (direct[6], through_redis_py[6]) == (1, 2)
+    transport.close()
+
+
 def test_a_forked_child_opens_its_own_connections(redis_url: str):
     """After fork the child never writes on its parent's sockets; both keep working."""
     transport = Transport.of(redis_url)
@@ -195,16 +256,15 @@ def test_blocking_time_of_each_blocking_command():
     assert blocking_seconds(("LPOP", "a", 3)) is None
 
 
-@pytest.mark.parametrize("read_timeout", [True, False], ids=["read_response", "can_read"])
+@pytest.mark.parametrize("read_path", READ_PATHS)
 def test_a_block_longer_than_the_socket_timeout_is_waited_for(
-    r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, read_timeout: bool
+    r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, read_path: str
 ):
     """A BLPOP of 1 s on a transport whose socket timeout is 0.3 s returns None, no error.
 
-    Both ways of bounding a read: redis-py 8's read_response(timeout=), and
-    can_read(timeout) for older redis-py.
+    Every way of bounding a read (see READ_PATHS).
     """
-    monkeypatch.setattr(transport_module, "_READ_TIMEOUT", read_timeout)
+    _take_read_path(monkeypatch, read_path)
     transport = Transport.of(redis_url, socket_timeout=0.3)
     began = time.monotonic()
     assert transport.execute(("SET", "k", "v"), ("BLPOP", "q", 1)) == [b"OK", None]
@@ -240,12 +300,12 @@ class _Echo:
         return value
 
 
-@pytest.mark.parametrize("read_timeout", [True, False], ids=["read_response", "can_read"])
+@pytest.mark.parametrize("read_path", READ_PATHS)
 def test_a_call_on_a_stalled_redis_fails_within_its_timeout(
-    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch, read_timeout: bool
+    own_redis: RedisServer, monkeypatch: pytest.MonkeyPatch, read_path: str
 ):
     """SIGSTOP of redis-server: a call with timeout=2 fails with our error in well under 11 s."""
-    monkeypatch.setattr(transport_module, "_READ_TIMEOUT", read_timeout)
+    _take_read_path(monkeypatch, read_path)
     server = redisrpc.Server(own_redis.url, "svc", _Echo(), poll_interval=0.2).start()
     assert own_redis.proc is not None
     pid = own_redis.proc.pid

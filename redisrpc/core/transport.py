@@ -26,6 +26,7 @@ import inspect
 import math
 import os
 import re
+import socket
 import threading
 import time
 import weakref
@@ -248,18 +249,88 @@ def _read_timeout(commands: Sequence[Sequence[Any]]) -> float | None:
 # socket read, cheaper than can_read's extra polls on the hot path.
 _READ_TIMEOUT = "timeout" in inspect.signature(AbstractConnection.read_response).parameters
 
+try:  # the "fast" extra: redis-py's hiredis parser, whose reader we drive directly
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA as _MORE
+    from redis._parsers.hiredis import _HiredisParser
+except ImportError:  # pragma: no cover - redis-py without its hiredis parser
+    _HiredisParser = None  # type: ignore[assignment,misc]
+    _MORE = object()
+try:
+    from hiredis import PushNotification as _Push
+except ImportError:  # pragma: no cover - no hiredis, or one before 3.2
+    _Push = None  # type: ignore[assignment,misc]
 
-def _read(conn: AbstractConnection, deadline: float | None = None) -> Any:
+
+def _direct(conn: AbstractConnection) -> Any:
+    """The connection's hiredis parser when its replies can be read directly, else None.
+
+    redis-py's ``read_response`` costs several Python frames per reply (a
+    health-check clock, host formatting, push-message handling): most of an
+    exchange's CPU once hiredis parses. Connections with redis-py's hiredis
+    parser are read here instead, with the same errors and push messages
+    handed to the parser as redis-py does; anything else (the pure-Python
+    parser, a redis-py whose parser looks different) takes redis-py's own path.
+    """
+    parser = conn._parser
+    if (
+        _HiredisParser is None
+        or type(parser) is not _HiredisParser
+        or getattr(parser, "_reader", None) is None
+        or not isinstance(getattr(parser, "_sock", None), socket.socket)  # fakeredis: its own
+        or not isinstance(getattr(parser, "_buffer", None), bytearray)
+    ):
+        return None
+    return parser
+
+
+def _read_direct(parser: Any, wait: float | None) -> Any:
+    """One reply from a hiredis parser's reader, reading its socket as needed.
+
+    Error replies come back as exception instances (redis-py's own classes);
+    a lost or silent socket raises redis-py's ConnectionError or TimeoutError.
+    """
+    reader = parser._reader
+    reply = reader.gets()
+    if reply is _MORE:
+        sock, buffer = parser._sock, parser._buffer
+        if wait is not None:
+            sock.settimeout(wait)
+        try:
+            while reply is _MORE:
+                size = sock.recv_into(buffer)
+                if not size:
+                    raise rexc.ConnectionError("Connection closed by server.")
+                reader.feed(buffer, 0, size)
+                reply = reader.gets()
+        except TimeoutError as exc:  # socket.timeout
+            raise rexc.TimeoutError("Timeout reading from socket") from exc
+        except OSError as exc:
+            raise rexc.ConnectionError(f"Error while reading from socket: {exc}") from exc
+        finally:
+            if wait is not None:
+                sock.settimeout(parser._socket_timeout)
+    if isinstance(reply, rexc.ConnectionError):
+        raise reply  # e.g. LOADING: Redis is starting
+    if _Push is not None and isinstance(reply, _Push):  # RESP3: not a reply to us
+        parser.handle_push_response(reply)
+        return _read_direct(parser, wait)
+    return reply
+
+
+def _read(conn: AbstractConnection, deadline: float | None = None, parser: Any = None) -> Any:
     """One reply; an error reply is returned as its exception instance.
 
     With a ``deadline`` (time.monotonic()), wait for its first byte until then
     instead of for the socket timeout; the rest of a reply that has started
-    arriving is read with the socket timeout.
+    arriving is read with the socket timeout. ``parser`` is :func:`_direct`'s
+    verdict on ``conn``, taken once per exchange.
     """
+    wait = None if deadline is None else max(1e-4, min(deadline - time.monotonic(), _FOREVER))
+    if parser is not None:
+        return _read_direct(parser, wait)
     try:
-        if deadline is None:
+        if wait is None:
             return conn.read_response()
-        wait = max(0.0, min(deadline - time.monotonic(), _FOREVER))
         if _READ_TIMEOUT:
             return conn.read_response(timeout=wait)  # type: ignore[call-arg,unused-ignore]
         # Before redis-py 8, can_read(timeout) is the public bounded wait.
@@ -282,9 +353,9 @@ def _exchange(
 
     On any failure the connection is dropped: a half-read socket is never reused.
     """
-    _send(conn, packed)
+    parser = _send(conn, packed)
     try:
-        return [_read(conn, deadline) for _ in range(count)]
+        return [_read(conn, deadline, parser) for _ in range(count)]
     except BaseException as exc:
         conn.disconnect()  # type: ignore[no-untyped-call]
         _mark_sent(exc)
@@ -307,11 +378,11 @@ def _exchange_quietly(
     script). Returns the replies (None for skipped ones) and whether SKIP was
     honoured; a reply stream that fits neither case drops the connection.
     """
-    _send(conn, packed)
+    parser = _send(conn, packed)
     try:
         got: list[Any] = []
         for _ in range(count + skipped + 1):
-            reply = _read(conn, deadline)
+            reply = _read(conn, deadline, parser)
             if reply == marker:
                 break
             got.append(reply)
@@ -326,14 +397,31 @@ def _exchange_quietly(
         raise
 
 
-def _send(conn: AbstractConnection, packed: bytes | list[Any]) -> None:
-    """Write one exchange; on failure the connection is dropped and nothing counts as sent."""
+def _send(conn: AbstractConnection, packed: bytes | list[Any]) -> Any:
+    """Write one exchange; on failure the connection is dropped and nothing counts as sent.
+
+    Returns :func:`_direct`'s verdict on ``conn``, for reading the replies:
+    a connection read directly is written directly too (redis-py's
+    ``send_packed_command`` adds a health check and host formatting per write).
+    """
+    parser = _direct(conn)
     try:
         chunks = packed if isinstance(packed, list) else (packed,)
-        conn.send_packed_command(chunks, check_health=False)  # type: ignore[no-untyped-call]
+        if parser is None:
+            conn.send_packed_command(chunks, check_health=False)  # type: ignore[no-untyped-call]
+            return None
+        sock = parser._sock
+        try:
+            for chunk in chunks:
+                sock.sendall(chunk)
+        except TimeoutError as exc:  # socket.timeout
+            raise rexc.TimeoutError("Timeout writing to socket") from exc
+        except OSError as exc:
+            raise rexc.ConnectionError(f"Error while writing to socket: {exc}") from exc
     except BaseException:
         conn.disconnect()  # type: ignore[no-untyped-call]
         raise
+    return parser
 
 
 _SENT = "_redisrpc_sent"
@@ -817,7 +905,8 @@ class Transport:
                 conn.connect()  # type: ignore[no-untyped-call]
             try:
                 # An idle connection has nothing to read unless Redis closed or reset
-                # it: reconnect now rather than send a request into a dead socket.
+                # it: reconnect now rather than send a request into a dead socket
+                # (which would make the call's outcome unknown).
                 if conn.can_read(0):
                     raise rexc.ConnectionError("idle connection has data")
             except (rexc.ConnectionError, rexc.TimeoutError, OSError):
