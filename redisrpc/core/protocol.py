@@ -264,6 +264,30 @@ def _dumps_unescaped(obj: Any) -> bytes:
 
 # Built once: json.dumps/loads with options would build a new codec for every message.
 _ENCODER = json.JSONEncoder(default=_encode_default, allow_nan=False, separators=(",", ":"))
+# The same without a default: it refuses every value that _encode_default would turn into JSON.
+_PLAIN_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
+def _plain_dumps(obj: Any) -> bytes | None:
+    """``obj`` as :func:`_dumps` encodes it, when it holds JSON's own types only; else None.
+
+    The common message needs none of the rare paths: no bytes or arrays
+    (so no blobs, and no context variable set to collect them), no NaN or
+    infinity to tag, no dict using the tag key. Anything else (including what
+    the encoder refuses) gives None, and :func:`_dumps` decides, within
+    :class:`_sending`. Where this succeeds ``default`` is never called, so the
+    bytes are the ones ``_dumps`` would give.
+    """
+    try:
+        if _orjson is not None:
+            data: bytes = _orjson.dumps(obj, option=_ORJSON_OPTIONS)
+            if data.find(_NULL) != -1:
+                return None  # None, or a NaN or an infinity orjson wrote as null
+        else:
+            data = _PLAIN_ENCODER.encode(obj).encode()
+    except (TypeError, ValueError, RecursionError):  # orjson.JSONEncodeError is a TypeError
+        return None
+    return None if data.find(_TAG_KEY) != -1 else data
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -453,6 +477,11 @@ class Request:
 
 def encode_request(request: Request) -> bytes:
     """Encode a request for RPUSH onto the service list."""
+    return _dumps(_request_message(request))
+
+
+def _request_message(request: Request) -> dict[str, Any]:
+    """The JSON object of ``request``: the optional keys only where set."""
     message: dict[str, Any] = {
         "function_call": {"name": request.name, "args": request.args, "kwargs": request.kwargs},
         "response_queue": request.response_queue,
@@ -468,7 +497,7 @@ def encode_request(request: Request) -> bytes:
         message["caller"] = request.caller
     if request.sent is not None:
         message["sent"] = request.sent
-    return _dumps(message)
+    return message
 
 
 def salvage_response_queue(raw: bytes, queue: str) -> str | None:
@@ -1011,8 +1040,12 @@ def encode_framed_request(
     ``binary``, bytes and arrays are base64 in the JSON, and refused before
     they are encoded when they would not fit ``max_size``.
     """
+    message = _request_message(request)
+    data = _plain_dumps(message)
+    if data is not None:
+        return data  # JSON's own types only: no blobs, nothing to tag (most calls)
     with _sending(binary, max_blob_size if binary else max_size) as blobs:
-        data = encode_request(request)
+        data = _dumps(message)
     if not blobs:
         return data
     return Framed(_with_header(data, blobs, blob_key=key), blobs, key=key, ttl_ms=ttl_ms)
