@@ -18,7 +18,7 @@ from servable import Thing
 import redisrpc
 from redisrpc.core.call import UNKNOWN_GRACE, Call, calling, new_call_id
 from redisrpc.core.plan import NOW, Receive, Recover, Send
-from redisrpc.core.protocol import Reply, decode_request, encode_reply
+from redisrpc.core.protocol import Reply, decode_request, encode_progress, encode_reply
 
 SERVICE = "svc"
 
@@ -80,6 +80,25 @@ def test_request_carries_id_deadline_and_reply_queue():
     assert 0 < send.wait <= 1.0
     reply = finish(plan, encode_reply(Reply(value=2, id="c1")))
     assert reply.value == 2
+
+
+def test_a_driver_that_knows_the_redis_clock_skips_the_now_step():
+    """Given ``now``, the plan's first step is the push, with the deadline from that clock."""
+    plan = calling(make(), clock=Clock(), now=2_000_000)
+    send = next(plan)
+    assert isinstance(send, Send)
+    assert decode_request(send.data, queue=SERVICE).deadline == 2_005_000
+    assert finish(plan, encode_reply(Reply(value=2, id="c1"))).value == 2
+
+
+def test_progress_with_the_push_is_reported_and_the_wait_goes_on():
+    """A progress message answers the push: the call reports it and waits for its reply."""
+    events: list[Any] = []
+    plan, _ = start(make(on_event=lambda kind, value: events.append((kind, value))), Clock())
+    step = plan.send(encode_progress("c1", 1, 4, "homing"))
+    assert isinstance(step, Receive) and step.call_id == "c1"
+    assert events == [("progress", {"done": 1, "total": 4, "message": "homing"})]
+    assert finish(plan, encode_reply(Reply(value=2, id="c1"))).value == 2
 
 
 def test_forged_or_stray_replies_are_ignored_and_the_real_one_taken():
