@@ -16,9 +16,10 @@ from conftest import ROOT, wait_for
 from servable import Thing
 
 import redisrpc
+from redisrpc.client.proxy import CALLER, ProxyState
 from redisrpc.core.call import UNKNOWN_GRACE, Call, calling, new_call_id
 from redisrpc.core.plan import NOW, Receive, Recover, Send
-from redisrpc.core.protocol import Reply, decode_request, encode_reply
+from redisrpc.core.protocol import Reply, decode_request, encode_progress, encode_reply
 
 SERVICE = "svc"
 
@@ -80,6 +81,44 @@ def test_request_carries_id_deadline_and_reply_queue():
     assert 0 < send.wait <= 1.0
     reply = finish(plan, encode_reply(Reply(value=2, id="c1")))
     assert reply.value == 2
+
+
+def test_a_proxys_call_carries_its_settings():
+    """ProxyState.call (built positionally, for speed) fills each field of the Call it makes."""
+
+    class Place:
+        location = "redis://here"
+
+    state = ProxyState("svc", Place(), 7.0, {"protocol": 4}, max_size=999, max_blob_size=99)
+    state.lock.token, state.limit = "tok", 70.0
+    on_event = print
+    call = state.call("add", (1,), {"k": 2}, on_event=on_event)
+    assert (call.service, call.method, call.args, call.kwargs) == ("svc", "add", (1,), {"k": 2})
+    assert (call.timeout, call.reply_prefix, call.lock_token) == (7.0, "svc:rpc:", "tok")
+    assert (call.max_size, call.max_blob_size, call.limit) == (999, 99, 70.0)
+    assert (call.registry_prefix, call.anonymous, call.binary) == (None, "none", True)
+    assert (call.shared_queue, call.find_unknown, call.deadline) == (None, False, None)
+    assert call.caller == CALLER and call.on_event is on_event and len(call.call_id) == 32
+    assert state.call("add", (), {}).call_id != call.call_id
+
+
+def test_a_driver_that_knows_the_redis_clock_skips_the_now_step():
+    """Given ``now``, the plan's first step is the push, with the deadline from that clock."""
+    plan = calling(make(), clock=Clock(), now=2_000_000)
+    send = next(plan)
+    assert isinstance(send, Send)
+    assert decode_request(send.data, queue=SERVICE).deadline == 2_005_000
+    assert finish(plan, encode_reply(Reply(value=2, id="c1"))).value == 2
+
+
+def test_progress_with_the_push_is_reported_and_the_wait_goes_on():
+    """A progress message answers the push: the call reports it and waits for its reply."""
+    events: list[Any] = []
+    plan, _ = start(make(on_event=lambda kind, value: events.append((kind, value))), Clock())
+    step = plan.send(encode_progress("c1", 1, 4, "homing"))
+    assert isinstance(step, Receive) and step.call_id == "c1"
+    assert events == [("progress", {"done": 1, "total": 4, "message": "homing"})]
+    assert finish(plan, encode_reply(Reply(value=2, id="c1"))).value == 2
 
 
 def test_forged_or_stray_replies_are_ignored_and_the_real_one_taken():

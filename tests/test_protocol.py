@@ -24,6 +24,7 @@ from redisrpc.core.protocol import (
     decode_reply,
     decode_request,
     decode_value,
+    encode_framed_request,
     encode_reply,
     encode_request,
     encode_value,
@@ -464,6 +465,25 @@ def test_orjson_and_the_json_module_agree(value):
     assert _same(decode_value(plain), decode_value(fast))
     assert _same(decode_value(fast), list(value) if isinstance(value, set) else value)
     json.loads(fast)  # strict JSON (no NaN literals)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@given(json_values | st.sets(st.integers(), max_size=3) | st.just({TAG: "x"}))
+def test_a_call_request_is_the_bytes_of_the_full_encoding(fast, value):
+    """The shortcut for plain values gives the full encoder's bytes, with either JSON module."""
+    request = Request("f", [value], {"k": value}, "c:rpc:1", "id1", 5, caller="me@host:1")
+    with contextlib.nullcontext() if fast else _without_orjson():
+        try:
+            full: bytes | Exception = encode_request(request)
+        except EncodingError as exc:
+            full = exc
+        try:
+            sent: bytes | Exception = encode_framed_request(
+                request, binary=False, key="c:rpc:1:blobs", ttl_ms=1
+            )
+        except EncodingError as exc:
+            sent = exc
+    assert sent == full if isinstance(full, bytes) else type(sent) is type(full)
 
 
 @pytest.mark.skipif(protocol._orjson is None, reason="orjson (the fast extra) is not installed")

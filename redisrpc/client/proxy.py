@@ -27,12 +27,12 @@ import getpass
 import inspect
 import os
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from types import CoroutineType, FunctionType
 from typing import Any, TypeVar
 
-from ..core.call import Anonymous, Call
+from ..core.call import Anonymous, Call, new_call_id
 from ..core.protocol import (
     DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
@@ -120,7 +120,7 @@ class LockCell:
 class _Derived:
     """What every call reads from a description: computed when the description changes."""
 
-    __slots__ = ("binary", "description", "echoes_ids", "registry_prefix", "streams")
+    __slots__ = ("anonymous", "binary", "description", "echoes_ids", "registry_prefix", "streams")
 
     def __init__(self, description: dict[str, Any] | None) -> None:
         self.description = description
@@ -128,6 +128,8 @@ class _Derived:
         if not isinstance(version, int) or isinstance(version, bool):
             version = 1  # undescribed, or an original RedisRPC server
         self.echoes_ids: bool = version >= 2
+        # Replies without the call's id: taken from a version 1 server only (it echoes none).
+        self.anonymous: Anonymous = "none" if self.echoes_ids else "any"
         self.binary: bool = version >= 4
         self.registry_prefix = liveness_prefix(description)
         # The first entry of each name decides (as a lookup of the first match would).
@@ -198,10 +200,16 @@ class ProxyState:
         """Whether the description marks ``method`` as streaming (a generator)."""
         return method in self._known().streams
 
-    def call(self, method: str, args: Any, kwargs: dict[str, Any], **options: Any) -> Call:
+    def call(
+        self,
+        method: str,
+        args: Any,
+        kwargs: dict[str, Any],
+        *,
+        on_event: Callable[[str, Any], None] | None = None,
+    ) -> Call:
         """The :class:`~redisrpc.core.call.Call` of one call through this proxy."""
         known = self._known()
-        anonymous: Anonymous = "none" if known.echoes_ids else "any"
         if self.path:
             # A child's calls are paths: "ch1.measure", "__getprop__('ch1.voltage')".
             if method in (GET_PROPERTY, SET_PROPERTY) and args:
@@ -210,6 +218,7 @@ class ProxyState:
                 args = [self.path]
             else:
                 method = f"{self.path}.{method}" if method else self.path
+        # Positional, in Call's field order: keywords cost twice as much, on every call.
         return Call(
             self.name,
             method,
@@ -217,15 +226,19 @@ class ProxyState:
             kwargs,
             self.timeout,
             self.reply_prefix,
-            lock_token=self.lock.token,
-            max_size=self.max_size,
-            registry_prefix=known.registry_prefix,
-            anonymous=anonymous,
-            binary=known.binary,
-            max_blob_size=self.max_blob_size,
-            limit=self.limit,
-            caller=CALLER,
-            **options,
+            new_call_id(),
+            self.lock.token,  # lock_token
+            self.max_size,
+            known.registry_prefix,
+            known.anonymous,
+            None,  # shared_queue
+            False,  # find_unknown
+            self.limit,
+            CALLER,
+            None,  # deadline
+            known.binary,
+            self.max_blob_size,
+            on_event,
         )
 
     def watcher(self, method: str) -> Watcher | None:

@@ -98,7 +98,8 @@ class Client(ProxyBase):
         step = _Direct(state.transport).step if mux is None else mux.step
         streaming = False
         try:
-            reply = drive(calling(call), step)
+            # The clock estimate at hand (a blocking TIME once a minute): no plan step for it.
+            reply = drive(calling(call, now=state.transport.now_ms()), step)
             streaming = reply.interim == "item" or reply.stream
         except KeyboardInterrupt as exc:
             # One line on what became of the call, not pages of library frames.
@@ -115,8 +116,9 @@ class Client(ProxyBase):
 
     def _rpc_refresh(self) -> dict[str, Any] | None:
         """Fetch the description again and rebuild this proxy's class from it."""
-        channel = _Direct(self._rpc_state.transport)
-        return self._rpc_adopt(drive(calling(self._rpc_state.describe_call()), channel.step))
+        state = self._rpc_state
+        plan = calling(state.describe_call(), now=state.transport.now_ms())
+        return self._rpc_adopt(drive(plan, _Direct(state.transport).step))
 
 
 _FLIGHT = "threads"  # the key of a proxy's Flight among its channels

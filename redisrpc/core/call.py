@@ -185,15 +185,18 @@ def encoded(call: Call) -> bytes:
     return data
 
 
-def calling(call: Call, *, clock: Callable[[], float] = time.monotonic) -> Plan[Reply]:
+def calling(
+    call: Call, *, clock: Callable[[], float] = time.monotonic, now: int | None = None
+) -> Plan[Reply]:
     """The plan of one call: see the module docstring.
 
     Returns the call's reply, or the first message of a streamed result (an
     item, or a final reply with ``stream`` set): the client then pulls the
-    rest with :func:`awaiting`.
+    rest with :func:`awaiting`. ``now`` is the Redis clock estimate (epoch ms)
+    when the driver has it at hand; without it the plan asks (:data:`NOW`).
     """
     # The plan owns its Call (made for this one call): setting fields copies nothing.
-    call.deadline = (yield NOW) + int(call.timeout * 1000)
+    call.deadline = ((yield NOW) if now is None else now) + int(call.timeout * 1000)
     data = encoded(call)
     wait = min(WAIT_SLICE, call.timeout)
     start = clock()
@@ -204,6 +207,11 @@ def calling(call: Call, *, clock: Callable[[], float] = time.monotonic) -> Plan[
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         yield from giving_up(call, data, exc)
         raise
+    if first is not None:
+        reply = _matched(call, first)
+        if reply is not None and reply.interim != "progress":
+            return reply  # the answer came with the push (most calls)
+        first = reply  # stray (None, logged once) or progress: the wait takes it from here
     return (yield from awaiting(call, data, first, clock=clock, start=start))
 
 

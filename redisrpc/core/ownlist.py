@@ -42,12 +42,15 @@ class OwnList:
         return None
 
     def _sending(self, step: Send) -> Plan[bytes | None]:
-        *_, popped = yield (
-            *blob_commands(step.data),
-            ("RPUSH", step.service, step.data),
-            ("BLPOP", step.reply_queue, step.wait),
-        )
-        return (yield from completed(step.reply_queue, [popped[1]] if popped else []))
+        data = step.data
+        push = ("RPUSH", step.service, data), ("BLPOP", step.reply_queue, step.wait)
+        *_, popped = yield (*blob_commands(data), *push) if type(data) is not bytes else push
+        if not popped:
+            return None
+        message: bytes = popped[1]
+        if not blob_count(message):
+            return message  # no blobs follow it: no plan to run for them (most calls)
+        return (yield from completed(step.reply_queue, [message]))
 
     def _receiving(self, step: Receive) -> Plan[bytes | None]:
         if not self.buffer:

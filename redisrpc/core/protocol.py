@@ -264,6 +264,30 @@ def _dumps_unescaped(obj: Any) -> bytes:
 
 # Built once: json.dumps/loads with options would build a new codec for every message.
 _ENCODER = json.JSONEncoder(default=_encode_default, allow_nan=False, separators=(",", ":"))
+# The same without a default: it refuses every value that _encode_default would turn into JSON.
+_PLAIN_ENCODER = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
+def _plain_dumps(obj: Any) -> bytes | None:
+    """``obj`` as :func:`_dumps` encodes it, when it holds JSON's own types only; else None.
+
+    The common message needs none of the rare paths: no bytes or arrays
+    (so no blobs, and no context variable set to collect them), no NaN or
+    infinity to tag, no dict using the tag key. Anything else (including what
+    the encoder refuses) gives None, and :func:`_dumps` decides, within
+    :class:`_sending`. Where this succeeds ``default`` is never called, so the
+    bytes are the ones ``_dumps`` would give.
+    """
+    try:
+        if _orjson is not None:
+            data: bytes = _orjson.dumps(obj, option=_ORJSON_OPTIONS)
+            if data.find(_NULL) != -1:
+                return None  # None, or a NaN or an infinity orjson wrote as null
+        else:
+            data = _PLAIN_ENCODER.encode(obj).encode()
+    except (TypeError, ValueError, RecursionError):  # orjson.JSONEncodeError is a TypeError
+        return None
+    return None if data.find(_TAG_KEY) != -1 else data
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -364,7 +388,10 @@ def max_values(max_size: int) -> int:
     Counted as commas plus twice the arrays and objects, outside strings:
     one per 16 bytes of the limit (at least 10 000).
     """
-    return max(max_size // 16, 10_000)
+    return max(max_size // 16, _FEWEST_VALUES)
+
+
+_FEWEST_VALUES = 10_000
 
 
 _STRING_RE = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
@@ -389,6 +416,12 @@ def _checked(raw: bytes | str, max_size: int, what: str) -> Any:
     if len(raw) > max_size:
         raise MessageTooLargeError(f"{what} of {len(raw)} bytes exceeds the limit of {max_size}")
     data = raw.encode() if isinstance(raw, str) else raw
+    if len(data) * 2 <= _FEWEST_VALUES:
+        # Short: at most two values a byte, never too many; at most a bracket a byte,
+        # so no need to count them below the nesting limit (most replies).
+        if len(data) <= MAX_NESTING:
+            return _loads(raw, len(data))
+        return _loads(raw, data.count(b"[") + data.count(b"{"))
     values, brackets = _values(data)
     limit = max_values(max_size)
     if values > limit:
@@ -453,6 +486,11 @@ class Request:
 
 def encode_request(request: Request) -> bytes:
     """Encode a request for RPUSH onto the service list."""
+    return _dumps(_request_message(request))
+
+
+def _request_message(request: Request) -> dict[str, Any]:
+    """The JSON object of ``request``: the optional keys only where set."""
     message: dict[str, Any] = {
         "function_call": {"name": request.name, "args": request.args, "kwargs": request.kwargs},
         "response_queue": request.response_queue,
@@ -468,7 +506,7 @@ def encode_request(request: Request) -> bytes:
         message["caller"] = request.caller
     if request.sent is not None:
         message["sent"] = request.sent
-    return _dumps(message)
+    return message
 
 
 def salvage_response_queue(raw: bytes, queue: str) -> str | None:
@@ -663,14 +701,14 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
         raise ProtocolError(f"a reply must be a JSON object, not {type(message).__name__}")
     reply_id = message.get("id")
     reply_id = reply_id if isinstance(reply_id, str) else None
-    for kind in _INTERIM_KINDS:
-        if kind in message and "return_value" not in message and "exception" not in message:
-            return Reply(value=message[kind], id=reply_id, interim=kind)
-    extra: dict[str, Any] | None = None  # a loop, not a comprehension: most replies have none
-    for key in REPLY_EXTENSIONS:
-        if key in message:
-            extra = extra or {}
-            extra[key] = message[key]
+    if "return_value" not in message and "exception" not in message:
+        for kind in _INTERIM_KINDS:
+            if kind in message:
+                return Reply(value=message[kind], id=reply_id, interim=kind)
+        raise ProtocolError("a reply needs 'return_value' or 'exception'")
+    extra: dict[str, Any] | None = None
+    if "output" in message or "handles" in message:  # the REPLY_EXTENSIONS; most replies have none
+        extra = {key: message[key] for key in REPLY_EXTENSIONS if key in message}
     # The original Python client tests `exception is not None`: null means success.
     if message.get("exception") is not None:
         detail = message.get("error")
@@ -687,14 +725,11 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
                 extra=extra,
             )
         return Reply(error=ErrorInfo(type="", message=str(message["exception"])), id=reply_id)
-    if "return_value" not in message:
+    if "return_value" not in message:  # "exception": null alone
         raise ProtocolError("a reply needs 'return_value' or 'exception'")
-    return Reply(
-        value=message["return_value"],
-        id=reply_id,
-        stream=message.get("stream") is True,
-        extra=extra,
-    )
+    stream = message.get("stream") is True
+    # Positional (value, error, id, interim, stream, extra): half the cost of keywords.
+    return Reply(message["return_value"], None, reply_id, None, stream, extra)
 
 
 # -- interim messages and cancellation (protocol 3) ----------------------------
@@ -1011,8 +1046,12 @@ def encode_framed_request(
     ``binary``, bytes and arrays are base64 in the JSON, and refused before
     they are encoded when they would not fit ``max_size``.
     """
+    message = _request_message(request)
+    data = _plain_dumps(message)
+    if data is not None:
+        return data  # JSON's own types only: no blobs, nothing to tag (most calls)
     with _sending(binary, max_blob_size if binary else max_size) as blobs:
-        data = encode_request(request)
+        data = _dumps(message)
     if not blobs:
         return data
     return Framed(_with_header(data, blobs, blob_key=key), blobs, key=key, ttl_ms=ttl_ms)
