@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
 
 import pytest
-from conftest import wait_for
+from conftest import RedisServer, wait_for
 
 import redisrpc
 from redisrpc.core.protocol import Request, decode_reply, encode_request
@@ -62,6 +63,44 @@ def test_a_backlog_is_served_once_each_in_order(r, serve):
     assert server.calls == 100
     assert r.llen("rec") == 0
     assert all(r.pttl(q) == -2 for q in queues)  # read, so gone
+
+
+def test_a_backlog_is_taken_in_batches_by_one_blocking_pop(r, serve):
+    """On Redis 7 one BLMPOP takes up to a batch: fewer pops than requests."""
+    r.config_resetstat()
+    queues = _queue_requests(r, "rec", 100)
+    serve(Recorder(), "rec")
+    assert [_reply(r, q).value for q in queues] == list(range(100))
+    stats = r.info("commandstats")
+    assert stats["cmdstat_blmpop"]["calls"] < 100  # some pops took several requests
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+@pytest.mark.parametrize("refusal", ["unknown command", "acl"])
+def test_a_redis_without_blmpop_is_served_with_blpop_and_lpop(refusal, workers, caplog):
+    """Redis before 7 has no BLMPOP (or an ACL forbids it): the server says so once, pops
+    with BLPOP and LPOP from then on, and serves every request once, in order."""
+    renamed = ("--rename-command", "BLMPOP", "") if refusal == "unknown command" else ()
+    with RedisServer(*renamed) as proc, proc.client() as admin:
+        if refusal == "acl":
+            commands = ["+@all", "-blmpop"]
+            admin.acl_setuser("old", enabled=True, nopass=True, keys=["*"], channels=["*"],
+                              commands=commands)  # fmt: skip
+        client = proc.client(username="old", password="x") if refusal == "acl" else admin
+        queues = _queue_requests(client, "rec", 50)
+        rec = Recorder()
+        with caplog.at_level(logging.INFO, logger="redisrpc.server"):
+            server = redisrpc.Server(client, "rec", rec, workers=workers, poll_interval=0.1)
+            with server:
+                replies = [_reply(client, q) for q in queues]
+        assert [reply.value for reply in replies] == list(range(50))
+        assert sorted(rec.seen) == list(range(50)) and server.calls == 50
+        if workers == 1:
+            assert rec.seen == list(range(50))
+        stats = admin.info("commandstats")
+        assert stats["cmdstat_blpop"]["calls"] >= 1 and stats["cmdstat_lpop"]["calls"] >= 1
+        fallbacks = [m for m in caplog.messages if "cannot pop a batch in one command" in m]
+        assert len(fallbacks) == 1, fallbacks
 
 
 def test_deadlines_are_checked_per_request_within_a_batch(r, serve):

@@ -16,10 +16,11 @@ runs a request whose deadline has passed. Bad messages are answered with an
 error where a reply queue can be found, logged, and do not stop the server.
 
 Each loop turn is one round trip: the replies so far, the wait for the next
-request (BLPOP), more queued requests when calls are fast (LPOP with a count,
-at most ~5 ms of work, so servers sharing a queue still share the load), and
-the per-call checks' reads. Every request taken is run or answered. For
-thread-safe objects, ``workers=N`` runs up to N calls at once.
+requests (BLMPOP, which takes more queued requests when calls are fast: at
+most ~5 ms of work, so servers sharing a queue still share the load; before
+Redis 7, BLPOP then LPOP with a count), and the per-call checks' reads. Every
+request taken is run or answered. For thread-safe objects, ``workers=N`` runs
+up to N calls at once.
 
 Replies are pushed unacknowledged (``CLIENT REPLY SKIP``, where Redis allows
 it), so Redis writes nothing back before the next wait; about once a second
@@ -90,6 +91,20 @@ def _epoch_ms(reply: Any) -> int:
         return int(seconds) * 1000 + int(micros) // 1000
     except (TypeError, ValueError):
         return 0
+
+
+def _pop_unsupported(error: TransportError) -> bool:
+    """Whether an error reply to BLMPOP says Redis lacks the command, or an ACL forbids it.
+
+    Redis before 7.0 (and a server that renamed it) answers "unknown command";
+    an ACL that allows BLPOP but not BLMPOP answers NOPERM. Other errors (a
+    service key that is not a list, a loading or busy Redis) are BLPOP's too.
+    """
+    cause = error.__cause__
+    if isinstance(cause, redis.exceptions.NoPermissionError):
+        return True
+    text = str(cause if cause is not None else error).lower()
+    return "unknown command" in text or "no permissions" in text
 
 
 def _reply_commands(pending: list[tuple[str, bytes]], ttl_ms: int) -> list[tuple[Any, ...]]:
@@ -189,6 +204,8 @@ class Server:
         self.workers = workers
         self.read_during_calls = frozenset(read_during_calls)
         self._batch_max = _BATCH_MAX
+        # One blocking pop takes a batch (BLMPOP, Redis 7); False after Redis refused it.
+        self._blmpop = True
         # Recent average seconds per call, for batch sizes; unknown at first, so one at a time.
         self._call_time = _BATCH_BUDGET_S
         self._check_replies_at = 0.0  # when the replies are next acknowledged (see _quiet)
@@ -499,10 +516,17 @@ class Server:
         return max(1, min(self._batch_max, int(_BATCH_BUDGET_S / max(self._call_time, 1e-6))))
 
     def _pop_commands(self, count: int) -> list[tuple[Any, ...]]:
-        """BLPOP (which blocks), LPOP for up to count - 1 more, then the prefetch commands."""
-        commands: list[tuple[Any, ...]] = [("BLPOP", self.name, self.poll_interval)]
-        if count > 1:
-            commands.append(("LPOP", self.name, count - 1))
+        """The pop of up to ``count`` requests (it blocks while none is queued), then the prefetch.
+
+        One BLMPOP on Redis 7; before it, BLPOP and LPOP for up to count - 1 more.
+        """
+        commands: list[tuple[Any, ...]]
+        if self._blmpop:
+            commands = [("BLMPOP", self.poll_interval, 1, self.name, "LEFT", "COUNT", count)]
+        else:
+            commands = [("BLPOP", self.name, self.poll_interval)]
+            if count > 1:
+                commands.append(("LPOP", self.name, count - 1))
         return commands + self._prefetch_commands()
 
     def _prefetch_commands(self) -> list[tuple[Any, ...]]:
@@ -516,10 +540,20 @@ class Server:
     def _took(self, results: list[Any]) -> tuple[list[bytes], list[Any]]:
         """Unpack the replies of _pop_commands into (requests, prefetched replies)."""
         blocked, rest = results[0], results[1:]
-        if isinstance(blocked, TransportError):
-            raise blocked  # e.g. WRONGTYPE: the service key is not a list
-        taken = [] if blocked is None else [blocked[1]]
         prefetched = rest[len(rest) - len(self._prefetch) :]
+        if isinstance(blocked, TransportError):
+            if self._blmpop and _pop_unsupported(blocked):  # it took nothing: BLPOP next turn
+                log.info(
+                    "%s: Redis cannot pop a batch in one command (%s); using BLPOP and LPOP",
+                    self.name,
+                    blocked,
+                )
+                self._blmpop = False
+                return [], prefetched
+            raise blocked  # e.g. WRONGTYPE: the service key is not a list
+        if self._blmpop:  # None, or [key, [requests...]]
+            return ([] if blocked is None else list(blocked[1])), prefetched
+        taken = [] if blocked is None else [blocked[1]]
         if len(rest) > len(prefetched):
             more = rest[0]
             if isinstance(more, TransportError):  # Redis before 6.2 has no LPOP count
