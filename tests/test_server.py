@@ -650,6 +650,38 @@ def test_run_ids_are_forgotten_once_their_deadline_passed_and_beyond_the_bound(m
     assert device.calls == ["add"] * 16
 
 
+def test_a_busy_server_looks_at_every_id_run_only_once_per_as_many_new_ones(monkeypatch):
+    """Ids within their deadlines filling over half the memory (a busy server) are all looked
+    at once, then again only after as many new ids: not at every sweep (25 us a call)."""
+    monkeypatch.setattr(dispatch, "REMEMBERED_IDS", 8)
+    monkeypatch.setattr(dispatch, "_SWEEP_EVERY", 1)
+    dispatcher = dispatch.Dispatcher(Device(), "dev", ident="t", max_message_size=10_000)
+    clock = [1_000]
+    looked: list[int] = []
+    rebuild = dispatch.OrderedDict
+
+    def counting(items: Any = ()) -> Any:  # a full look rebuilds the memory from every id
+        made = rebuild(items)
+        looked.append(len(made))
+        return made
+
+    monkeypatch.setattr(dispatch, "OrderedDict", counting)
+
+    def handle(call_id: str, deadline: int) -> None:
+        raw = _request("add", [1], id=call_id, deadline=deadline)
+        dispatcher.handle(
+            raw, now_ms=lambda: clock[0], check=lambda request: None, describe_extra=dict
+        )
+
+    for i in range(40):
+        handle(f"busy{i}", 60_000)
+    # Over half full from the fifth id on; each look keeps 5 to 8 ids, so the next waits as long.
+    assert 4 <= len(looked) <= 8, looked
+    assert list(dispatcher._ran) == [f"busy{i}" for i in range(32, 40)]
+    handle("busy39", 60_000)  # a replay is still refused: nothing run twice
+    assert dispatcher.calls == 40
+
+
 def test_the_description_is_computed_once_until_the_object_changes(monkeypatch):
     """__describe__ rescans the object only when its members or attribute types changed."""
     scans = []

@@ -32,8 +32,9 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar, Token
-from typing import Any
+from typing import Any, NamedTuple
 
+from ..core.clock import local_seconds
 from ..core.plan import NOW, Plan
 from ..core.protocol import (
     BLOB_VERSION,
@@ -54,6 +55,7 @@ __all__ = [
     "STREAM_WINDOW",
     "CallContext",
     "Cancellations",
+    "Prefetched",
     "RedisStart",
     "Watcher",
     "cancelled",
@@ -69,7 +71,8 @@ STREAM_WINDOW = 64
 """The most stream items a server puts on a caller's reply list ahead of its reading."""
 RECHECK_AFTER = 0.005
 """A server re-reads the cancellation counter before starting a request when its last
-reading is older than this (a previous call ran long, or the process was paused)."""
+reading may be older than this (a previous call ran long, or the process was paused)."""
+_RECHECK_AFTER_MS = RECHECK_AFTER * 1000
 
 _PROGRESS_EVERY = 0.1  # at most ten progress messages a second reach a caller
 _PUBLISH_EVERY = 1.0  # how often a running call's published state is refreshed
@@ -419,6 +422,24 @@ class RedisStart:
         return None
 
 
+class Prefetched(NamedTuple):
+    """What the round trip that popped requests read for their checks: one ``MGET``.
+
+    The pop and the read happened between :attr:`asked` and :attr:`answered`
+    (:func:`~redisrpc.core.clock.local_seconds`, the clock the Redis clock
+    estimate follows).
+    """
+
+    lock: Any
+    """The lock key's value (None: free), or the error reply Redis gave."""
+    cancels: Any
+    """The cancellation counter's value (None: never bumped), or the error reply."""
+    asked: float
+    """When the round trip was sent."""
+    answered: float
+    """When its replies had all come."""
+
+
 class Cancellations:
     """Keeps a server from starting a request whose caller already gave up.
 
@@ -428,9 +449,9 @@ class Cancellations:
     in the round trip that pops its requests; a mark for one of them can only
     be set after that pop, so while the counter still has that value, none
     is marked and nothing more is asked. Before starting a request, a reading
-    older than :data:`RECHECK_AFTER` (a long previous call, a paused
-    process) is refreshed first; only if the counter moved is the request's
-    own mark looked at (and removed).
+    that may be older than :data:`RECHECK_AFTER` (a long previous call, a
+    paused process) is refreshed first; only if the counter moved is the
+    request's own mark looked at (and removed).
     """
 
     def __init__(self, transport: Transport, service: str) -> None:
@@ -438,23 +459,19 @@ class Cancellations:
         self.service = service
         self.key = cancels_key(service)
 
-    def prefetch(self) -> tuple[Any, ...]:
-        """The command sent with each pop: the counter's GET (the server adds a TIME)."""
-        return ("GET", self.key)
-
-    def cancelled(self, request: Request, at_pop: tuple[Any, int]) -> bool:
+    def cancelled(self, request: Request, at_pop: Prefetched) -> bool:
         """Whether ``request``'s caller gave up.
 
-        ``at_pop`` is the counter's value and the Redis clock (epoch ms) in
-        the round trip that popped the request.
+        ``at_pop`` holds the counter's value read in the round trip that
+        popped the request, and when that round trip was sent and answered.
         """
         if request.id is None:
             return False
-        counter, popped_ms = at_pop
+        counter = at_pop.cancels
         try:
-            if self.transport.now_ms() - popped_ms > RECHECK_AFTER * 1000:
+            if self._age_ms(request, at_pop) > _RECHECK_AFTER_MS:
                 # A long call before it, or a paused process: ask again now.
-                (counter_now,) = self.transport.execute(self.prefetch())
+                (counter_now,) = self.transport.execute(("GET", self.key))
             else:
                 counter_now = counter
             if counter_now == counter:
@@ -465,3 +482,20 @@ class Cancellations:
             log.warning("%s: cannot check for cancellation (%s)", self.service, exc)
             return False
         return bool(deleted)
+
+    def _age_ms(self, request: Request, at_pop: Prefetched) -> float:
+        """How old the counter reading of ``request``'s pop is, in ms: never less than it is.
+
+        The pop came after its round trip was sent, which bounds the age; when
+        that is over the limit (the pop waited for a request to come, or the
+        process was paused, a reply in its socket), the request's ``sent``
+        (protocol 3, the Redis clock) bounds it too, since the pop came after
+        it; but no bound may go below the time since the replies came (a
+        ``sent`` in the future).
+        """
+        now = local_seconds()
+        age = (now - at_pop.asked) * 1000.0
+        if age <= _RECHECK_AFTER_MS or request.sent is None:
+            return age
+        since_sent = self.transport.now_ms() - request.sent
+        return max((now - at_pop.answered) * 1000.0, min(age, since_sent))

@@ -161,6 +161,7 @@ class Dispatcher:
         self._ran: OrderedDict[str, int] = OrderedDict()
         self._ran_lock = threading.Lock()  # workers > 1 run handle() in several threads
         self._until_sweep = _SWEEP_EVERY
+        self._until_full_sweep = 0  # ids remembered before every id may be looked at again
         self.resolver = Resolver(self._members_of, self._handle)
         self.handles = Handles(self._describe_value)
         self.log_level: int | None = None
@@ -393,7 +394,11 @@ class Dispatcher:
 
         Deadlines mostly grow in the order calls come, so the oldest go first,
         at the cost of what they free; only when that leaves the memory over
-        half full (a long call's id holds the front) is every id looked at.
+        half full (a long call's id holds the front) is every id looked at. A
+        server busy enough to keep that many ids within their deadlines would
+        look at all of them at every sweep for nothing (25 us a call at 50 000):
+        after a full look, the next waits until as many new ids came, so it
+        costs about one step per call.
         """
         ran = self._ran
         while ran:
@@ -401,8 +406,10 @@ class Dispatcher:
             if ran[oldest] >= now:
                 break
             del ran[oldest]
-        if len(ran) > REMEMBERED_IDS // 2:
+        self._until_full_sweep -= _SWEEP_EVERY
+        if len(ran) > REMEMBERED_IDS // 2 and self._until_full_sweep <= 0:
             self._ran = OrderedDict((key, end) for key, end in ran.items() if end >= now)
+            self._until_full_sweep = len(self._ran)
 
     def _late_ms(self, request: Request, now_ms: Callable[[], int]) -> int:
         """How many ms past its caller's deadline ``request`` is now (0 or less: in time)."""

@@ -16,10 +16,11 @@ runs a request whose deadline has passed. Bad messages are answered with an
 error where a reply queue can be found, logged, and do not stop the server.
 
 Each loop turn is one round trip: the replies so far, the wait for the next
-request (BLPOP), more queued requests when calls are fast (LPOP with a count,
-at most ~5 ms of work, so servers sharing a queue still share the load), and
-the per-call checks' reads. Every request taken is run or answered. For
-thread-safe objects, ``workers=N`` runs up to N calls at once.
+requests (BLMPOP, which takes more queued requests when calls are fast: at
+most ~5 ms of work, so servers sharing a queue still share the load; before
+Redis 7, BLPOP then LPOP with a count), and the per-call checks' reads. Every
+request taken is run or answered. For thread-safe objects, ``workers=N`` runs
+up to N calls at once.
 
 Replies are pushed unacknowledged (``CLIENT REPLY SKIP``, where Redis allows
 it), so Redis writes nothing back before the next wait; about once a second
@@ -35,7 +36,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
 from types import FrameType, TracebackType
 from typing import Any
@@ -44,6 +45,7 @@ import redis
 
 from ..client.lock import lock_key
 from ..client.lock import refusal as lock_refusal
+from ..core.clock import local_seconds
 from ..core.keys import queue_name, reply_queue_prefix
 from ..core.protocol import (
     DEFAULT_MAX_BLOB_SIZE,
@@ -67,7 +69,7 @@ from ..errors import (
     TransportError,
 )
 from ..server.registration import Registration
-from .calls import CallContext, Cancellations, RedisStart, Watcher
+from .calls import CallContext, Cancellations, Prefetched, RedisStart, Watcher
 from .dispatch import SKIP, Dispatcher
 from .exposure import Member
 from .poller import Poller
@@ -83,13 +85,18 @@ _REPLY_CHECK_S = 1.0  # replies go unacknowledged, except about once a second (s
 _RECOVERED_S = 30.0  # serving this long without failing resets the back-off (see _serve)
 
 
-def _epoch_ms(reply: Any) -> int:
-    """A TIME reply as epoch milliseconds (0 if it is not one)."""
-    try:
-        seconds, micros = reply
-        return int(seconds) * 1000 + int(micros) // 1000
-    except (TypeError, ValueError):
-        return 0
+def _pop_unsupported(error: TransportError) -> bool:
+    """Whether an error reply to BLMPOP says Redis lacks the command, or an ACL forbids it.
+
+    Redis before 7.0 (and a server that renamed it) answers "unknown command";
+    an ACL that allows BLPOP but not BLMPOP answers NOPERM. Other errors (a
+    service key that is not a list, a loading or busy Redis) are BLPOP's too.
+    """
+    cause = error.__cause__
+    if isinstance(cause, redis.exceptions.NoPermissionError):
+        return True
+    text = str(cause if cause is not None else error).lower()
+    return "unknown command" in text or "no permissions" in text
 
 
 def _reply_commands(pending: list[tuple[str, bytes]], ttl_ms: int) -> list[tuple[Any, ...]]:
@@ -189,6 +196,8 @@ class Server:
         self.workers = workers
         self.read_during_calls = frozenset(read_during_calls)
         self._batch_max = _BATCH_MAX
+        # One blocking pop takes a batch (BLMPOP, Redis 7); False after Redis refused it.
+        self._blmpop = True
         # Recent average seconds per call, for batch sizes; unknown at first, so one at a time.
         self._call_time = _BATCH_BUDGET_S
         self._check_replies_at = 0.0  # when the replies are next acknowledged (see _quiet)
@@ -201,8 +210,13 @@ class Server:
             self.transport, name, self.ident, self._read_watched, self._wait_for_calls
         )
         self.cancellations = Cancellations(self.transport, name)
-        # What every pop sends along (see _prefetch_commands): the same commands each turn.
-        self._prefetch = (("GET", self._lock_key), self.cancellations.prefetch(), ("TIME",))
+        # What every pop sends along (see _took): the lock and the cancellation counter.
+        self._prefetch: tuple[tuple[Any, ...], ...] = (
+            # On a cluster a multi-key command fails (TRYAGAIN) while the slot migrates.
+            (("GET", self._lock_key), ("GET", self.cancellations.key))
+            if self.transport.cluster
+            else (("MGET", self._lock_key, self.cancellations.key),)
+        )
         self.redis_start = RedisStart(self.transport)
         self.dispatcher = Dispatcher(
             obj,
@@ -248,12 +262,15 @@ class Server:
         """Return the ``__describe__`` payload (rescanning the object first)."""
         return self.dispatcher.describe(self._describe_extra())
 
-    def handle(self, raw: bytes, prefetched: Sequence[Any] = ()) -> tuple[str | None, bytes | None]:
+    def handle(
+        self, raw: bytes, prefetched: Prefetched | None = None
+    ) -> tuple[str | None, bytes | None]:
         """Process one raw request; return (reply queue, reply bytes).
 
-        ``prefetched`` holds the replies of :meth:`_prefetch_commands` sent
-        with the pop that took ``raw`` (the serving loop passes them). Never
-        raises: see :meth:`redisrpc.server.dispatch.Dispatcher.handle`.
+        ``prefetched`` is what the round trip that popped ``raw`` read for
+        its checks (the serving loop passes it; without it the lock is read
+        now, and no cancellation is looked for). Never raises: see
+        :meth:`redisrpc.server.dispatch.Dispatcher.handle`.
         """
         return self.dispatcher.handle(
             self._with_blobs(raw),
@@ -283,7 +300,7 @@ class Server:
             blobs = []
         return Framed(raw, blobs)
 
-    def _check(self, request: Request, prefetched: Sequence[Any] = ()) -> ErrorInfo | None:
+    def _check(self, request: Request, prefetched: Prefetched | None = None) -> ErrorInfo | None:
         """Before a call starts: not a replay, its caller has not given up, the lock lets it run."""
         if self.redis_start.replayed(request):
             log.warning(
@@ -293,9 +310,7 @@ class Server:
                 request.name[:80],
             )
             return SKIP
-        if len(prefetched) >= 3 and self.cancellations.cancelled(
-            request, at_pop=(prefetched[1], _epoch_ms(prefetched[2]))
-        ):
+        if prefetched is not None and self.cancellations.cancelled(request, prefetched):
             return SKIP
         return self._lock_refusal(request, prefetched)
 
@@ -314,18 +329,20 @@ class Server:
             watcher=self.watcher,
         )
 
-    def _lock_refusal(self, request: Request, prefetched: Sequence[Any] = ()) -> ErrorInfo | None:
-        """Check the advisory lock (one GET; see redisrpc.client.lock); None means run the call.
+    def _lock_refusal(
+        self, request: Request, prefetched: Prefetched | None = None
+    ) -> ErrorInfo | None:
+        """Check the advisory lock (see redisrpc.client.lock); None means run the call.
 
-        The serving loop fetches the lock in the round trip that took the
-        request (``prefetched``, see _prefetch_commands); otherwise GET it now.
+        The serving loop reads the lock in the round trip that took the
+        request (``prefetched``); otherwise GET it now.
         """
         if request.name in (PING, DESCRIBE):
             return None  # others may still look at a locked server
         try:
-            if prefetched:
-                stored = prefetched[0]
-                if isinstance(stored, TransportError):  # its GET got an error reply
+            if prefetched is not None:
+                stored = prefetched.lock
+                if isinstance(stored, TransportError):  # its MGET got an error reply
                     raise stored
             else:
                 (stored,) = self.transport.execute(("GET", self._lock_key))
@@ -437,7 +454,7 @@ class Server:
             return
         pending: list[tuple[str, bytes]] = []  # replies not sent yet
         popped: list[bytes] = []  # requests taken from the queue: each is run or answered
-        prefetched: list[Any] = []
+        prefetched: Prefetched | None = None
         failures = 0
         while True:
             for raw in popped:
@@ -452,6 +469,7 @@ class Server:
             commands = _reply_commands(pending, self.reply_ttl_ms)
             extra = [] if stopping else self._pop_commands(self._batch_size())
             quiet = 0 if stopping else self._quiet(commands)
+            asked = local_seconds()
             try:
                 results = self.transport.execute(*commands, *extra, quiet=quiet)
             except CommandError as exc:
@@ -470,7 +488,7 @@ class Server:
             pending = []
             if stopping:
                 return
-            popped, prefetched = self._took(results[len(commands) :])
+            popped, prefetched = self._took(results[len(commands) :], asked)
 
     def _quiet(self, commands: list[tuple[Any, ...]]) -> int:
         """How many of ``commands`` (the replies) to send unacknowledged this turn.
@@ -499,29 +517,44 @@ class Server:
         return max(1, min(self._batch_max, int(_BATCH_BUDGET_S / max(self._call_time, 1e-6))))
 
     def _pop_commands(self, count: int) -> list[tuple[Any, ...]]:
-        """BLPOP (which blocks), LPOP for up to count - 1 more, then the prefetch commands."""
-        commands: list[tuple[Any, ...]] = [("BLPOP", self.name, self.poll_interval)]
-        if count > 1:
-            commands.append(("LPOP", self.name, count - 1))
-        return commands + self._prefetch_commands()
+        """The pop of up to ``count`` requests (it blocks while none is queued), then the prefetch.
 
-    def _prefetch_commands(self) -> list[tuple[Any, ...]]:
-        """Commands sent right after each pop, in the same round trip.
-
-        Their replies reach :meth:`handle` as ``prefetched`` (e.g. the lock's
-        GET), so a per-call check costs no round trip of its own.
+        One BLMPOP on Redis 7; before it, BLPOP and LPOP for up to count - 1
+        more. The prefetch (one MGET; on a cluster a GET per key) reads what
+        the checks of the requests taken need, the lock and the cancellation
+        counter, so they cost no round trip of their own.
         """
-        return list(self._prefetch)
+        commands: list[tuple[Any, ...]]
+        if self._blmpop:
+            commands = [("BLMPOP", self.poll_interval, 1, self.name, "LEFT", "COUNT", count)]
+        else:
+            commands = [("BLPOP", self.name, self.poll_interval)]
+            if count > 1:
+                commands.append(("LPOP", self.name, count - 1))
+        commands.extend(self._prefetch)
+        return commands
 
-    def _took(self, results: list[Any]) -> tuple[list[bytes], list[Any]]:
-        """Unpack the replies of _pop_commands into (requests, prefetched replies)."""
-        blocked, rest = results[0], results[1:]
+    def _took(self, results: list[Any], asked: float) -> tuple[list[bytes], Prefetched]:
+        """Unpack the replies of _pop_commands, sent at ``asked``, into (requests, prefetched)."""
+        fetched = results[-1] if len(self._prefetch) == 1 else results[-2:]
+        lock, cancels = (fetched, fetched) if isinstance(fetched, TransportError) else fetched
+        prefetched = Prefetched(lock, cancels, asked, local_seconds())
+        blocked = results[0]
         if isinstance(blocked, TransportError):
+            if self._blmpop and _pop_unsupported(blocked):  # it took nothing: BLPOP next turn
+                log.info(
+                    "%s: Redis cannot pop a batch in one command (%s); using BLPOP and LPOP",
+                    self.name,
+                    blocked,
+                )
+                self._blmpop = False
+                return [], prefetched
             raise blocked  # e.g. WRONGTYPE: the service key is not a list
+        if self._blmpop:  # None, or [key, [requests...]]
+            return ([] if blocked is None else blocked[1]), prefetched
         taken = [] if blocked is None else [blocked[1]]
-        prefetched = rest[len(rest) - len(self._prefetch) :]
-        if len(rest) > len(prefetched):
-            more = rest[0]
+        if len(results) > 1 + len(self._prefetch):
+            more = results[1]
             if isinstance(more, TransportError):  # Redis before 6.2 has no LPOP count
                 log.info(
                     "%s: Redis cannot pop in batches (%s); taking one at a time", self.name, more
@@ -531,7 +564,9 @@ class Server:
                 taken.extend(more)
         return taken, prefetched
 
-    def _timed_handle(self, raw: bytes, prefetched: list[Any]) -> tuple[str | None, bytes | None]:
+    def _timed_handle(
+        self, raw: bytes, prefetched: Prefetched | None
+    ) -> tuple[str | None, bytes | None]:
         began = time.perf_counter()
         if self.workers == 1:
             with self._busy:
@@ -593,11 +628,12 @@ class Server:
                 while slots < min(self.workers, self._batch_size()) and free.acquire(False):
                     slots += 1
                 try:
+                    asked = local_seconds()
                     try:
                         results = self.transport.execute(*self._pop_commands(slots))
                     except CommandError as exc:
                         results = exc.replies  # _took raises or copes, as in _loop
-                    popped, prefetched = self._took(results)
+                    popped, prefetched = self._took(results, asked)
                 except RedisConnectionError as exc:
                     for _ in range(slots):
                         free.release()
@@ -614,7 +650,7 @@ class Server:
                 for raw in popped:
                     pool.submit(self._work, raw, prefetched, free)
 
-    def _work(self, raw: bytes, prefetched: list[Any], free: threading.Semaphore) -> None:
+    def _work(self, raw: bytes, prefetched: Prefetched, free: threading.Semaphore) -> None:
         try:
             queue, data = self._timed_handle(raw, prefetched)
             pending = [] if queue is None or data is None else [(queue, data)]
