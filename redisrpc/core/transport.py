@@ -26,7 +26,7 @@ import inspect
 import math
 import os
 import re
-import socket
+import select
 import threading
 import time
 import weakref
@@ -276,7 +276,7 @@ def _direct(conn: AbstractConnection) -> Any:
         _HiredisParser is None
         or type(parser) is not _HiredisParser
         or getattr(parser, "_reader", None) is None
-        or not isinstance(getattr(parser, "_sock", None), socket.socket)  # fakeredis: its own
+        or not hasattr(getattr(parser, "_sock", None), "recv_into")  # fakeredis has its own
         or not isinstance(getattr(parser, "_buffer", None), bytearray)
     ):
         return None
@@ -746,6 +746,29 @@ def _split(replies: list[Any], exchanges: Sequence[Sequence[Any]]) -> list[list[
     return out
 
 
+_HAS_POLL = hasattr(select, "poll")
+
+
+def _stale(conn: AbstractConnection) -> bool:
+    """Whether an idle connection has anything to read: Redis closed or reset it.
+
+    One ``poll`` with no wait. redis-py's ``can_read(0)`` does the same with
+    more around it (formatting the host for an error message that is rarely
+    raised); it still serves connections not read directly.
+    """
+    parser = _direct(conn)
+    try:
+        if parser is None or not _HAS_POLL:  # Windows has no poll()
+            return bool(conn.can_read(0))
+        if parser._reader.has_data():
+            return True
+        poller = select.poll()
+        poller.register(parser._sock, select.POLLIN)
+        return bool(poller.poll(0))
+    except (rexc.ConnectionError, rexc.TimeoutError, OSError):
+        return True
+
+
 class Transport:
     """A retry-free Redis connection pool plus a Redis clock estimate.
 
@@ -903,13 +926,10 @@ class Transport:
                 # connect() is a no-op while connected, but redis-py 8 runs even that
                 # through its retry machinery (1.4 us): skipped on the hot path.
                 conn.connect()  # type: ignore[no-untyped-call]
-            try:
+            elif _stale(conn):
                 # An idle connection has nothing to read unless Redis closed or reset
                 # it: reconnect now rather than send a request into a dead socket
                 # (which would make the call's outcome unknown).
-                if conn.can_read(0):
-                    raise rexc.ConnectionError("idle connection has data")
-            except (rexc.ConnectionError, rexc.TimeoutError, OSError):
                 conn.disconnect()  # type: ignore[no-untyped-call]
                 conn.connect()  # type: ignore[no-untyped-call]
         except BaseException:
