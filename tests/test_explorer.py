@@ -352,7 +352,9 @@ def test_the_object_tree_expands_a_channel_and_calls_its_methods(explorer, serve
     buttons = explorer.objects_box.children[1].children
     assert [b.description for b in buttons] == ["ch1 ▸", "ch2 ▸"]
     buttons[1].click()
-    wait_for(lambda: "supply.ch2" in explorer.header.value and "Channel" in explorer.header.value)
+    # The header changes before the forms are built: wait for the form itself.
+    wait_for(lambda: "supply.ch2" in explorer.header.value and "measure" in explorer.forms)
+    assert "Channel" in explorer.header.value
     form = explorer.forms["measure"]
     form.submit().result(10)
     assert "2.0" in form.result.text and explorer.code.value == "supply.ch2.measure()"
@@ -395,6 +397,11 @@ def test_gone_server_disables_its_forms_until_it_comes_back(explorer, serve):
     assert not cancel_button.disabled
     first.stop(10)
     explorer.refresh()
+    # Every Cancel still shown is disabled; the panel's own poll may have redrawn it
+    # meanwhile, so a row drawn now must come disabled too.
+    assert all(row.children[1].disabled for row in explorer.bench.running.rows.values())
+    explorer.bench.running.update("reg", [{"id": "c1", "method": "add", "since": 0.0}])
+    cancel_button = explorer.running_box.children[1].children[1]
     assert explorer.is_gone("reg") and "reg is gone" in explorer.banner.value
     assert form.button.disabled and all(f.disabled for f in form.inputs.values())
     assert row.get_button.disabled and row.set_button.disabled and explorer.read_all.disabled
