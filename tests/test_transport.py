@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import math
 import os
 import signal
@@ -115,11 +116,12 @@ def test_a_connection_killed_while_idle_is_replaced(r: redis.Redis, redis_url: s
     transport.close()
 
 
+NEEDS_HIREDIS = pytest.mark.skipif(
+    importlib.util.find_spec("hiredis") is None, reason="the direct read path needs hiredis"
+)
+
 READ_PATHS = [
-    pytest.param(
-        "direct",
-        marks=pytest.mark.skipif(transport_module._HiredisParser is None, reason="needs hiredis"),
-    ),
+    pytest.param("direct", marks=NEEDS_HIREDIS),
     "read_response",
     "can_read",
 ]
@@ -149,7 +151,7 @@ def _execute_raw(transport: Transport, commands: list[tuple[object, ...]]) -> li
         return [str(reply) if isinstance(reply, Exception) else reply for reply in exc.replies]
 
 
-@pytest.mark.skipif(transport_module._HiredisParser is None, reason="needs hiredis")
+@NEEDS_HIREDIS
 def test_replies_read_directly_equal_redis_pys_reading(r: redis.Redis, redis_url: str):
     """With hiredis, replies skip redis-py's read_response: the same values, errors and sizes."""
     transport = Transport.of(redis_url)
