@@ -638,6 +638,18 @@ class Reply:
     """Optional reply keys of later extensions (see :data:`REPLY_EXTENSIONS`), as sent."""
 
 
+def _value_message(reply: Reply) -> dict[str, Any]:
+    """The JSON object of a successful reply (``reply.error`` is None), before encoding."""
+    message: dict[str, Any] = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
+    if reply.id is not None:
+        message["id"] = reply.id
+    if reply.stream:
+        message["stream"] = True
+    if reply.extra:
+        message.update(reply.extra)
+    return message
+
+
 def encode_reply(reply: Reply) -> bytes:
     """Encode a reply for RPUSH onto the caller's response queue.
 
@@ -646,13 +658,7 @@ def encode_reply(reply: Reply) -> bytes:
     """
     message: dict[str, Any]
     if reply.error is None:
-        message = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
-        if reply.id is not None:
-            message["id"] = reply.id
-        if reply.stream:
-            message["stream"] = True
-        if reply.extra:
-            message.update(reply.extra)
+        message = _value_message(reply)
         try:
             return _dumps(message)
         except EncodingError as exc:
@@ -766,13 +772,7 @@ def encode_reply_with(reply: Reply, fallback: Any) -> bytes:
     """
     if reply.error is not None:
         return encode_reply(reply)
-    plain: dict[str, Any] = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
-    if reply.id is not None:
-        plain["id"] = reply.id
-    if reply.stream:
-        plain["stream"] = True
-    if reply.extra:
-        plain.update(reply.extra)
+    plain = _value_message(reply)
     try:
         return _dumps(plain)  # the common case: plain JSON, the shared encoder
     except EncodingError:
@@ -1072,6 +1072,12 @@ def encode_framed_reply(
     decided before the large part is encoded. ``encode`` is the reply
     encoder (the server's, which turns values JSON cannot hold into handles).
     """
+    if reply.error is None:
+        plain = _plain_dumps(_value_message(reply))
+        if plain is not None:
+            # JSON's own types only (most replies): no blobs, handles or tags, so every
+            # encoder gives these bytes; one call, without setting the blob sink.
+            return plain
     try:
         with _sending(binary, max_blob_size if binary else max_size) as blobs:
             data = encode(reply)
