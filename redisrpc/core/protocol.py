@@ -593,17 +593,19 @@ def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAG
     protocol = message.get("protocol", 1)
     caller = message.get("caller")
     sent = message.get("sent")
+    # Positional, in the field order (name, args, kwargs, response_queue, id, deadline,
+    # lock, protocol, caller, sent): every request's hot path, half the cost of keywords.
     return Request(
-        name=name,
-        args=args,
-        kwargs=kwargs,
-        response_queue=response_queue,
-        id=request_id,
-        deadline=deadline,
-        lock=lock,
-        protocol=protocol if isinstance(protocol, int) and not isinstance(protocol, bool) else 1,
-        caller=caller[:200] if isinstance(caller, str) else None,
-        sent=sent if isinstance(sent, int) and not isinstance(sent, bool) else None,
+        name,
+        args,
+        kwargs,
+        response_queue,
+        request_id,
+        deadline,
+        lock,
+        protocol if isinstance(protocol, int) and not isinstance(protocol, bool) else 1,
+        caller[:200] if isinstance(caller, str) else None,
+        sent if isinstance(sent, int) and not isinstance(sent, bool) else None,
     )
 
 
