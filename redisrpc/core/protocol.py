@@ -593,17 +593,19 @@ def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAG
     protocol = message.get("protocol", 1)
     caller = message.get("caller")
     sent = message.get("sent")
+    # Positional, in the field order (name, args, kwargs, response_queue, id, deadline,
+    # lock, protocol, caller, sent): every request's hot path, half the cost of keywords.
     return Request(
-        name=name,
-        args=args,
-        kwargs=kwargs,
-        response_queue=response_queue,
-        id=request_id,
-        deadline=deadline,
-        lock=lock,
-        protocol=protocol if isinstance(protocol, int) and not isinstance(protocol, bool) else 1,
-        caller=caller[:200] if isinstance(caller, str) else None,
-        sent=sent if isinstance(sent, int) and not isinstance(sent, bool) else None,
+        name,
+        args,
+        kwargs,
+        response_queue,
+        request_id,
+        deadline,
+        lock,
+        protocol if isinstance(protocol, int) and not isinstance(protocol, bool) else 1,
+        caller[:200] if isinstance(caller, str) else None,
+        sent if isinstance(sent, int) and not isinstance(sent, bool) else None,
     )
 
 
@@ -638,6 +640,18 @@ class Reply:
     """Optional reply keys of later extensions (see :data:`REPLY_EXTENSIONS`), as sent."""
 
 
+def _value_message(reply: Reply) -> dict[str, Any]:
+    """The JSON object of a successful reply (``reply.error`` is None), before encoding."""
+    message: dict[str, Any] = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
+    if reply.id is not None:
+        message["id"] = reply.id
+    if reply.stream:
+        message["stream"] = True
+    if reply.extra:
+        message.update(reply.extra)
+    return message
+
+
 def encode_reply(reply: Reply) -> bytes:
     """Encode a reply for RPUSH onto the caller's response queue.
 
@@ -646,13 +660,7 @@ def encode_reply(reply: Reply) -> bytes:
     """
     message: dict[str, Any]
     if reply.error is None:
-        message = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
-        if reply.id is not None:
-            message["id"] = reply.id
-        if reply.stream:
-            message["stream"] = True
-        if reply.extra:
-            message.update(reply.extra)
+        message = _value_message(reply)
         try:
             return _dumps(message)
         except EncodingError as exc:
@@ -766,13 +774,7 @@ def encode_reply_with(reply: Reply, fallback: Any) -> bytes:
     """
     if reply.error is not None:
         return encode_reply(reply)
-    plain: dict[str, Any] = {"return_value": reply.value, "protocol": PROTOCOL_VERSION}
-    if reply.id is not None:
-        plain["id"] = reply.id
-    if reply.stream:
-        plain["stream"] = True
-    if reply.extra:
-        plain.update(reply.extra)
+    plain = _value_message(reply)
     try:
         return _dumps(plain)  # the common case: plain JSON, the shared encoder
     except EncodingError:
@@ -1072,6 +1074,12 @@ def encode_framed_reply(
     decided before the large part is encoded. ``encode`` is the reply
     encoder (the server's, which turns values JSON cannot hold into handles).
     """
+    if reply.error is None:
+        plain = _plain_dumps(_value_message(reply))
+        if plain is not None:
+            # JSON's own types only (most replies): no blobs, handles or tags, so every
+            # encoder gives these bytes; one call, without setting the blob sink.
+            return plain
     try:
         with _sending(binary, max_blob_size if binary else max_size) as blobs:
             data = encode(reply)

@@ -223,7 +223,9 @@ _NEVER_BLOCKS = frozenset(
     for name in (
         "RPUSH", "LPUSH", "LPOP", "RPOP", "LREM", "LLEN", "LRANGE", "PEXPIRE", "EXPIRE", "GET",
         "SET", "DEL", "EXISTS", "INCR", "TIME", "ECHO", "PING", "INFO", "CLIENT", "HSET", "HDEL",
-        "HGET", "HGETALL", "ZADD", "ZREM", "SCAN", "PUBLISH",
+        "HGET", "HGETALL", "ZADD", "ZREM", "SCAN", "PUBLISH", "MGET", "HMGET", "ZRANGE",
+        "ZRANGEBYSCORE", "ZREMRANGEBYSCORE", "ZCOUNT", "XADD", "XREVRANGE", "TYPE", "EVAL",
+        "ASKING",
     )
     for spelt in (name, name.encode())
 )  # fmt: skip
@@ -347,13 +349,18 @@ def _deadline(commands: Sequence[Sequence[Any]]) -> float | None:
 
 
 def _exchange(
-    conn: AbstractConnection, packed: bytes | list[Any], count: int, deadline: float | None = None
+    conn: AbstractConnection,
+    packed: bytes | list[Any],
+    count: int,
+    deadline: float | None,
+    parser: Any,
 ) -> list[Any]:
     """Send ``packed`` (``count`` commands) and read their replies (until ``deadline``).
 
-    On any failure the connection is dropped: a half-read socket is never reused.
+    ``parser`` is :func:`_direct`'s verdict on ``conn`` as it is now. On any
+    failure the connection is dropped: a half-read socket is never reused.
     """
-    parser = _send(conn, packed)
+    parser = _send(conn, packed, parser)
     try:
         return [_read(conn, deadline, parser) for _ in range(count)]
     except BaseException as exc:
@@ -369,7 +376,8 @@ def _exchange_quietly(
     skipped: int,
     marker: bytes,
     *,
-    deadline: float | None = None,
+    deadline: float | None,
+    parser: Any,
 ) -> tuple[list[Any], bool]:
     """Like :func:`_exchange` for commands whose first ``skipped`` were sent with SKIP.
 
@@ -378,7 +386,7 @@ def _exchange_quietly(
     script). Returns the replies (None for skipped ones) and whether SKIP was
     honoured; a reply stream that fits neither case drops the connection.
     """
-    parser = _send(conn, packed)
+    parser = _send(conn, packed, parser)
     try:
         got: list[Any] = []
         for _ in range(count + skipped + 1):
@@ -397,14 +405,14 @@ def _exchange_quietly(
         raise
 
 
-def _send(conn: AbstractConnection, packed: bytes | list[Any]) -> Any:
+def _send(conn: AbstractConnection, packed: bytes | list[Any], parser: Any) -> Any:
     """Write one exchange; on failure the connection is dropped and nothing counts as sent.
 
-    Returns :func:`_direct`'s verdict on ``conn``, for reading the replies:
-    a connection read directly is written directly too (redis-py's
-    ``send_packed_command`` adds a health check and host formatting per write).
+    ``parser`` is :func:`_direct`'s verdict on ``conn``: a connection read
+    directly is written directly too (redis-py's ``send_packed_command`` adds
+    a health check and host formatting per write). Returns it, for reading the
+    replies (None once redis-py's path has written: it may have connected).
     """
-    parser = _direct(conn)
     try:
         chunks = packed if isinstance(packed, list) else (packed,)
         if parser is None:
@@ -749,14 +757,14 @@ def _split(replies: list[Any], exchanges: Sequence[Sequence[Any]]) -> list[list[
 _HAS_POLL = hasattr(select, "poll")
 
 
-def _stale(conn: AbstractConnection) -> bool:
+def _stale(conn: AbstractConnection, parser: Any) -> bool:
     """Whether an idle connection has anything to read: Redis closed or reset it.
 
     One ``poll`` with no wait. redis-py's ``can_read(0)`` does the same with
     more around it (formatting the host for an error message that is rarely
-    raised); it still serves connections not read directly.
+    raised); it still serves connections not read directly. ``parser`` is
+    :func:`_direct`'s verdict on ``conn``.
     """
-    parser = _direct(conn)
     try:
         if parser is None or not _HAS_POLL:  # Windows has no poll()
             return bool(conn.can_read(0))
@@ -830,6 +838,7 @@ class Transport:
         self._pid = os.getpid()
         self._skips: bool | None = None  # does this Redis honour CLIENT REPLY SKIP? (probed)
         self._marker = b"redisrpc-" + os.urandom(8).hex().encode()  # ends a quiet exchange
+        self._echo = _pack_python(("ECHO", self._marker))  # packed once: sent after every one
 
     @classmethod
     def of(cls, target: Any, **options: Any) -> Transport:
@@ -892,14 +901,22 @@ class Transport:
                 self._skips = self._probe_skip()
             skipped = quiet if self._skips else 0
             deadline = _deadline(commands)
-            conn = self._take()
+            conn, parser = self._ready()
             try:
                 if not skipped:
-                    replies = _exchange(conn, pack_commands(commands), len(commands), deadline)
+                    packed = pack_commands(commands)
+                    replies = _exchange(conn, packed, len(commands), deadline, parser)
                 else:
-                    packed = pack_commands((*commands, ("ECHO", self._marker)), quiet=skipped)
+                    packed = pack_commands(commands, quiet=skipped)
+                    packed = packed + self._echo if type(packed) is bytes else [*packed, self._echo]
                     replies, honoured = _exchange_quietly(
-                        conn, packed, len(commands), skipped, self._marker, deadline=deadline
+                        conn,
+                        packed,
+                        len(commands),
+                        skipped,
+                        self._marker,
+                        deadline=deadline,
+                        parser=parser,
                     )
                     if not honoured:
                         self._skips = None  # probe again before the next quiet command
@@ -911,6 +928,14 @@ class Transport:
 
     def _take(self) -> AbstractConnection:
         """An idle connection that is ready to send, or a new one."""
+        return self._ready()[0]
+
+    def _ready(self) -> tuple[AbstractConnection, Any]:
+        """:meth:`_take`'s connection, with :func:`_direct`'s verdict on it as it is now.
+
+        The verdict is taken once per exchange, after any reconnect (which
+        gives the parser a new reader and socket).
+        """
         if self._pid != os.getpid():
             # A forked child must not share its parent's sockets; the parent keeps them.
             self._idle, self._made, self._pid = [], weakref.WeakSet(), os.getpid()
@@ -926,7 +951,10 @@ class Transport:
                 # connect() is a no-op while connected, but redis-py 8 runs even that
                 # through its retry machinery (1.4 us): skipped on the hot path.
                 conn.connect()  # type: ignore[no-untyped-call]
-            elif _stale(conn):
+            else:
+                parser = _direct(conn)
+                if not _stale(conn, parser):
+                    return conn, parser  # the hot path: one verdict serves the exchange
                 # An idle connection has nothing to read unless Redis closed or reset
                 # it: reconnect now rather than send a request into a dead socket
                 # (which would make the call's outcome unknown).
@@ -935,7 +963,7 @@ class Transport:
         except BaseException:
             self._idle.append(conn)
             raise
-        return conn
+        return conn, _direct(conn)
 
     def _probe_skip(self) -> bool:
         """Whether Redis honours ``CLIENT REPLY SKIP`` (some proxies and ACLs refuse it).
@@ -1004,7 +1032,8 @@ class Transport:
             if not isinstance(step, tuple):
                 return self.step(step)
             try:
-                replies = _exchange(conn, pack_commands(step), len(step), _deadline(step))
+                packed = pack_commands(step)
+                replies = _exchange(conn, packed, len(step), _deadline(step), _direct(conn))
             except (rexc.RedisError, OSError) as exc:
                 raise _translation(exc, self.location) from exc
             return _checked(replies, self.location)

@@ -541,11 +541,9 @@ class Dispatcher:
                 late_ms,
             )
             return None, None
+        # Positional (value, error, id, interim, stream, extra): half the cost of keywords.
         reply = Reply(
-            value=value,
-            id=request.id,
-            stream=stream and context is not None,
-            extra=_output(capture.result()),
+            value, None, request.id, None, stream and context is not None, _output(capture.result())
         )
         data = encode_framed_reply(
             reply,
