@@ -322,10 +322,10 @@ def _read_direct(parser: Any, wait: float | None) -> Any:
 def _read(conn: AbstractConnection, deadline: float | None = None, parser: Any = None) -> Any:
     """One reply; an error reply is returned as its exception instance.
 
-    With a ``deadline`` (time.monotonic()), wait for its first byte until then
-    instead of for the socket timeout; the rest of a reply that has started
-    arriving is read with the socket timeout. ``parser`` is :func:`_direct`'s
-    verdict on ``conn``, taken once per exchange.
+    With a ``deadline`` (time.monotonic()), each socket read of the reply waits
+    up to the time left until then (at least 0.1 ms) instead of the socket
+    timeout. ``parser`` is :func:`_direct`'s verdict on ``conn``, taken once
+    per exchange.
     """
     wait = None if deadline is None else max(1e-4, min(deadline - time.monotonic(), _FOREVER))
     if parser is not None:
