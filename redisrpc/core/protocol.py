@@ -715,7 +715,7 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
                 return Reply(value=message[kind], id=reply_id, interim=kind)
         raise ProtocolError("a reply needs 'return_value' or 'exception'")
     extra: dict[str, Any] | None = None
-    if "output" in message or "handles" in message:  # the REPLY_EXTENSIONS; most replies have none
+    if not message.keys().isdisjoint(REPLY_EXTENSIONS):  # most replies have none
         extra = {key: message[key] for key in REPLY_EXTENSIONS if key in message}
     # The original Python client tests `exception is not None`: null means success.
     if message.get("exception") is not None:
