@@ -258,6 +258,79 @@ def test_blocking_time_of_each_blocking_command():
     assert blocking_seconds(("LPOP", "a", 3)) is None
 
 
+class _CountingSocket:
+    """A socket stand-in that records how many bytes each ``recv_into`` returned."""
+
+    def __init__(self, sock: object) -> None:
+        self.sock = sock
+        self.reads: list[int] = []
+
+    def recv_into(self, buffer: bytearray, nbytes: int = 0) -> int:
+        size: int = self.sock.recv_into(buffer, nbytes)  # type: ignore[attr-defined]
+        self.reads.append(size)
+        return size
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.sock, name)
+
+
+def _counted_direct_transport(url: str, **options: object) -> tuple[Transport, _CountingSocket]:
+    """A transport with one idle direct-path connection whose socket reads are counted."""
+    transport = Transport.of(redis.Redis.from_url(url, **options))  # type: ignore[arg-type]
+    conn = transport._take()
+    parser = transport_module._direct(conn)
+    assert parser is not None  # the path under test
+    counted = _CountingSocket(parser._sock)
+    parser._sock = counted
+    transport._idle.append(conn)
+    return transport, counted
+
+
+@NEEDS_HIREDIS
+def test_a_push_acknowledgement_alone_does_not_wake_a_blocked_exchange(
+    r: redis.Redis, redis_url: str
+):
+    """RPUSH then BLPOP, as a call sends them: the reader wakes once, for the pop's reply.
+
+    The pop's reply is pushed only after Redis shows the exchange blocked, so
+    the 4-byte acknowledgement was there alone first; the first socket read
+    still brings more than it.
+    """
+    transport, counted = _counted_direct_transport(redis_url)
+    result: list[object] = []
+    exchange = threading.Thread(
+        target=lambda: result.extend(
+            transport.execute(("RPUSH", "ack:service", b"request"), ("BLPOP", "ack:reply", 5))
+        )
+    )
+    exchange.start()
+    wait_for(lambda: r.llen("ack:service") == 1 and r.info("clients")["blocked_clients"] >= 1)
+    r.rpush("ack:reply", b"the reply")
+    exchange.join(10)
+    assert result == [1, [b"ack:reply", b"the reply"]]
+    assert counted.reads[0] > len(b":1\r\n")
+    transport.close()
+
+
+@NEEDS_HIREDIS
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_a_short_reply_after_a_waking_acknowledgement_is_read_at_once(
+    r: redis.Redis, redis_url: str, protocol: int
+):
+    """A 5-byte acknowledgement (":12") wakes the reader; the 3-byte RESP3 nil after it is read.
+
+    Only the first socket read of an exchange waits for several bytes: had
+    the next waited too, the nil of the timed-out pop would sit unread until
+    the exchange's deadline, and the exchange would fail with a timeout.
+    """
+    r.rpush("short:service", *[b"x"] * 11)
+    transport, counted = _counted_direct_transport(redis_url, protocol=protocol)
+    replies = transport.execute(("RPUSH", "short:service", b"y"), ("BLPOP", "short:empty", 0.05))
+    assert replies == [12, None]
+    assert counted.reads[0] >= 5
+    transport.close()
+
+
 @pytest.mark.parametrize("read_path", READ_PATHS)
 def test_a_block_longer_than_the_socket_timeout_is_waited_for(
     r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, read_path: str

@@ -27,6 +27,7 @@ import math
 import os
 import re
 import select
+import socket
 import threading
 import time
 import weakref
@@ -285,11 +286,22 @@ def _direct(conn: AbstractConnection) -> Any:
     return parser
 
 
-def _read_direct(parser: Any, wait: float | None) -> Any:
+# A blocking exchange's first socket read waits for this many bytes: more than
+# an acknowledgement (":1\r\n", 4 bytes) and at most any two replies (3 bytes
+# or more each). So a push's acknowledgement that comes before the blocking pop's
+# reply wakes no one on its own (one wakeup less per call: on a busy or virtual
+# machine a wakeup costs more than the Python around it); an error reply, the
+# pop's reply and a closed connection still wake the reader at once.
+_WAKE_BYTES = 5
+
+
+def _read_direct(parser: Any, wait: float | None, gather: bool = False) -> Any:
     """One reply from a hiredis parser's reader, reading its socket as needed.
 
     Error replies come back as exception instances (redis-py's own classes);
     a lost or silent socket raises redis-py's ConnectionError or TimeoutError.
+    With ``gather`` (the first read of a blocking exchange that expects two
+    replies or more), the first socket read waits for :data:`_WAKE_BYTES`.
     """
     reader = parser._reader
     reply = reader.gets()
@@ -298,8 +310,13 @@ def _read_direct(parser: Any, wait: float | None) -> Any:
         if wait is not None:
             sock.settimeout(wait)
         try:
+            if gather:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _WAKE_BYTES)
             while reply is _MORE:
                 size = sock.recv_into(buffer)
+                if gather:  # later reads take any byte: a reply may end in a short piece
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+                    gather = False
                 if not size:
                     raise rexc.ConnectionError("Connection closed by server.")
                 reader.feed(buffer, 0, size)
@@ -315,21 +332,26 @@ def _read_direct(parser: Any, wait: float | None) -> Any:
         raise reply  # e.g. LOADING: Redis is starting
     if _Push is not None and isinstance(reply, _Push):  # RESP3: not a reply to us
         parser.handle_push_response(reply)
-        return _read_direct(parser, wait)
+        return _read_direct(parser, wait, gather)
     return reply
 
 
-def _read(conn: AbstractConnection, deadline: float | None = None, parser: Any = None) -> Any:
+def _read(
+    conn: AbstractConnection,
+    deadline: float | None = None,
+    parser: Any = None,
+    gather: bool = False,
+) -> Any:
     """One reply; an error reply is returned as its exception instance.
 
     With a ``deadline`` (time.monotonic()), each socket read of the reply waits
     up to the time left until then (at least 0.1 ms) instead of the socket
     timeout. ``parser`` is :func:`_direct`'s verdict on ``conn``, taken once
-    per exchange.
+    per exchange; ``gather`` is passed to :func:`_read_direct`.
     """
     wait = None if deadline is None else max(1e-4, min(deadline - time.monotonic(), _FOREVER))
     if parser is not None:
-        return _read_direct(parser, wait)
+        return _read_direct(parser, wait, gather)
     try:
         if wait is None:
             return conn.read_response()
@@ -362,7 +384,8 @@ def _exchange(
     """
     parser = _send(conn, packed, parser)
     try:
-        return [_read(conn, deadline, parser) for _ in range(count)]
+        gather = deadline is not None and count > 1
+        return [_read(conn, deadline, parser, gather and not i) for i in range(count)]
     except BaseException as exc:
         conn.disconnect()  # type: ignore[no-untyped-call]
         _mark_sent(exc)
@@ -389,8 +412,10 @@ def _exchange_quietly(
     parser = _send(conn, packed, parser)
     try:
         got: list[Any] = []
-        for _ in range(count + skipped + 1):
-            reply = _read(conn, deadline, parser)
+        # Two replies or more always come (the marker's among them).
+        gather = deadline is not None and count - skipped >= 1
+        for i in range(count + skipped + 1):
+            reply = _read(conn, deadline, parser, gather and not i)
             if reply == marker:
                 break
             got.append(reply)
