@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import json
 import math
 from collections.abc import Iterator
@@ -24,6 +25,7 @@ from redisrpc.core.protocol import (
     decode_reply,
     decode_request,
     decode_value,
+    encode_framed_reply,
     encode_framed_request,
     encode_reply,
     encode_request,
@@ -484,6 +486,44 @@ def test_a_call_request_is_the_bytes_of_the_full_encoding(fast, value):
         except EncodingError as exc:
             sent = exc
     assert sent == full if isinstance(full, bytes) else type(sent) is type(full)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@given(json_values | st.just({TAG: "x"}) | st.just([None, {"a": math.inf}]))
+def test_a_reply_is_the_bytes_of_the_full_encoding(fast, value):
+    """Replies too: the shortcut (None and floats included) gives the full encoder's bytes."""
+    reply = Reply(value=value, id="id1")
+    with contextlib.nullcontext() if fast else _without_orjson():
+        full = encode_reply(reply)
+        sent = encode_framed_reply(reply, binary=False)
+    assert sent == full
+
+
+@pytest.mark.skipif(protocol._orjson is None, reason="orjson (the fast extra) is not installed")
+def test_none_takes_the_one_call_encoding_and_nan_beside_it_does_not():
+    """orjson writes None and NaN alike as null: only a value with NaN or inf needs the tags."""
+    for value in (None, {"a": None, "b": [1.5, None]}, [None, (2.0, "x")]):
+        assert (
+            protocol._plain_dumps({"v": value})
+            == json.dumps({"v": value}).replace(" ", "").encode()
+        )
+    for value in ([None, [math.nan]], {"a": None, "b": -math.inf}, (None, math.inf)):
+        assert protocol._plain_dumps({"v": value}) is None
+
+
+class _Level(enum.Enum):
+    UNKNOWN = math.nan
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_nan_beside_none_is_tagged_wherever_it_hides(fast):
+    """In a set, a numpy scalar or a tuple, next to a None: tagged, never sent as null."""
+    with contextlib.nullcontext() if fast else _without_orjson():
+        back = decode_value(encode_value([None, {math.nan}, np.float32("inf"), (None, math.nan)]))
+        with pytest.raises(EncodingError):  # an enum is refused, not sent as null
+            encode_value([None, _Level.UNKNOWN])
+    assert back[0] is None and math.isnan(back[1][0]) and back[2] == math.inf
+    assert back[3][0] is None and math.isnan(back[3][1])
 
 
 @pytest.mark.skipif(protocol._orjson is None, reason="orjson (the fast extra) is not installed")

@@ -27,6 +27,7 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import enum
 import json
 import math
 import re
@@ -194,7 +195,7 @@ def _tag_non_finite(obj: Any) -> Any:
         return obj if math.isfinite(obj) else _non_finite(obj)
     if isinstance(obj, dict):
         return {k: _tag_non_finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
+    if isinstance(obj, (list, tuple, set, frozenset)):  # a set travels as a list
         return [_tag_non_finite(v) for v in obj]
     return obj
 
@@ -281,13 +282,41 @@ def _plain_dumps(obj: Any) -> bytes | None:
     try:
         if _orjson is not None:
             data: bytes = _orjson.dumps(obj, option=_ORJSON_OPTIONS)
-            if data.find(_NULL) != -1:
-                return None  # None, or a NaN or an infinity orjson wrote as null
+            if data.find(_NULL) != -1 and not _finite(obj):
+                return None  # a NaN or an infinity, which orjson writes as null: to be tagged
         else:
             data = _PLAIN_ENCODER.encode(obj).encode()
     except (TypeError, ValueError, RecursionError):  # orjson.JSONEncodeError is a TypeError
         return None
     return None if data.find(_TAG_KEY) != -1 else data
+
+
+_NO_FLOATS = frozenset({str, int, bool, type(None)})  # exact types: a subclass is looked into
+
+
+def _finite(obj: Any) -> bool:
+    """Whether ``obj`` holds no NaN or infinity (JSON has none; orjson writes them as null).
+
+    Asked only when orjson's output has a null, which is most often a None (a
+    setter's or a move's reply, a keyword left at None): those need no tags.
+    It looks wherever orjson or :func:`_encode_default` may find a float:
+    containers, sets and enum values (numpy scalars are tagged by the default).
+    """
+    if type(obj) in _NO_FLOATS:
+        return True
+    if isinstance(obj, float):
+        return obj - obj == 0.0  # nan - nan and inf - inf are nan
+    if isinstance(obj, dict):
+        obj = obj.values()
+    elif isinstance(obj, enum.Enum):
+        return _finite(obj.value)
+    elif not isinstance(obj, (list, tuple, set, frozenset)):
+        return True
+    # A loop, not all(generator): the common items are decided here, with no frame each.
+    for item in obj:  # noqa: SIM110
+        if type(item) not in _NO_FLOATS and not _finite(item):
+            return False
+    return True
 
 
 def _json_bytes(obj: Any) -> bytes:
@@ -832,9 +861,10 @@ def _orjson_bytes(obj: Any) -> bytes | None:
     """orjson's encoding of ``obj``, or None where the json module must decide.
 
     orjson writes NaN and infinities as ``null``; a message with no ``null``
-    at all certainly had none (one C scan), otherwise the json module encodes
-    it again and tags them. Whatever orjson refuses (integers over 64 bits,
-    dict keys that are not strings, lone surrogates, deep nesting) is also
+    at all certainly had none (one C scan), nor one whose nulls are all None
+    (:func:`_finite`); otherwise the json module encodes it again and tags
+    them. Whatever orjson refuses (integers over 64 bits, dict keys that are
+    not strings, lone surrogates, deep nesting) is also
     left to the json module, so both give the same messages and errors.
     """
     _restart()
@@ -844,7 +874,7 @@ def _orjson_bytes(obj: Any) -> bytes | None:
         if isinstance(exc.__cause__, RedisRPCError):
             raise exc.__cause__ from None  # raised by _encode_default (a refusal, a limit)
         return None
-    return None if data.find(_NULL) != -1 else data
+    return None if data.find(_NULL) != -1 and not _finite(obj) else data
 
 
 _LONG_NUMBER = 19  # digits in a row that may be an integer beyond 64 bits
