@@ -11,7 +11,7 @@ from conftest import wait_for, watch_pushes, when_taken
 from servable import Thing
 
 import redisrpc
-from redisrpc.core import transport as transport_module
+from redisrpc.core import wire
 from redisrpc.core.call import checking_gone
 from redisrpc.core.registry import live_instances
 
@@ -121,13 +121,13 @@ def test_liveness_check_costs_one_round_trip(r, serve, monkeypatch):
     transport = client._rpc_state.transport
     assert live_instances(transport, "svc") == 1  # also measures the clock offset
     sends = []
-    original = transport_module._send  # every write of an exchange
+    original = wire._send  # every write of an exchange (looked up in wire)
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         sends.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(transport_module, "_send", counting)
+    monkeypatch.setattr(wire, "_send", counting)
     call = client._rpc_state.call("incr", (), {})
     assert call.registry_prefix is not None
     transport.run(checking_gone(call, b"{}", call.registry_prefix))

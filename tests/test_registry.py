@@ -14,7 +14,7 @@ from conftest import wait_for
 
 import redisrpc
 from redisrpc.client.discovery import discover
-from redisrpc.core import transport as transport_module
+from redisrpc.core import wire
 from redisrpc.core.registry import STALE_BEATS, live_instances
 from redisrpc.core.transport import Transport
 from redisrpc.server.registration import Registration
@@ -162,7 +162,7 @@ def test_discover_costs_constant_round_trips(r, monkeypatch):
     """Listing a thousand instances takes as many round trips as listing one."""
     transport = Transport.of(r)
     sends = []
-    original = transport_module._send  # every write of an exchange
+    original = wire._send  # every write of an exchange (looked up in wire)
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         sends.append(1)
@@ -170,7 +170,7 @@ def test_discover_costs_constant_round_trips(r, monkeypatch):
 
     def round_trips() -> tuple[int, list[redisrpc.ServiceInfo]]:
         sends.clear()
-        monkeypatch.setattr(transport_module, "_send", counting)
+        monkeypatch.setattr(wire, "_send", counting)
         try:
             found = discover(transport)
         finally:

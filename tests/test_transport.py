@@ -18,6 +18,7 @@ from redis.connection import Connection
 
 import redisrpc
 from redisrpc.core import transport as transport_module
+from redisrpc.core import wire
 from redisrpc.core.protocol import decode_request
 from redisrpc.core.transport import (
     AsyncTransport,
@@ -44,14 +45,14 @@ def test_commands_are_packed_as_redis_py_packs_them():
     conn = Connection()
     expected = b"".join(b"".join(conn.pack_command(*command)) for command in COMMANDS)
     assert pack_commands(COMMANDS) == expected
-    pure = b"".join(transport_module._pack_python(command) for command in COMMANDS)
+    pure = b"".join(wire._pack_python(command) for command in COMMANDS)
     assert pure == expected
 
 
 def test_a_bool_argument_is_refused():
     """A bool is not a Redis argument (redis-py refuses it too)."""
     with pytest.raises(TypeError):
-        transport_module._pack_python(("SET", "k", True))
+        wire._pack_python(("SET", "k", True))
 
 
 def test_quiet_commands_run_without_a_reply(r: redis.Redis, redis_url: str):
@@ -131,8 +132,9 @@ can_read(timeout), then read_response, for older redis-py."""
 
 def _take_read_path(monkeypatch: pytest.MonkeyPatch, path: str) -> None:
     if path != "direct":
+        # Each where it is looked up: _direct by Transport, _READ_TIMEOUT by wire._read.
         monkeypatch.setattr(transport_module, "_direct", lambda conn: None)
-        monkeypatch.setattr(transport_module, "_READ_TIMEOUT", path == "read_response")
+        monkeypatch.setattr(wire, "_READ_TIMEOUT", path == "read_response")
 
 
 def _replies_both_ways(transport: Transport, commands: list[tuple[object, ...]]) -> list[object]:
@@ -156,7 +158,7 @@ def test_replies_read_directly_equal_redis_pys_reading(r: redis.Redis, redis_url
     """With hiredis, replies skip redis-py's read_response: the same values, errors and sizes."""
     transport = Transport.of(redis_url)
     conn = transport._take()
-    assert transport_module._direct(conn) is not None  # the fast path is the one in use
+    assert wire._direct(conn) is not None  # the fast path is the one in use
     transport._idle.append(conn)
     big = os.urandom(3 * 65536 + 7)  # several socket reads
     r.rpush("direct:list", b"a", b"", big)
@@ -278,7 +280,7 @@ def _counted_direct_transport(url: str, **options: object) -> tuple[Transport, _
     """A transport with one idle direct-path connection whose socket reads are counted."""
     transport = Transport.of(redis.Redis.from_url(url, **options))  # type: ignore[arg-type]
     conn = transport._take()
-    parser = transport_module._direct(conn)
+    parser = wire._direct(conn)
     assert parser is not None  # the path under test
     counted = _CountingSocket(parser._sock)
     parser._sock = counted

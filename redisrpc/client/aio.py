@@ -33,12 +33,13 @@ from typing import Any
 
 import redis
 
+from ..core.aio_transport import AsyncTransport
 from ..core.call import Call, calling, routed
 from ..core.keys import queue_name
 from ..core.ownlist import OwnList, blob_commands
 from ..core.plan import Plan, Receive, Recover, Send, drive_async
 from ..core.protocol import SET_PROPERTY, Framed, Reply, check_serializer, framed
-from ..core.transport import AsyncTransport, Transport
+from ..core.transport import Transport
 from ..errors import RedisRPCError
 from .proxy import ProxyBase, ProxyState, checked_timeout
 from .stream import AsyncRemoteStream

@@ -53,7 +53,7 @@ class HandleRef:
 
 
 def _is_async(transport: Any) -> bool:
-    from ..core.transport import AsyncTransport  # noqa: PLC0415 - avoid an import cycle
+    from ..core.aio_transport import AsyncTransport  # noqa: PLC0415 - avoid an import cycle
 
     return isinstance(transport, AsyncTransport)
 

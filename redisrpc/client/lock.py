@@ -49,10 +49,11 @@ import time
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ..core.aio_transport import AsyncTransport
 from ..core.keys import lock_key  # re-exported
 from ..core.plan import NOW, Plan
 from ..core.protocol import OWN_ERROR_PREFIX, ErrorInfo
-from ..core.transport import AsyncTransport, Transport
+from ..core.transport import Transport
 from ..errors import LockedError, RedisRPCError
 from .proxy import LockCell, login_name, state_of
 

@@ -31,9 +31,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import Any
 
+from ..core.aio_transport import AsyncTransport
 from ..core.plan import Plan
 from ..core.protocol import decode_reply, is_valid_name
-from ..core.transport import AsyncTransport
 from ..core.watch import (
     STREAM_LENGTH,
     Book,
