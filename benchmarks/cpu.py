@@ -89,6 +89,9 @@ class FakeSocket:
     def gettimeout(self) -> float | None:
         return None
 
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        """Socket options (a read's low-water mark) change nothing here: replies are ready."""
+
     def sendall(self, data: Any) -> None:
         self.commands.feed(bytes(data))
         skip = False
