@@ -15,12 +15,8 @@ from conftest import run_cli, wait_for
 
 import redisrpc
 from redisrpc.core import keys
-from redisrpc.core.transport import (
-    ClusterTransport,
-    Transport,
-    exchange_slot,
-    parse_cluster_url,
-)
+from redisrpc.core.cluster import ClusterTransport, exchange_slot
+from redisrpc.core.transport import Transport, parse_cluster_url
 from redisrpc.errors import TransportError
 from redisrpc.testing import RedisServer
 

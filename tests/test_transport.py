@@ -19,9 +19,9 @@ from redis.connection import Connection
 import redisrpc
 from redisrpc.core import transport as transport_module
 from redisrpc.core import wire
+from redisrpc.core.aio_transport import AsyncTransport
 from redisrpc.core.protocol import decode_request
 from redisrpc.core.transport import (
-    AsyncTransport,
     Transport,
     blocking_seconds,
     masked_url,

@@ -17,8 +17,9 @@ advisory lock) is written once as a :data:`Plan`, a generator of steps that
 :meth:`Transport.run` and :meth:`AsyncTransport.run` carry out: only the I/O
 differs.
 
-The boundary is five modules, the only ones that import redis-py's internals;
-this one re-exports the public names of the others:
+The boundary is five modules, the only ones that import redis-py's internals
+(this one re-exports the wire and URL names it is built on; the cluster and
+asyncio transports build on it, so they are imported from their own modules):
 
 * :mod:`~redisrpc.core.transport` (here) -- :class:`Transport`: the pool,
   :meth:`~Transport.execute`, plans, the clock; and the error translation;
@@ -33,13 +34,12 @@ this one re-exports the public names of the others:
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 import time
 import weakref
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import redis
 import redis.cluster
@@ -76,20 +76,12 @@ from .wire import (
     pack_commands,
 )
 
-if TYPE_CHECKING:
-    from .aio_transport import AsyncTransport
-    from .cluster import ClusterTransport, command_keys, exchange_slot
-
 __all__ = [
     "BLOCK_MARGIN",
     "DEFAULT_URL",
     "RESCUE_TIMEOUT",
-    "AsyncTransport",
-    "ClusterTransport",
     "Transport",
     "blocking_seconds",
-    "command_keys",
-    "exchange_slot",
     "masked_url",
     "pack_commands",
     "parse_cluster_url",
@@ -97,24 +89,6 @@ __all__ = [
     "resolve_url",
     "url_of",
 ]
-
-# The modules that build on Transport import this one, so it cannot import them
-# first: their names are looked up on first use instead (PEP 562), and either
-# side may be imported first.
-_BUILT_ON_TRANSPORT = {
-    "AsyncTransport": ".aio_transport",
-    "ClusterTransport": ".cluster",
-    "command_keys": ".cluster",
-    "exchange_slot": ".cluster",
-}
-
-if not TYPE_CHECKING:  # mypy reads the imports above; a __getattr__ would make any name Any
-
-    def __getattr__(name: str) -> Any:
-        """A name of :data:`_BUILT_ON_TRANSPORT`, from the module that defines it."""
-        if name in _BUILT_ON_TRANSPORT:
-            return getattr(importlib.import_module(_BUILT_ON_TRANSPORT[name], __package__), name)
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # Connection settings that belong to one pool instance and must not be copied.
