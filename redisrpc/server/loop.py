@@ -91,10 +91,10 @@ def _pop_unsupported(error: TransportError) -> bool:
     Redis before 7.0 (and a server that renamed it) answers "unknown command";
     an ACL that allows BLPOP but not BLMPOP answers NOPERM. Other errors (a
     service key that is not a list, a loading or busy Redis) are BLPOP's too.
+    The words are read, not redis-py's exception classes: those stay behind
+    the transport.
     """
     cause = error.__cause__
-    if isinstance(cause, redis.exceptions.NoPermissionError):
-        return True
     text = str(cause if cause is not None else error).lower()
     return "unknown command" in text or "no permissions" in text
 
