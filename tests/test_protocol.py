@@ -622,3 +622,24 @@ def test_the_request_shortcut_takes_the_clients_requests():
         protocol._decode_request = full  # type: ignore[assignment]
     assert not calls  # the shortcut decided
     assert fast == full(raw, "c", protocol.DEFAULT_MAX_MESSAGE_SIZE)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@given(
+    json_values | st.sets(st.integers(), max_size=3) | st.just({TAG: "x"}) | st.just(np.arange(3)),
+    st.none() | st.text(max_size=8),
+)
+def test_a_value_reply_is_the_bytes_of_the_full_encoding(fast, value, call_id):
+    """The shortcut for a plain return value gives encode_framed_reply's bytes, or leaves it."""
+    with contextlib.nullcontext() if fast else _without_orjson():
+        short = protocol.encode_value_reply(value, call_id)
+        for binary in (True, False):
+            try:
+                full: bytes | Exception = protocol.encode_framed_reply(
+                    Reply(value, id=call_id), binary=binary
+                )
+            except EncodingError as exc:
+                full = exc
+            if short is not None:
+                assert short == full
+                assert type(full) is bytes  # no blobs: the shortcut never drops any

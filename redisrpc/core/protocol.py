@@ -77,6 +77,7 @@ __all__ = [
     "encode_reply_with",
     "encode_request",
     "encode_value",
+    "encode_value_reply",
     "framed",
     "is_valid_name",
     "max_values",
@@ -1161,6 +1162,19 @@ def encode_framed_reply(
     if not blobs:
         return data
     return Framed(_with_header(data, blobs), blobs)
+
+
+def encode_value_reply(value: Any, call_id: str | None) -> bytes | None:
+    """The reply to a call that returned ``value`` and printed nothing, when it is plain JSON.
+
+    The bytes :func:`encode_framed_reply` gives for ``Reply(value, id=call_id)``,
+    built with no Reply; None when ``value`` needs more than JSON's own types
+    (bytes, arrays, handles, NaN...): encode_framed_reply decides then.
+    """
+    message: dict[str, Any] = {"return_value": value, "protocol": PROTOCOL_VERSION}
+    if call_id is not None:
+        message["id"] = call_id
+    return _plain_dumps(message)
 
 
 def encode_framed_item(
