@@ -30,6 +30,7 @@ logged.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -104,6 +105,10 @@ def _reply_commands(pending: list[tuple[str, bytes]], ttl_ms: int) -> list[tuple
 
     Replies bound for one list (a multiplexing client's) share one RPUSH.
     """
+    if len(pending) == 1:
+        queue, data = pending[0]
+        if type(data) is bytes:  # one reply without blobs (a sequential caller's turn)
+            return [("RPUSH", queue, data), ("PEXPIRE", queue, ttl_ms)]
     by_queue: dict[str, list[bytes]] = {}
     for queue, data in pending:
         items = by_queue.setdefault(queue, [])
@@ -196,6 +201,7 @@ class Server:
         self.workers = workers
         self.read_during_calls = frozenset(read_during_calls)
         self._batch_max = _BATCH_MAX
+        self._pops: dict[tuple[bool, int], tuple[tuple[Any, ...], ...]] = {}  # _pop_commands
         # One blocking pop takes a batch (BLMPOP, Redis 7); False after Redis refused it.
         self._blmpop = True
         # Recent average seconds per call, for batch sizes; unknown at first, so one at a time.
@@ -275,7 +281,7 @@ class Server:
         return self.dispatcher.handle(
             self._with_blobs(raw),
             now_ms=self.transport.now_ms,
-            check=lambda request: self._check(request, prefetched),
+            check=functools.partial(self._check, prefetched),  # no Python frame of its own
             describe_extra=self._describe_extra,
         )
 
@@ -300,9 +306,9 @@ class Server:
             blobs = []
         return Framed(raw, blobs)
 
-    def _check(self, request: Request, prefetched: Prefetched | None = None) -> ErrorInfo | None:
+    def _check(self, prefetched: Prefetched | None, request: Request) -> ErrorInfo | None:
         """Before a call starts: not a replay, its caller has not given up, the lock lets it run."""
-        if self.redis_start.replayed(request):
+        if request.sent is not None and self.redis_start.replayed(request):
             log.warning(
                 "%s: not running %s(): sent before this Redis started (restored from a"
                 " snapshot); no reply",
@@ -310,8 +316,11 @@ class Server:
                 request.name[:80],
             )
             return SKIP
-        if prefetched is not None and self.cancellations.cancelled(request, prefetched):
-            return SKIP
+        if prefetched is not None:
+            if request.id is not None and self.cancellations.cancelled(request, prefetched):
+                return SKIP
+            if prefetched.lock is None and request.lock is None:
+                return None  # unlocked, and no lock claimed: lock_refusal's verdict, directly
         return self._lock_refusal(request, prefetched)
 
     def _call_context(self, request: Request, member: Member | None) -> CallContext:
@@ -456,24 +465,32 @@ class Server:
         popped: list[bytes] = []  # requests taken from the queue: each is run or answered
         prefetched: Prefetched | None = None
         failures = 0
+        busy = self._busy
         while True:
-            for raw in popped:
-                queue, data = self._timed_handle(raw, prefetched)
-                if queue is not None and data is not None:
-                    pending.append((queue, data))
-            popped = []
+            if popped:
+                assert prefetched is not None
+                for raw in popped:
+                    with busy:  # the poller reads watched members between calls
+                        queue, data = self.handle(raw, prefetched)
+                    if queue is not None and data is not None:
+                        pending.append((queue, data))
+                # Their average time sizes the next batch: the clock readings of the
+                # round trips around them serve, with no reading of their own.
+                self._took_time(len(popped), local_seconds() - prefetched.answered)
+                popped = []
             stopping = self._stop.is_set()
             if stopping and not pending:
                 return
             # The replies and the wait for the next requests share one round trip.
             commands = _reply_commands(pending, self.reply_ttl_ms)
-            extra = [] if stopping else self._pop_commands(self._batch_size())
+            extra = () if stopping else self._pop_commands(self._batch_size())
             quiet = 0 if stopping else self._quiet(commands)
             asked = local_seconds()
             try:
                 results = self.transport.execute(*commands, *extra, quiet=quiet)
             except CommandError as exc:
                 results = exc.replies  # a reply or a pop refused: handled one by one below
+                self._log_reply_failures(commands, results)
             except RedisConnectionError as exc:
                 if exc.sent:
                     # Written in full, and the wait after them failed: Redis ran the
@@ -483,8 +500,7 @@ class Server:
                 if self._wait_after_failure(failures, exc, pending):
                     return
                 continue
-            failures = 0
-            self._log_reply_failures(commands, results)
+            failures = 0  # without a CommandError, no reply is an error
             pending = []
             if stopping:
                 return
@@ -516,7 +532,7 @@ class Server:
             return 1
         return max(1, min(self._batch_max, int(_BATCH_BUDGET_S / max(self._call_time, 1e-6))))
 
-    def _pop_commands(self, count: int) -> list[tuple[Any, ...]]:
+    def _pop_commands(self, count: int) -> tuple[tuple[Any, ...], ...]:
         """The pop of up to ``count`` requests (it blocks while none is queued), then the prefetch.
 
         One BLMPOP on Redis 7; before it, BLPOP and LPOP for up to count - 1
@@ -524,6 +540,10 @@ class Server:
         the checks of the requests taken need, the lock and the cancellation
         counter, so they cost no round trip of their own.
         """
+        key = (self._blmpop, count)
+        made = self._pops.get(key)  # the same few every turn: made once each
+        if made is not None:
+            return made
         commands: list[tuple[Any, ...]]
         if self._blmpop:
             commands = [("BLMPOP", self.poll_interval, 1, self.name, "LEFT", "COUNT", count)]
@@ -532,7 +552,8 @@ class Server:
             if count > 1:
                 commands.append(("LPOP", self.name, count - 1))
         commands.extend(self._prefetch)
-        return commands
+        made = self._pops[key] = tuple(commands)
+        return made
 
     def _took(self, results: list[Any], asked: float) -> tuple[list[bytes], Prefetched]:
         """Unpack the replies of _pop_commands, sent at ``asked``, into (requests, prefetched)."""
@@ -567,15 +588,19 @@ class Server:
     def _timed_handle(
         self, raw: bytes, prefetched: Prefetched | None
     ) -> tuple[str | None, bytes | None]:
-        began = time.perf_counter()
+        began = local_seconds()
         if self.workers == 1:
             with self._busy:
                 result = self.handle(raw, prefetched)
         else:  # the object is safe to use from several threads: the poller too reads at will
             result = self.handle(raw, prefetched)
-        # An average over recent calls sizes the next batch.
-        self._call_time += (time.perf_counter() - began - self._call_time) * 0.2
+        self._took_time(1, local_seconds() - began)
         return result
+
+    def _took_time(self, calls: int, seconds: float) -> None:
+        """``calls`` calls took ``seconds``: an average over recent calls sizes the next batch."""
+        weight = 0.2 if calls == 1 else 1.0 - 0.8**calls  # as if averaged in one at a time
+        self._call_time += (seconds / calls - self._call_time) * weight
 
     def _read_watched(self, target: str) -> bytes | None:
         """Read a watched member for the poller; None while a call runs (one worker)."""
