@@ -503,7 +503,7 @@ class Dispatcher:
         context: Any = None
         name = request.name
         member = self.members.get(name)  # the call's member, looked up once (None: a path...)
-        with capturing(log_level=self.log_level) as capture:
+        with capturing(self.log_level) as capture:
             try:
                 with self._context(request, member) as context:
                     if member is not None and member.kind == "method":

@@ -331,11 +331,11 @@ class Server:
         return CallContext(
             self.transport,
             request,
-            service=self.name,
-            instance=self.ident,
-            reply_ttl_ms=self.reply_ttl_ms,
-            on_cancel=hook if callable(hook) else None,
-            watcher=self.watcher,
+            self.name,
+            self.ident,
+            self.reply_ttl_ms,
+            hook if callable(hook) else None,
+            self.watcher,
         )
 
     def _lock_refusal(
