@@ -21,6 +21,7 @@ from redisrpc.core import transport as transport_module
 from redisrpc.core.protocol import decode_request
 from redisrpc.core.transport import (
     AsyncTransport,
+    PackedCommand,
     Transport,
     blocking_seconds,
     masked_url,
@@ -46,6 +47,17 @@ def test_commands_are_packed_as_redis_py_packs_them():
     assert pack_commands(COMMANDS) == expected
     pure = b"".join(transport_module._pack_python(command) for command in COMMANDS)
     assert pure == expected
+
+
+@pytest.mark.parametrize("quiet", [0, 2])
+def test_commands_packed_once_are_packed_as_any_other(quiet):
+    """A PackedCommand (a server's pop, packed once) gives the bytes of the plain command."""
+    packed = [PackedCommand(command) for command in COMMANDS]
+    assert packed == COMMANDS  # still the tuple of its arguments
+    assert pack_commands(packed, quiet=quiet) == pack_commands(COMMANDS, quiet=quiet)
+    with_blob = [*packed, ("RPUSH", "q", memoryview(b"blob"))]
+    chunks = pack_commands(with_blob, quiet=quiet)
+    assert b"".join(chunks) == b"".join(pack_commands([*COMMANDS, with_blob[-1]], quiet=quiet))
 
 
 def test_a_bool_argument_is_refused():

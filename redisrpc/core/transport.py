@@ -55,6 +55,7 @@ __all__ = [
     "RESCUE_TIMEOUT",
     "AsyncTransport",
     "ClusterTransport",
+    "PackedCommand",
     "Transport",
     "blocking_seconds",
     "command_keys",
@@ -105,7 +106,21 @@ except ImportError:  # pragma: no cover - exercised where hiredis is absent
 
 
 def _pack(command: Sequence[Any]) -> bytes:
+    if type(command) is PackedCommand:
+        return command.packed
     return _pack_tuple(command if type(command) is tuple else tuple(command))
+
+
+class PackedCommand(tuple[Any, ...]):
+    """A command packed once, for one sent every round trip (a server's pop): a tuple of its
+    arguments, like any command, whose RESP :func:`pack_commands` takes as it is."""
+
+    packed: bytes
+
+    def __new__(cls, command: Sequence[Any]) -> PackedCommand:
+        made = super().__new__(cls, command)
+        made.packed = _pack_tuple(tuple(command))
+        return made
 
 
 def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> Any:
@@ -122,10 +137,16 @@ def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> Any:
     # Our commands are tuples: packed by hiredis directly, with no Python frame per command.
     pack = _pack_tuple
     if not quiet:
-        return b"".join([pack(c) if type(c) is tuple else _pack(c) for c in commands])
+        return b"".join(
+            [
+                pack(c) if type(c) is tuple else c.packed if type(c) is PackedCommand else _pack(c)
+                for c in commands
+            ]
+        )
     return b"".join(
         [
-            (_SKIP if i < quiet else b"") + (pack(c) if type(c) is tuple else _pack(c))
+            (_SKIP if i < quiet else b"")
+            + (pack(c) if type(c) is tuple else c.packed if type(c) is PackedCommand else _pack(c))
             for i, c in enumerate(commands)
         ]
     )

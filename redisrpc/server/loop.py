@@ -61,7 +61,7 @@ from ..core.protocol import (
     check_serializer,
 )
 from ..core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, serving_types, type_name
-from ..core.transport import Transport
+from ..core.transport import PackedCommand, Transport
 from ..errors import (
     CommandError,
     RedisConnectionError,
@@ -552,7 +552,7 @@ class Server:
             if count > 1:
                 commands.append(("LPOP", self.name, count - 1))
         commands.extend(self._prefetch)
-        made = self._pops[key] = tuple(commands)
+        made = self._pops[key] = tuple(map(PackedCommand, commands))  # packed once, too
         return made
 
     def _took(self, results: list[Any], asked: float) -> tuple[list[bytes], Prefetched]:
