@@ -346,12 +346,6 @@ class Dispatcher:
             )
         return getattr(owner, found.name)(*args, **kwargs)
 
-    def _context(self, request: Request, member: Member | None) -> AbstractContextManager[Any]:
-        """The context the call runs in: the server's, or none (a bare dispatcher)."""
-        if self.contexts is None or request.name in BUILTIN_CALLS:
-            return nullcontext()
-        return self.contexts(request, member)
-
     def _cancelled(self, request: Request, context: Any) -> tuple[str | None, bytes | None]:
         """The end of a cancelled call: no reply for a caller who gave up, else who cancelled."""
         by = getattr(context, "cancelled_by", None)
@@ -505,13 +499,18 @@ class Dispatcher:
         member = self.members.get(name)  # the call's member, looked up once (None: a path...)
         with capturing(self.log_level) as capture:
             try:
-                with self._context(request, member) as context:
+                # The server's call context; none for a bare dispatcher or a built-in call.
+                with (
+                    nullcontext()
+                    if self.contexts is None or name in BUILTIN_CALLS
+                    else self.contexts(request, member)
+                ) as context:
                     if member is not None and member.kind == "method":
                         # A method of the root (most calls): what invoke would do, directly.
                         value = getattr(self.root, member.name)(*request.args, **request.kwargs)
                     else:
                         value = self.invoke(name, request.args, request.kwargs, describe_extra)
-                    stream = _is_stream(value)
+                    stream = type(value) not in _PLAIN_TYPES and _is_stream(value)
                     if stream and context is not None and context.interim:
                         finished, value = context.stream(value)
                         if not finished:
@@ -548,7 +547,7 @@ class Dispatcher:
                 late_ms,
             )
             return None, None
-        events = capture.result()
+        events = capture.result() if capture.dropped else capture.events
         if not events and not stream:
             # A plain value and no output (most calls): the bytes encode_framed_reply gives.
             data = encode_value_reply(value, request.id)
