@@ -55,6 +55,8 @@ def test_commands_packed_once_are_packed_as_any_other(quiet):
     packed = [PackedCommand(command) for command in COMMANDS]
     assert packed == COMMANDS  # still the tuple of its arguments
     assert pack_commands(packed, quiet=quiet) == pack_commands(COMMANDS, quiet=quiet)
+    assert transport_module._read_timeout(packed) == transport_module._read_timeout(COMMANDS)
+    assert transport_module._read_timeout(packed[2:]) is None  # none of them blocks
     with_blob = [*packed, ("RPUSH", "q", memoryview(b"blob"))]
     chunks = pack_commands(with_blob, quiet=quiet)
     assert b"".join(chunks) == b"".join(pack_commands([*COMMANDS, with_blob[-1]], quiet=quiet))

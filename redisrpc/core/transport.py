@@ -113,13 +113,16 @@ def _pack(command: Sequence[Any]) -> bytes:
 
 class PackedCommand(tuple[Any, ...]):
     """A command packed once, for one sent every round trip (a server's pop): a tuple of its
-    arguments, like any command, whose RESP :func:`pack_commands` takes as it is."""
+    arguments, like any command, whose RESP :func:`pack_commands` takes as it is, and whose
+    blocking time (:func:`blocking_seconds`) an exchange's read timeout takes as it is."""
 
     packed: bytes
+    blocks: float | None
 
     def __new__(cls, command: Sequence[Any]) -> PackedCommand:
         made = super().__new__(cls, command)
         made.packed = _pack_tuple(tuple(command))
+        made.blocks = blocking_seconds(command)
         return made
 
 
@@ -260,9 +263,12 @@ def _read_timeout(commands: Sequence[Sequence[Any]]) -> float | None:
     """
     total: float | None = None
     for command in commands:
-        if command and command[0] in _NEVER_BLOCKS:
+        if type(command) is PackedCommand:
+            blocks = command.blocks
+        elif command and command[0] in _NEVER_BLOCKS:
             continue
-        blocks = blocking_seconds(command)
+        else:
+            blocks = blocking_seconds(command)
         if blocks is not None:
             total = (total or 0.0) + blocks
     return None if total is None else total + BLOCK_MARGIN

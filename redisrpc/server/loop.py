@@ -292,6 +292,8 @@ class Server:
         must). Blobs that are missing (expired, or over the limit) leave the
         request short of them: it is then answered with a ProtocolError.
         """
+        if raw.startswith(b'{"f'):
+            return raw  # no blob header ({"blobs":N first): every plain request of redisrpc's
         count, key = blob_header(raw)
         if not count or key is None or not key.startswith(reply_queue_prefix(self.name)):
             return raw
