@@ -206,6 +206,7 @@ class Server:
         self._blmpop = True
         # Recent average seconds per call, for batch sizes; unknown at first, so one at a time.
         self._call_time = _BATCH_BUDGET_S
+        self._batch = 1  # how many queued requests to take at once (see _took_time)
         self._check_replies_at = 0.0  # when the replies are next acknowledged (see _quiet)
         self.ident = f"{name}@{socket.gethostname()}:{os.getpid()}"
         self._lock_key = lock_key(name)
@@ -469,25 +470,25 @@ class Server:
         failures = 0
         busy = self._busy
         while True:
-            if popped:
-                assert prefetched is not None
-                for raw in popped:
-                    with busy:  # the poller reads watched members between calls
-                        queue, data = self.handle(raw, prefetched)
-                    if queue is not None and data is not None:
-                        pending.append((queue, data))
-                # Their average time sizes the next batch: the clock readings of the
-                # round trips around them serve, with no reading of their own.
-                self._took_time(len(popped), local_seconds() - prefetched.answered)
-                popped = []
+            handled = len(popped)
+            for raw in popped:
+                with busy:  # the poller reads watched members between calls
+                    queue, data = self.handle(raw, prefetched)
+                if queue is not None and data is not None:
+                    pending.append((queue, data))
+            popped = []
             stopping = self._stop.is_set()
             if stopping and not pending:
                 return
             # The replies and the wait for the next requests share one round trip.
             commands = _reply_commands(pending, self.reply_ttl_ms)
-            extra = () if stopping else self._pop_commands(self._batch_size())
-            quiet = 0 if stopping else self._quiet(commands)
+            extra = () if stopping else self._pop_commands(self._batch)
             asked = local_seconds()
+            if handled and prefetched is not None:
+                # Their average time sizes the next batch: the clock readings of the
+                # round trips around them serve, with no reading of their own.
+                self._took_time(handled, asked - prefetched.answered)
+            quiet = 0 if stopping else self._quiet(commands, asked)
             try:
                 results = self.transport.execute(*commands, *extra, quiet=quiet)
             except CommandError as exc:
@@ -508,31 +509,21 @@ class Server:
                 return
             popped, prefetched = self._took(results[len(commands) :], asked)
 
-    def _quiet(self, commands: list[tuple[Any, ...]]) -> int:
+    def _quiet(self, commands: list[tuple[Any, ...]], now: float) -> int:
         """How many of ``commands`` (the replies) to send unacknowledged this turn.
 
         An acknowledgement is a reply Redis writes back before the server's
         wait: one more wakeup on every call. Failures to reply (Redis out of
         memory, an ACL that forbids the reply keys) rarely come alone, so
-        checking the replies about once a second still logs them.
+        checking the replies about once a second still logs them. ``now`` is
+        :func:`~redisrpc.core.clock.local_seconds`, read by the caller anyway.
         """
-        now = time.monotonic()
         if not commands or now < self._check_replies_at:
             return len(commands)
         self._check_replies_at = now + _REPLY_CHECK_S
         return 0
 
     # -- batches and the worker pool ------------------------------------------
-
-    def _batch_size(self) -> int:
-        """How many queued requests to take at once: as many as fit the batch budget.
-
-        Requests held in a batch wait for those before them, and no other
-        server can take them, so slow calls are taken one at a time.
-        """
-        if self._batch_max <= 1:
-            return 1
-        return max(1, min(self._batch_max, int(_BATCH_BUDGET_S / max(self._call_time, 1e-6))))
 
     def _pop_commands(self, count: int) -> tuple[tuple[Any, ...], ...]:
         """The pop of up to ``count`` requests (it blocks while none is queued), then the prefetch.
@@ -582,7 +573,7 @@ class Server:
                 log.info(
                     "%s: Redis cannot pop in batches (%s); taking one at a time", self.name, more
                 )
-                self._batch_max = 1
+                self._batch_max = self._batch = 1
             elif more:
                 taken.extend(more)
         return taken, prefetched
@@ -600,9 +591,16 @@ class Server:
         return result
 
     def _took_time(self, calls: int, seconds: float) -> None:
-        """``calls`` calls took ``seconds``: an average over recent calls sizes the next batch."""
+        """``calls`` calls took ``seconds``: an average over recent calls sizes the next batch.
+
+        A batch (:attr:`_batch`) is as many queued requests as fit the batch
+        budget. Requests held in a batch wait for those before them, and no
+        other server can take them, so slow calls are taken one at a time.
+        """
         weight = 0.2 if calls == 1 else 1.0 - 0.8**calls  # as if averaged in one at a time
         self._call_time += (seconds / calls - self._call_time) * weight
+        fit = int(_BATCH_BUDGET_S / max(self._call_time, 1e-6))
+        self._batch = max(1, min(self._batch_max, fit))
 
     def _read_watched(self, target: str) -> bytes | None:
         """Read a watched member for the poller; None while a call runs (one worker)."""
@@ -652,7 +650,7 @@ class Server:
                 if not free.acquire(timeout=self.poll_interval):
                     continue
                 slots = 1
-                while slots < min(self.workers, self._batch_size()) and free.acquire(False):
+                while slots < min(self.workers, self._batch) and free.acquire(False):
                     slots += 1
                 try:
                     asked = local_seconds()
@@ -686,7 +684,9 @@ class Server:
                 try:
                     commands = _reply_commands(pending, self.reply_ttl_ms)
                     try:
-                        results = self.transport.execute(*commands, quiet=self._quiet(commands))
+                        results = self.transport.execute(
+                            *commands, quiet=self._quiet(commands, local_seconds())
+                        )
                     except CommandError as exc:
                         results = exc.replies
                     self._log_reply_failures(commands, results)
