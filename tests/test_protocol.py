@@ -6,7 +6,7 @@ import contextlib
 import enum
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -557,3 +557,129 @@ def test_big_integers_stay_exact_across_the_digit_scans_chunks(shift):
     raw = ('["' + "x" * pad + f'",{big}]').encode()
     assert raw.index(str(big).encode()) == boundary + shift + 2
     assert decode_value(raw) == ["x" * pad, big]
+
+
+def _decoded(raw: bytes, route: Callable[[bytes], Request]) -> Request | Exception:
+    try:
+        return route(raw)
+    except ProtocolError as exc:
+        return exc
+
+
+_VALID_CALL = {"name": "f", "args": [1], "kwargs": {}}
+_request_fields = st.fixed_dictionaries(
+    {
+        "function_call": st.just(_VALID_CALL)
+        | st.fixed_dictionaries(
+            {"name": st.text(max_size=5) | st.integers()},
+            optional={
+                "args": st.none() | st.lists(json_values, max_size=3) | st.integers(),
+                "kwargs": st.none() | st.dictionaries(st.text(max_size=3), json_values, max_size=2),
+            },
+        )
+        | st.integers(),
+        "response_queue": st.sampled_from(["c:rpc:1", "c:rpc:1", "c:rpc:", "d:rpc:1", "", 7]),
+    },
+    optional={
+        "id": st.none() | st.text(max_size=3) | st.just("x" * 129) | st.integers(),
+        "deadline": st.none() | st.integers() | st.booleans() | st.text(max_size=2),
+        "lock": st.none() | st.text(max_size=3) | st.integers(),
+        "protocol": st.integers(0, 9) | st.booleans() | st.text(max_size=2) | st.none(),
+        "caller": st.text(max_size=3) | st.just("c" * 300) | st.integers() | st.none(),
+        "sent": st.integers() | st.booleans() | st.none() | st.text(max_size=2),
+        "other": json_values,
+    },
+)
+
+
+def _full(raw: bytes) -> Request:
+    return protocol._decode_request(raw, "c", 1 << 20)
+
+
+def _fast(raw: bytes) -> Request:
+    return decode_request(raw, queue="c", max_size=1 << 20)
+
+
+@pytest.mark.skipif(protocol._orjson is None, reason="orjson (the fast extra) is not installed")
+@given(_request_fields | json_values)
+def test_the_request_shortcut_decodes_as_the_full_route(message):
+    """decode_request's shortcut for plain requests gives the full route's request or error."""
+    raw = encode_value(message)  # bytes and non-finite floats tagged: the full route's
+    general, fast = _decoded(raw, _full), _decoded(raw, _fast)
+    if isinstance(general, Exception):
+        assert type(fast) is type(general) and str(fast) == str(general)
+    else:
+        assert fast == general
+        assert [type(v) for v in _fields_of(fast)] == [type(v) for v in _fields_of(general)]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {"caller": "c" * 300},
+        {"caller": 5},
+        {"protocol": True},
+        {"protocol": "5"},
+        {"sent": True},
+        {"sent": 5.0},
+        {"id": "x" * 128},
+        {"id": "x" * 129},
+        {"deadline": True},
+        {"deadline": 5.5},
+        {"lock": 3},
+        {"function_call": {"name": "f"}},
+        {"function_call": {"name": "f", "args": None, "kwargs": None}},
+        {"response_queue": "c:rpc:" + "x" * 395},
+        {"response_queue": "c:rpc:" + "x" * 394},
+    ],
+)
+def test_the_request_shortcut_decodes_edge_fields_as_the_full_route(extra):
+    """Each field at the edge of what the shortcut takes: the full route's request or error."""
+    raw = json.dumps({"function_call": _VALID_CALL, "response_queue": "c:rpc:1", **extra}).encode()
+    general, fast = _decoded(raw, _full), _decoded(raw, _fast)
+    if isinstance(general, Exception):
+        assert type(fast) is type(general) and str(fast) == str(general)
+    else:
+        assert fast == general
+        assert [type(v) for v in _fields_of(fast)] == [type(v) for v in _fields_of(general)]
+
+
+def _fields_of(request: object) -> list[object]:
+    return [getattr(request, name) for name in Request.__slots__]  # type: ignore[attr-defined]
+
+
+def test_the_request_shortcut_takes_the_clients_requests():
+    """A request as the client encodes it decodes by the shortcut, as by the full route."""
+    request = Request("add", [1, "x"], {"k": 2.5}, "c:rpc:ab", "ab", 123, "tok", 5, "me@h:1", 99)
+    raw = encode_request(request)
+    calls = []
+    full = protocol._decode_request
+    try:
+        protocol._decode_request = lambda *a: calls.append(a) or full(*a)  # type: ignore[assignment]
+        fast = decode_request(raw, queue="c")
+    finally:
+        protocol._decode_request = full  # type: ignore[assignment]
+    assert not calls  # the shortcut decided
+    assert fast == full(raw, "c", protocol.DEFAULT_MAX_MESSAGE_SIZE)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@given(
+    json_values | st.sets(st.integers(), max_size=3) | st.just({TAG: "x"}) | st.just(np.arange(3)),
+    st.none() | st.text(max_size=8),
+)
+def test_a_value_reply_is_the_bytes_of_the_full_encoding(fast, value, call_id):
+    """The shortcut for a plain return value gives encode_framed_reply's bytes, or leaves it."""
+    with contextlib.nullcontext() if fast else _without_orjson():
+        short = protocol.encode_value_reply(value, call_id)
+        for binary in (True, False):
+            try:
+                full: bytes | Exception = protocol.encode_framed_reply(
+                    Reply(value, id=call_id), binary=binary
+                )
+            except EncodingError as exc:
+                full = exc
+            if short is not None:
+                assert short == full
+                assert type(full) is bytes  # no blobs: the shortcut never drops any

@@ -708,3 +708,43 @@ def test_the_description_is_computed_once_until_the_object_changes(monkeypatch):
     assert dispatcher.describe({})["properties"][0]["annotation"] == "str"
     Thing.extra = lambda self: 1  # a method added to the class
     assert "extra" in [m["name"] for m in dispatcher.describe({})["methods"]]
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "kwargs"),
+    [
+        ("add", [2], {"b": 5}),
+        ("add", [2], {}),
+        ("add", [], {}),  # a TypeError from the call itself
+        ("echo", [1, "x", [2]], {"k": None}),
+        ("fail", [], {}),
+        ("fail_custom", [], {}),
+        ("unencodable", [], {}),  # a handle
+        ("big", [20_000], {}),  # over the reply limit
+        ("mode", [], {}),  # a property called as a method
+        ("level", [], {}),  # an attribute called as a method
+        ("_private", [], {}),
+        ("nothing", [], {}),
+    ],
+)
+def test_a_call_of_a_method_replies_as_invoke_would(name, args, kwargs):
+    """handle's shortcut for methods of the root: invoke's value or error, in the same reply."""
+
+    def reply(shortcut: bool) -> dict[str, Any]:
+        dispatcher = dispatch.Dispatcher(Device(), "dev", ident="t", max_message_size=10_000)
+        if not shortcut:  # a member lookup that never finds one: every call takes invoke
+            dispatcher.members = type("Missing", (dict,), {"get": lambda self, key: None})(
+                dispatcher.members
+            )
+        raw = _request(name, args, kwargs, id="i")
+        queue, data = dispatcher.handle(
+            raw, now_ms=lambda: 0, check=lambda request: None, describe_extra=dict
+        )
+        assert queue == "dev:rpc:q" and data is not None
+        message = json.loads(data)
+        message.get("error", {}).pop("traceback", None)
+        if isinstance(message.get("return_value"), dict):  # a handle: its id is random
+            message["return_value"] = message["return_value"]["class"]
+        return message
+
+    assert reply(shortcut=True) == reply(shortcut=False)

@@ -22,6 +22,7 @@ from redisrpc.core import wire
 from redisrpc.core.aio_transport import AsyncTransport
 from redisrpc.core.protocol import decode_request
 from redisrpc.core.transport import (
+    PackedCommand,
     Transport,
     blocking_seconds,
     masked_url,
@@ -47,6 +48,19 @@ def test_commands_are_packed_as_redis_py_packs_them():
     assert pack_commands(COMMANDS) == expected
     pure = b"".join(wire._pack_python(command) for command in COMMANDS)
     assert pure == expected
+
+
+@pytest.mark.parametrize("quiet", [0, 2])
+def test_commands_packed_once_are_packed_as_any_other(quiet):
+    """A PackedCommand (a server's pop, packed once) gives the bytes of the plain command."""
+    packed = [PackedCommand(command) for command in COMMANDS]
+    assert packed == COMMANDS  # still the tuple of its arguments
+    assert pack_commands(packed, quiet=quiet) == pack_commands(COMMANDS, quiet=quiet)
+    assert wire._read_timeout(packed) == wire._read_timeout(COMMANDS)
+    assert wire._read_timeout(packed[2:]) is None  # none of them blocks
+    with_blob = [*packed, ("RPUSH", "q", memoryview(b"blob"))]
+    chunks = pack_commands(with_blob, quiet=quiet)
+    assert b"".join(chunks) == b"".join(pack_commands([*COMMANDS, with_blob[-1]], quiet=quiet))
 
 
 def test_a_bool_argument_is_refused():

@@ -28,6 +28,7 @@ import base64
 import binascii
 import contextlib
 import enum
+import functools
 import json
 import math
 import re
@@ -77,6 +78,7 @@ __all__ = [
     "encode_reply_with",
     "encode_request",
     "encode_value",
+    "encode_value_reply",
     "framed",
     "is_valid_name",
     "max_values",
@@ -572,12 +574,81 @@ def salvage_response_queue(raw: bytes, queue: str) -> str | None:
     return text if len(text) > len(prefix) else None
 
 
+# Digits become "0" (a run of _LONG_NUMBER of them: a long number) and "{" becomes "[",
+# so one translation serves both scans of a short request (see decode_request).
+_DIGITS_AND_BRACES = bytes.maketrans(b"0123456789{", b"0000000000[")
+_prefix_of = functools.lru_cache(maxsize=64)(reply_queue_prefix)  # no new string per request
+
+
 def decode_request(raw: bytes, *, queue: str, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> Request:
     """Decode and validate a request taken from ``queue``.
 
     Raises :class:`ProtocolError` (or :class:`MessageTooLargeError`) with a
     message fit to send back to the caller.
     """
+    # The hot path: a short, plain request (no blobs, tags, long numbers or deep nesting)
+    # of well-formed fields, in one frame; orjson gives exact types. Anything else, and
+    # every refusal, takes _decode_request, which decides and words the error.
+    size = len(raw)
+    if type(raw) is bytes and _orjson is not None and size * 2 <= _FEWEST_VALUES:
+        scanned = raw.translate(_DIGITS_AND_BRACES)
+        if (
+            size <= max_size
+            and scanned.find(_ZEROS) == -1
+            and raw.find(_TAG_KEY) == -1
+            and (size <= MAX_NESTING or scanned.count(b"[") <= MAX_NESTING)
+        ):
+            try:
+                message = _orjson.loads(raw)
+            except _orjson.JSONDecodeError:
+                message = None
+            if type(message) is dict:
+                response_queue = message.get("response_queue")
+                call = message.get("function_call")
+                if (
+                    type(response_queue) is str
+                    and type(call) is dict
+                    and response_queue
+                    and len(response_queue) <= _MAX_QUEUE_LEN
+                    and response_queue.startswith(_prefix_of(queue))
+                ):
+                    name = call.get("name")
+                    args = call.get("args")
+                    kwargs = call.get("kwargs")
+                    request_id = message.get("id")
+                    deadline = message.get("deadline")
+                    lock = message.get("lock")
+                    if (
+                        type(name) is str
+                        and type(args) is list
+                        and type(kwargs) is dict
+                        and (
+                            request_id is None
+                            or (type(request_id) is str and len(request_id) <= 128)
+                        )
+                        and (deadline is None or type(deadline) is int)
+                        and (lock is None or type(lock) is str)
+                    ):
+                        protocol = message.get("protocol", 1)
+                        caller = message.get("caller")
+                        sent = message.get("sent")
+                        return Request(
+                            name,
+                            args,
+                            kwargs,
+                            response_queue,
+                            request_id,
+                            deadline,
+                            lock,
+                            protocol if type(protocol) is int else 1,
+                            caller[:200] if type(caller) is str else None,
+                            sent if type(sent) is int else None,
+                        )
+    return _decode_request(raw, queue, max_size)
+
+
+def _decode_request(raw: bytes, queue: str, max_size: int) -> Request:
+    """:func:`decode_request` for any message: decodes it with every check, or raises."""
     if isinstance(raw, Framed):
         with _receiving(raw):
             message = _checked(raw, max_size, "request")
@@ -1121,6 +1192,19 @@ def encode_framed_reply(
     if not blobs:
         return data
     return Framed(_with_header(data, blobs), blobs)
+
+
+def encode_value_reply(value: Any, call_id: str | None) -> bytes | None:
+    """The reply to a call that returned ``value`` and printed nothing, when it is plain JSON.
+
+    The bytes :func:`encode_framed_reply` gives for ``Reply(value, id=call_id)``,
+    built with no Reply; None when ``value`` needs more than JSON's own types
+    (bytes, arrays, handles, NaN...): encode_framed_reply decides then.
+    """
+    message: dict[str, Any] = {"return_value": value, "protocol": PROTOCOL_VERSION}
+    if call_id is not None:
+        message["id"] = call_id
+    return _plain_dumps(message)
 
 
 def encode_framed_item(

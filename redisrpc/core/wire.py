@@ -37,7 +37,7 @@ from typing import Any
 import redis.exceptions as rexc
 from redis.connection import AbstractConnection
 
-__all__ = ["BLOCK_MARGIN", "blocking_seconds", "pack_commands"]
+__all__ = ["BLOCK_MARGIN", "PackedCommand", "blocking_seconds", "pack_commands"]
 
 
 def _arg_bytes(arg: Any) -> bytes:
@@ -67,7 +67,24 @@ except ImportError:  # pragma: no cover - exercised where hiredis is absent
 
 
 def _pack(command: Sequence[Any]) -> bytes:
+    if type(command) is PackedCommand:
+        return command.packed
     return _pack_tuple(command if type(command) is tuple else tuple(command))
+
+
+class PackedCommand(tuple[Any, ...]):
+    """A command packed once, for one sent every round trip (a server's pop): a tuple of its
+    arguments, like any command, whose RESP :func:`pack_commands` takes as it is, and whose
+    blocking time (:func:`blocking_seconds`) an exchange's read timeout takes as it is."""
+
+    packed: bytes
+    blocks: float | None
+
+    def __new__(cls, command: Sequence[Any]) -> PackedCommand:
+        made = super().__new__(cls, command)
+        made.packed = _pack_tuple(tuple(command))
+        made.blocks = blocking_seconds(command)
+        return made
 
 
 def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> Any:
@@ -84,10 +101,16 @@ def pack_commands(commands: Sequence[Sequence[Any]], *, quiet: int = 0) -> Any:
     # Our commands are tuples: packed by hiredis directly, with no Python frame per command.
     pack = _pack_tuple
     if not quiet:
-        return b"".join([pack(c) if type(c) is tuple else _pack(c) for c in commands])
+        return b"".join(
+            [
+                pack(c) if type(c) is tuple else c.packed if type(c) is PackedCommand else _pack(c)
+                for c in commands
+            ]
+        )
     return b"".join(
         [
-            (_SKIP if i < quiet else b"") + (pack(c) if type(c) is tuple else _pack(c))
+            (_SKIP if i < quiet else b"")
+            + (pack(c) if type(c) is tuple else c.packed if type(c) is PackedCommand else _pack(c))
             for i, c in enumerate(commands)
         ]
     )
@@ -201,9 +224,12 @@ def _read_timeout(commands: Sequence[Sequence[Any]]) -> float | None:
     """
     total: float | None = None
     for command in commands:
-        if command and command[0] in _NEVER_BLOCKS:
+        if type(command) is PackedCommand:
+            blocks = command.blocks
+        elif command and command[0] in _NEVER_BLOCKS:
             continue
-        blocks = blocking_seconds(command)
+        else:
+            blocks = blocking_seconds(command)
         if blocks is not None:
             total = (total or 0.0) + blocks
     return None if total is None else total + BLOCK_MARGIN

@@ -145,11 +145,20 @@ class Flag:
 class CallContext:
     """One call a server runs: its request, its cancel flag, its progress."""
 
-    def __init__(
+    # Every call makes one: what most calls never change is a class default, not set each time.
+    _token: Token[CallContext | None] | None = None
+    last_progress: dict[str, Any] | None = None
+    cancelled_by: str | None = None
+    """Who cancelled the call, when not its own caller (who then still gets an answer)."""
+    published = False
+    heard = False
+    """Whether the caller got interim messages: it may wait past the deadline then."""
+    _sent_at = 0.0
+
+    def __init__(  # noqa: PLR0917 - positional on the hot path: half the cost of keywords
         self,
         transport: Transport,
         request: Request,
-        *,
         service: str,
         instance: str,
         reply_ttl_ms: int,
@@ -158,7 +167,6 @@ class CallContext:
     ) -> None:
         self.transport = transport
         self.watcher = watcher
-        self._token: Token[CallContext | None] | None = None
         self.request = request
         self.service = service
         self.instance = instance
@@ -166,14 +174,11 @@ class CallContext:
         self.on_cancel = on_cancel
         self.cancel = Flag()
         self.started = time.monotonic()
-        self.started_epoch = time.time()
-        self.last_progress: dict[str, Any] | None = None
-        self.cancelled_by: str | None = None
-        """Who cancelled the call, when not its own caller (who then still gets an answer)."""
-        self.published = False
-        self.heard = False
-        """Whether the caller got interim messages: it may wait past the deadline then."""
-        self._sent_at = 0.0
+
+    @property
+    def started_epoch(self) -> float:
+        """When the call started, in epoch seconds (from :attr:`started`: one clock read a call)."""
+        return time.time() - (time.monotonic() - self.started)
 
     @property
     def interim(self) -> bool:
@@ -184,16 +189,19 @@ class CallContext:
         """The call runs: the current call of its thread, watched by the server's watcher."""
         self._token = _current.set(self)
         if self.watcher is not None:
-            self.watcher.begin(self)
+            self.watcher._calls[id(self)] = self  # Watcher.begin, without a call: every call's
         return self
 
     def __exit__(self, *exc: object) -> None:
         """The call ended: unwatched, no longer current, cleaned up after if cancelled."""
-        if self.watcher is not None:
-            self.watcher.end(self)
+        watcher = self.watcher
+        if watcher is not None:
+            watcher._calls.pop(id(self), None)  # Watcher.end, without a call: every call's
+            if self.published:
+                watcher.end(self)  # and off the running list
         if self._token is not None:
             _current.reset(self._token)
-        if self.cancel.is_set():
+        if self.cancel._set:
             self.discard()
 
     def report(self, done: float, total: float | None, message: str) -> None:
@@ -468,8 +476,10 @@ class Cancellations:
         if request.id is None:
             return False
         counter = at_pop.cancels
+        # Most requests are taken just after their pop: no other bound to look at then.
+        age = (local_seconds() - at_pop.asked) * 1000.0
         try:
-            if self._age_ms(request, at_pop) > _RECHECK_AFTER_MS:
+            if age > _RECHECK_AFTER_MS and self._age_ms(request, at_pop) > _RECHECK_AFTER_MS:
                 # A long call before it, or a paused process: ask again now.
                 (counter_now,) = self.transport.execute(("GET", self.key))
             else:

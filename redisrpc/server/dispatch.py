@@ -52,6 +52,7 @@ from ..core.protocol import (
     encode_framed_reply,
     encode_reply,
     encode_reply_with,
+    encode_value_reply,
     is_valid_name,
     salvage_response_queue,
 )
@@ -345,12 +346,6 @@ class Dispatcher:
             )
         return getattr(owner, found.name)(*args, **kwargs)
 
-    def _context(self, request: Request) -> AbstractContextManager[Any]:
-        """The context the call runs in: the server's, or none (a bare dispatcher)."""
-        if self.contexts is None or request.name in BUILTIN_CALLS:
-            return nullcontext()
-        return self.contexts(request, self.members.get(request.name))
-
     def _cancelled(self, request: Request, context: Any) -> tuple[str | None, bytes | None]:
         """The end of a cancelled call: no reply for a caller who gave up, else who cancelled."""
         by = getattr(context, "cancelled_by", None)
@@ -465,7 +460,7 @@ class Dispatcher:
             error = ErrorInfo(OWN_ERROR_PREFIX + kind, str(exc), server=self.ident)
             return queue, encode_reply(Reply(error=error))
         queue = request.response_queue
-        late_ms = self._late_ms(request, now_ms)
+        late_ms = 0 if request.deadline is None else self._late_ms(request, now_ms)
         if late_ms > 0:
             # The caller has given up: no reply, which nobody would read.
             log.warning(
@@ -500,11 +495,22 @@ class Dispatcher:
             log.info("%s: refused %s(): %s", self.name, request.name[:80], refused.message)
             return queue, encode_reply(Reply(error=refused, id=request.id))
         context: Any = None
-        with capturing(log_level=self.log_level) as capture:
+        name = request.name
+        member = self.members.get(name)  # the call's member, looked up once (None: a path...)
+        with capturing(self.log_level) as capture:
             try:
-                with self._context(request) as context:
-                    value = self.invoke(request.name, request.args, request.kwargs, describe_extra)
-                    stream = _is_stream(value)
+                # The server's call context; none for a bare dispatcher or a built-in call.
+                with (
+                    nullcontext()
+                    if self.contexts is None or name in BUILTIN_CALLS
+                    else self.contexts(request, member)
+                ) as context:
+                    if member is not None and member.kind == "method":
+                        # A method of the root (most calls): what invoke would do, directly.
+                        value = getattr(self.root, member.name)(*request.args, **request.kwargs)
+                    else:
+                        value = self.invoke(name, request.args, request.kwargs, describe_extra)
+                    stream = type(value) not in _PLAIN_TYPES and _is_stream(value)
                     if stream and context is not None and context.interim:
                         finished, value = context.stream(value)
                         if not finished:
@@ -531,7 +537,7 @@ class Dispatcher:
                 )
         if request.name == RELEASE:
             return None, None  # fire and forget: nobody waits for this reply
-        late_ms = self._late_ms(request, now_ms)
+        late_ms = 0 if request.deadline is None else self._late_ms(request, now_ms)
         if late_ms > 0 and not (context is not None and context.heard):
             # Its caller gave up at the deadline, unless interim messages kept it waiting.
             log.warning(
@@ -541,9 +547,17 @@ class Dispatcher:
                 late_ms,
             )
             return None, None
+        events = capture.result() if capture.dropped else capture.events
+        if not events and not stream:
+            # A plain value and no output (most calls): the bytes encode_framed_reply gives.
+            data = encode_value_reply(value, request.id)
+            if data is not None:
+                if len(data) > self.max_message_size:
+                    return queue, self._too_large(request, len(data))
+                return queue, data
         # Positional (value, error, id, interim, stream, extra): half the cost of keywords.
         reply = Reply(
-            value, None, request.id, None, stream and context is not None, _output(capture.result())
+            value, None, request.id, None, stream and context is not None, _output(events)
         )
         data = encode_framed_reply(
             reply,
@@ -553,12 +567,16 @@ class Dispatcher:
             encode=self._encode_reply,
         )
         if len(data) > self.max_message_size:
-            message = (
-                f"the return value of {request.name}() is {len(data)} bytes,"
-                f" over the limit of {self.max_message_size}"
-            )
-            data = self._error(request, OWN_ERROR_PREFIX + "MessageTooLargeError", message)
+            data = self._too_large(request, len(data))
         return queue, data
+
+    def _too_large(self, request: Request, size: int) -> bytes:
+        """The error reply that replaces a reply of ``size`` bytes, over the limit."""
+        message = (
+            f"the return value of {request.name}() is {size} bytes,"
+            f" over the limit of {self.max_message_size}"
+        )
+        return self._error(request, OWN_ERROR_PREFIX + "MessageTooLargeError", message)
 
 
 def _fingerprint(obj: Any) -> tuple[Any, ...]:

@@ -30,6 +30,7 @@ logged.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -60,7 +61,7 @@ from ..core.protocol import (
     check_serializer,
 )
 from ..core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX, serving_types, type_name
-from ..core.transport import Transport
+from ..core.transport import PackedCommand, Transport
 from ..errors import (
     CommandError,
     RedisConnectionError,
@@ -104,6 +105,10 @@ def _reply_commands(pending: list[tuple[str, bytes]], ttl_ms: int) -> list[tuple
 
     Replies bound for one list (a multiplexing client's) share one RPUSH.
     """
+    if len(pending) == 1:
+        queue, data = pending[0]
+        if type(data) is bytes:  # one reply without blobs (a sequential caller's turn)
+            return [("RPUSH", queue, data), ("PEXPIRE", queue, ttl_ms)]
     by_queue: dict[str, list[bytes]] = {}
     for queue, data in pending:
         items = by_queue.setdefault(queue, [])
@@ -196,10 +201,12 @@ class Server:
         self.workers = workers
         self.read_during_calls = frozenset(read_during_calls)
         self._batch_max = _BATCH_MAX
+        self._pops: dict[tuple[bool, int], tuple[tuple[Any, ...], ...]] = {}  # _pop_commands
         # One blocking pop takes a batch (BLMPOP, Redis 7); False after Redis refused it.
         self._blmpop = True
         # Recent average seconds per call, for batch sizes; unknown at first, so one at a time.
         self._call_time = _BATCH_BUDGET_S
+        self._batch = 1  # how many queued requests to take at once (see _took_time)
         self._check_replies_at = 0.0  # when the replies are next acknowledged (see _quiet)
         self.ident = f"{name}@{socket.gethostname()}:{os.getpid()}"
         self._lock_key = lock_key(name)
@@ -275,7 +282,7 @@ class Server:
         return self.dispatcher.handle(
             self._with_blobs(raw),
             now_ms=self.transport.now_ms,
-            check=lambda request: self._check(request, prefetched),
+            check=functools.partial(self._check, prefetched),  # no Python frame of its own
             describe_extra=self._describe_extra,
         )
 
@@ -286,6 +293,8 @@ class Server:
         must). Blobs that are missing (expired, or over the limit) leave the
         request short of them: it is then answered with a ProtocolError.
         """
+        if raw.startswith(b'{"f'):
+            return raw  # no blob header ({"blobs":N first): every plain request of redisrpc's
         count, key = blob_header(raw)
         if not count or key is None or not key.startswith(reply_queue_prefix(self.name)):
             return raw
@@ -300,9 +309,9 @@ class Server:
             blobs = []
         return Framed(raw, blobs)
 
-    def _check(self, request: Request, prefetched: Prefetched | None = None) -> ErrorInfo | None:
+    def _check(self, prefetched: Prefetched | None, request: Request) -> ErrorInfo | None:
         """Before a call starts: not a replay, its caller has not given up, the lock lets it run."""
-        if self.redis_start.replayed(request):
+        if request.sent is not None and self.redis_start.replayed(request):
             log.warning(
                 "%s: not running %s(): sent before this Redis started (restored from a"
                 " snapshot); no reply",
@@ -310,8 +319,11 @@ class Server:
                 request.name[:80],
             )
             return SKIP
-        if prefetched is not None and self.cancellations.cancelled(request, prefetched):
-            return SKIP
+        if prefetched is not None:
+            if request.id is not None and self.cancellations.cancelled(request, prefetched):
+                return SKIP
+            if prefetched.lock is None and request.lock is None:
+                return None  # unlocked, and no lock claimed: lock_refusal's verdict, directly
         return self._lock_refusal(request, prefetched)
 
     def _call_context(self, request: Request, member: Member | None) -> CallContext:
@@ -322,11 +334,11 @@ class Server:
         return CallContext(
             self.transport,
             request,
-            service=self.name,
-            instance=self.ident,
-            reply_ttl_ms=self.reply_ttl_ms,
-            on_cancel=hook if callable(hook) else None,
-            watcher=self.watcher,
+            self.name,
+            self.ident,
+            self.reply_ttl_ms,
+            hook if callable(hook) else None,
+            self.watcher,
         )
 
     def _lock_refusal(
@@ -456,9 +468,12 @@ class Server:
         popped: list[bytes] = []  # requests taken from the queue: each is run or answered
         prefetched: Prefetched | None = None
         failures = 0
+        busy = self._busy
         while True:
+            handled = len(popped)
             for raw in popped:
-                queue, data = self._timed_handle(raw, prefetched)
+                with busy:  # the poller reads watched members between calls
+                    queue, data = self.handle(raw, prefetched)
                 if queue is not None and data is not None:
                     pending.append((queue, data))
             popped = []
@@ -467,13 +482,18 @@ class Server:
                 return
             # The replies and the wait for the next requests share one round trip.
             commands = _reply_commands(pending, self.reply_ttl_ms)
-            extra = [] if stopping else self._pop_commands(self._batch_size())
-            quiet = 0 if stopping else self._quiet(commands)
+            extra = () if stopping else self._pop_commands(self._batch)
             asked = local_seconds()
+            if handled and prefetched is not None:
+                # Their average time sizes the next batch: the clock readings of the
+                # round trips around them serve, with no reading of their own.
+                self._took_time(handled, asked - prefetched.answered)
+            quiet = 0 if stopping else self._quiet(commands, asked)
             try:
                 results = self.transport.execute(*commands, *extra, quiet=quiet)
             except CommandError as exc:
                 results = exc.replies  # a reply or a pop refused: handled one by one below
+                self._log_reply_failures(commands, results)
             except RedisConnectionError as exc:
                 if exc.sent:
                     # Written in full, and the wait after them failed: Redis ran the
@@ -483,22 +503,21 @@ class Server:
                 if self._wait_after_failure(failures, exc, pending):
                     return
                 continue
-            failures = 0
-            self._log_reply_failures(commands, results)
+            failures = 0  # without a CommandError, no reply is an error
             pending = []
             if stopping:
                 return
             popped, prefetched = self._took(results[len(commands) :], asked)
 
-    def _quiet(self, commands: list[tuple[Any, ...]]) -> int:
+    def _quiet(self, commands: list[tuple[Any, ...]], now: float) -> int:
         """How many of ``commands`` (the replies) to send unacknowledged this turn.
 
         An acknowledgement is a reply Redis writes back before the server's
         wait: one more wakeup on every call. Failures to reply (Redis out of
         memory, an ACL that forbids the reply keys) rarely come alone, so
-        checking the replies about once a second still logs them.
+        checking the replies about once a second still logs them. ``now`` is
+        :func:`~redisrpc.core.clock.local_seconds`, read by the caller anyway.
         """
-        now = time.monotonic()
         if not commands or now < self._check_replies_at:
             return len(commands)
         self._check_replies_at = now + _REPLY_CHECK_S
@@ -506,17 +525,7 @@ class Server:
 
     # -- batches and the worker pool ------------------------------------------
 
-    def _batch_size(self) -> int:
-        """How many queued requests to take at once: as many as fit the batch budget.
-
-        Requests held in a batch wait for those before them, and no other
-        server can take them, so slow calls are taken one at a time.
-        """
-        if self._batch_max <= 1:
-            return 1
-        return max(1, min(self._batch_max, int(_BATCH_BUDGET_S / max(self._call_time, 1e-6))))
-
-    def _pop_commands(self, count: int) -> list[tuple[Any, ...]]:
+    def _pop_commands(self, count: int) -> tuple[tuple[Any, ...], ...]:
         """The pop of up to ``count`` requests (it blocks while none is queued), then the prefetch.
 
         One BLMPOP on Redis 7; before it, BLPOP and LPOP for up to count - 1
@@ -524,6 +533,10 @@ class Server:
         the checks of the requests taken need, the lock and the cancellation
         counter, so they cost no round trip of their own.
         """
+        key = (self._blmpop, count)
+        made = self._pops.get(key)  # the same few every turn: made once each
+        if made is not None:
+            return made
         commands: list[tuple[Any, ...]]
         if self._blmpop:
             commands = [("BLMPOP", self.poll_interval, 1, self.name, "LEFT", "COUNT", count)]
@@ -532,7 +545,8 @@ class Server:
             if count > 1:
                 commands.append(("LPOP", self.name, count - 1))
         commands.extend(self._prefetch)
-        return commands
+        made = self._pops[key] = tuple(map(PackedCommand, commands))  # packed once, too
+        return made
 
     def _took(self, results: list[Any], asked: float) -> tuple[list[bytes], Prefetched]:
         """Unpack the replies of _pop_commands, sent at ``asked``, into (requests, prefetched)."""
@@ -559,7 +573,7 @@ class Server:
                 log.info(
                     "%s: Redis cannot pop in batches (%s); taking one at a time", self.name, more
                 )
-                self._batch_max = 1
+                self._batch_max = self._batch = 1
             elif more:
                 taken.extend(more)
         return taken, prefetched
@@ -567,15 +581,26 @@ class Server:
     def _timed_handle(
         self, raw: bytes, prefetched: Prefetched | None
     ) -> tuple[str | None, bytes | None]:
-        began = time.perf_counter()
+        began = local_seconds()
         if self.workers == 1:
             with self._busy:
                 result = self.handle(raw, prefetched)
         else:  # the object is safe to use from several threads: the poller too reads at will
             result = self.handle(raw, prefetched)
-        # An average over recent calls sizes the next batch.
-        self._call_time += (time.perf_counter() - began - self._call_time) * 0.2
+        self._took_time(1, local_seconds() - began)
         return result
+
+    def _took_time(self, calls: int, seconds: float) -> None:
+        """``calls`` calls took ``seconds``: an average over recent calls sizes the next batch.
+
+        A batch (:attr:`_batch`) is as many queued requests as fit the batch
+        budget. Requests held in a batch wait for those before them, and no
+        other server can take them, so slow calls are taken one at a time.
+        """
+        weight = 0.2 if calls == 1 else 1.0 - 0.8**calls  # as if averaged in one at a time
+        self._call_time += (seconds / calls - self._call_time) * weight
+        fit = int(_BATCH_BUDGET_S / max(self._call_time, 1e-6))
+        self._batch = max(1, min(self._batch_max, fit))
 
     def _read_watched(self, target: str) -> bytes | None:
         """Read a watched member for the poller; None while a call runs (one worker)."""
@@ -625,7 +650,7 @@ class Server:
                 if not free.acquire(timeout=self.poll_interval):
                     continue
                 slots = 1
-                while slots < min(self.workers, self._batch_size()) and free.acquire(False):
+                while slots < min(self.workers, self._batch) and free.acquire(False):
                     slots += 1
                 try:
                     asked = local_seconds()
@@ -659,7 +684,9 @@ class Server:
                 try:
                     commands = _reply_commands(pending, self.reply_ttl_ms)
                     try:
-                        results = self.transport.execute(*commands, quiet=self._quiet(commands))
+                        results = self.transport.execute(
+                            *commands, quiet=self._quiet(commands, local_seconds())
+                        )
                     except CommandError as exc:
                         results = exc.replies
                     self._log_reply_failures(commands, results)

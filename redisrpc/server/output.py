@@ -42,15 +42,27 @@ _install_lock = threading.Lock()
 
 
 class Capture:
-    """The output of one call, in order, bounded by :data:`MAX_OUTPUT` characters."""
+    """The output of one call, in order, bounded by :data:`MAX_OUTPUT` characters.
 
-    __slots__ = ("dropped", "events", "log_level", "size")
+    In a ``with`` block (see :func:`capturing`), the running code's output comes here.
+    """
+
+    __slots__ = ("dropped", "events", "log_level", "size", "token")
 
     def __init__(self, *, log_level: int | None = None) -> None:
         self.events: list[list[Any]] = []
         self.size = 0
         self.dropped = 0
         self.log_level = log_level
+        self.token: contextvars.Token[Capture | None] | None = None
+
+    def __enter__(self) -> Capture:
+        self.token = _current.set(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.token is not None:
+            _current.reset(self.token)
 
     def _room(self, size: int) -> bool:
         if self.size + size > MAX_OUTPUT:
@@ -172,23 +184,17 @@ def _install(log_level: int | None) -> None:
                 root.setLevel(log_level)
 
 
-class capturing:  # noqa: N801 - used like a function: `with capturing() as capture:`
+def capturing(log_level: int | None = None) -> Capture:
     """Capture what the code in the block prints, warns and logs (at ``log_level`` and above).
 
-    A class rather than a generator: it runs around every call, so it is kept cheap.
+    ``with capturing() as capture:``; it runs around every call, so it is kept
+    cheap: one object, and the hooks looked at without a call while in place.
     """
-
-    __slots__ = ("capture", "token")
-
-    def __init__(self, *, log_level: int | None = None) -> None:
+    if not (
+        type(sys.stdout) is _Stream
+        and type(sys.stderr) is _Stream
+        and warnings.showwarning is _showwarning
+        and log_level is None
+    ):
         _install(log_level)
-        self.capture = Capture(log_level=log_level)
-        self.token: contextvars.Token[Capture | None] | None = None
-
-    def __enter__(self) -> Capture:
-        self.token = _current.set(self.capture)
-        return self.capture
-
-    def __exit__(self, *exc: object) -> None:
-        if self.token is not None:
-            _current.reset(self.token)
+    return Capture(log_level=log_level)
