@@ -700,10 +700,34 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
     than :func:`max_values` values, raises :class:`MessageTooLargeError`
     before any decoding (no memory spent on it).
     """
-    if isinstance(raw, Framed):
+    if (
+        type(raw) is bytes
+        and len(raw) <= MAX_NESTING
+        and (max_size is None or len(raw) <= max_size)
+        and _orjson is not None
+    ):
+        # A short reply with no blobs (most replies), read as _checked and _loads read it
+        # with less around it: so short, it holds too few values to count and too few
+        # brackets to nest deeply. Values that are all strings, integers, booleans or
+        # nulls need no digit scan (orjson reads only integers beyond 64 bits otherwise
+        # than the json module: as floats) and hold no tag; other values get both.
+        try:
+            message = _orjson.loads(raw)
+        except _orjson.JSONDecodeError:
+            message = _NOT_PARSED
+        if (
+            type(message) is not dict
+            or TAG in message
+            or (
+                not _PLAIN_VALUES.issuperset(map(type, message.values()))
+                and (_has_long_number(raw) or raw.find(_TAG_KEY) != -1)
+            )
+        ):
+            message = _loads(raw, len(raw))  # as _checked would (and it reports what is wrong)
+    elif isinstance(raw, Framed):
         with _receiving(raw):
             message = _loads(raw) if max_size is None else _checked(raw, max_size, "reply")
-    else:  # no blobs came: no context to set (the hot path)
+    else:  # no blobs came: no context to set
         message = _loads(raw) if max_size is None else _checked(raw, max_size, "reply")
     if not isinstance(message, dict):
         raise ProtocolError(f"a reply must be a JSON object, not {type(message).__name__}")
@@ -738,6 +762,9 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
     stream = message.get("stream") is True
     # Positional (value, error, id, interim, stream, extra): half the cost of keywords.
     return Reply(message["return_value"], None, reply_id, None, stream, extra)
+
+
+_PLAIN_VALUES = frozenset({str, int, bool, type(None)})
 
 
 # -- interim messages and cancellation (protocol 3) ----------------------------
