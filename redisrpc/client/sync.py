@@ -95,7 +95,12 @@ class Client(ProxyBase):
         if flight.enter() and state.echoes_ids and not state.streams(name):  # items: own list
             mux = _multiplexer(state, flight)
             call.shared_queue = mux.reply_queue
-        step = _Direct(state.transport).step if mux is None else mux.step
+        if mux is None:
+            direct = _Direct(state.transport)
+            call.own = direct.own  # the plan runs its list's Send and Receive in place
+            step = direct.step
+        else:
+            step = mux.step
         streaming = False
         try:
             # The clock estimate at hand (a blocking TIME once a minute): no plan step for it.
@@ -117,8 +122,10 @@ class Client(ProxyBase):
     def _rpc_refresh(self) -> dict[str, Any] | None:
         """Fetch the description again and rebuild this proxy's class from it."""
         state = self._rpc_state
-        plan = calling(state.describe_call(), now=state.transport.now_ms())
-        return self._rpc_adopt(drive(plan, _Direct(state.transport).step))
+        call = state.describe_call()
+        direct = _Direct(state.transport)
+        call.own = direct.own
+        return self._rpc_adopt(drive(calling(call, now=state.transport.now_ms()), direct.step))
 
 
 _FLIGHT = "threads"  # the key of a proxy's Flight among its channels
@@ -150,6 +157,8 @@ class _Direct:
         self.own = OwnList()
 
     def step(self, step: Any) -> Any:
+        if type(step) is tuple:  # commands: the call's plan runs its Send and Receive itself
+            return self.transport.step(step)
         plan = self.own.plan(step)
         if plan is None:
             return self.transport.step(step)

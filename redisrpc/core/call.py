@@ -36,6 +36,7 @@ from typing import Any, Literal
 from ..errors import MessageTooLargeError, RedisConnectionError, RedisRPCError
 from .cancel import MARK_MARGIN, cancel_commands, running_calls
 from .outcomes import gone, interrupted, lost, timed_out, unknown
+from .ownlist import OwnList
 from .plan import NOW, Plan, Receive, Recover, Send
 from .protocol import (
     DEFAULT_MAX_BLOB_SIZE,
@@ -119,7 +120,10 @@ class Call:
     ``shared_queue`` is the reply list shared by many calls (the asyncio
     client's multiplexer); without it the call has a reply list of its own.
     ``find_unknown`` makes a request that nothing registered takes fail fast,
-    naming close matches, instead of waiting for its timeout.
+    naming close matches, instead of waiting for its timeout. ``own`` is set by
+    a driver that gives the call a reply list of its own: the plan then runs
+    the list's plans for ``Send`` and ``Receive`` in place (their commands are
+    what the driver sees), instead of yielding those steps to the driver.
     """
 
     service: str
@@ -146,6 +150,7 @@ class Call:
     on_event: Callable[[str, Any], None] | None = None
     """Told of ``("progress", (done, total, message))`` and, while the call waits
     behind others, ``("waiting", [running calls])``; see :mod:`redisrpc.client.progress`."""
+    own: OwnList | None = None
 
     @property
     def reply_queue(self) -> str:
@@ -200,8 +205,12 @@ def calling(
     data = encoded(call)
     wait = min(WAIT_SLICE, call.timeout)
     start = clock()
+    send = Send(call.service, data, call.reply_queue, call.call_id, wait)
+    own = call.own
     try:
-        first = yield Send(call.service, data, call.reply_queue, call.call_id, wait)
+        # A call with a list of its own runs the push's plan in place: one generator
+        # driven, not a second plan driven by the driver inside this one (every call).
+        first = (yield from own.sending(send)) if own is not None else (yield send)
     except RedisConnectionError as exc:
         return (yield from recovering(call, data, exc))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
@@ -257,7 +266,9 @@ def awaiting(
             if call.on_event is not None and clock() >= next_look:
                 next_look = clock() + WAIT_SLICE
                 call.on_event("waiting", (yield from looking_around(call)))
-            raw = yield Receive(call.reply_queue, call.call_id, _slice(min(end, hard_end), clock))
+            receive = Receive(call.reply_queue, call.call_id, _slice(min(end, hard_end), clock))
+            own = call.own
+            raw = (yield from own.receiving(receive)) if own is not None else (yield receive)
     except RedisConnectionError as exc:
         return (yield from recovering(call, request, exc))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
@@ -408,7 +419,11 @@ def checking_gone(call: Call, data: bytes, prefix: str) -> Plan[bytes | Reply | 
     withdrawn = yield from withdrawing(call.service, data, call.reply_queue, own=False, call=call)
     if not withdrawn:
         # Taken: the last instance may have answered just before it went.
-        raw: bytes | Reply | None = yield Receive(call.reply_queue, call.call_id, 0.05)
+        last = Receive(call.reply_queue, call.call_id, 0.05)
+        own = call.own
+        raw: bytes | Reply | None = (
+            (yield from own.receiving(last)) if own is not None else (yield last)
+        )
         if raw is not None and _matched(call, raw) is not None:
             return raw
     if call.shared_queue is None:

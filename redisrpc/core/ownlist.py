@@ -19,7 +19,8 @@ class OwnList:
     """A call's own steps for a call with a reply list of its own, as small plans.
 
     Both clients carry these out for such calls (the asyncio client's
-    multiplexer does its own): ``Send`` is the push and the first wait in one
+    multiplexer does its own), or the call's plan runs them in place
+    (:attr:`~redisrpc.core.call.Call.own`): ``Send`` is the push and the first wait in one
     round trip; a ``Receive`` takes every message already there (a stream's
     items come in batches) and hands out the rest on the next ones;
     ``Recover`` withdraws the request and takes a waiting reply (run on a
@@ -34,14 +35,15 @@ class OwnList:
     def plan(self, step: Any) -> Plan[Any] | None:
         """The plan for ``step``, or None when it is not a call's own step."""
         if isinstance(step, Send):
-            return self._sending(step)
+            return self.sending(step)
         if isinstance(step, Receive):
-            return self._receiving(step)
+            return self.receiving(step)
         if isinstance(step, Recover):
             return self._recovering(step)
         return None
 
-    def _sending(self, step: Send) -> Plan[bytes | None]:
+    def sending(self, step: Send) -> Plan[bytes | None]:
+        """The push and the first wait, in one round trip: the message, or None."""
         data = step.data
         push = ("RPUSH", step.service, data), ("BLPOP", step.reply_queue, step.wait)
         *_, popped = yield (*blob_commands(data), *push) if type(data) is not bytes else push
@@ -52,7 +54,8 @@ class OwnList:
             return message  # no blobs follow it: no plan to run for them (most calls)
         return (yield from completed(step.reply_queue, [message]))
 
-    def _receiving(self, step: Receive) -> Plan[bytes | None]:
+    def receiving(self, step: Receive) -> Plan[bytes | None]:
+        """The next message (from the batch a wait took), or None when none came in time."""
         if not self.buffer:
             popped, more = yield (
                 ("BLPOP", step.reply_queue, step.wait),
