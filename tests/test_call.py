@@ -448,7 +448,7 @@ def _run_call(in_place: bool, pops: list[Any], *, lost: bool = False) -> tuple[A
     clock = Clock()
     redis = _Redis(clock, pops, lost=lost)
     direct = _Direct(redis)  # type: ignore[arg-type]
-    call = make(own=direct.own if in_place else None)
+    call = make(own=direct if in_place else None)
     try:
         result: Any = drive(calling(call, clock=clock), direct.step)
     except redisrpc.RedisRPCError as exc:

@@ -97,7 +97,7 @@ class Client(ProxyBase):
             call.shared_queue = mux.reply_queue
         if mux is None:
             direct = _Direct(state.transport)
-            call.own = direct.own  # the plan runs its list's Send and Receive in place
+            call.own = direct  # the plan runs its list's Send and Receive in place
             step = direct.step
         else:
             step = mux.step
@@ -124,7 +124,7 @@ class Client(ProxyBase):
         state = self._rpc_state
         call = state.describe_call()
         direct = _Direct(state.transport)
-        call.own = direct.own
+        call.own = direct
         return self._rpc_adopt(drive(calling(call, now=state.transport.now_ms()), direct.step))
 
 
@@ -147,19 +147,23 @@ def _multiplexer(state: ProxyState, flight: Flight) -> ThreadMultiplexer:
     return mux
 
 
-class _Direct:
-    """Carries out a call's steps on a reply list of its own (see :class:`OwnList`)."""
+class _Direct(OwnList):
+    """A call's reply list of its own (see :class:`OwnList`), and the driver of its other steps.
 
-    __slots__ = ("own", "transport")
+    The call's plan runs the list's Send and Receive plans itself
+    (:attr:`~redisrpc.core.call.Call.own`); one object per call, not two.
+    """
+
+    __slots__ = ("transport",)
 
     def __init__(self, transport: Transport) -> None:
+        OwnList.__init__(self)
         self.transport = transport
-        self.own = OwnList()
 
     def step(self, step: Any) -> Any:
         if type(step) is tuple:  # commands: the call's plan runs its Send and Receive itself
             return self.transport.step(step)
-        plan = self.own.plan(step)
+        plan = self.plan(step)
         if plan is None:
             return self.transport.step(step)
         if isinstance(step, Recover):

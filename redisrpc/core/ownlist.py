@@ -46,7 +46,7 @@ class OwnList:
         """The push and the first wait, in one round trip: the message, or None."""
         data = step.data
         push = ("RPUSH", step.service, data), ("BLPOP", step.reply_queue, step.wait)
-        *_, popped = yield (*blob_commands(data), *push) if type(data) is not bytes else push
+        popped = (yield (*blob_commands(data), *push) if type(data) is not bytes else push)[-1]
         if not popped:
             return None
         message: bytes = popped[1]
