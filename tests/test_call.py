@@ -18,9 +18,16 @@ from servable import Thing
 import redisrpc
 from redisrpc.client.proxy import CALLER, ProxyState
 from redisrpc.client.sync import _Direct
-from redisrpc.core.call import UNKNOWN_GRACE, Call, calling, new_call_id
+from redisrpc.core.call import UNKNOWN_GRACE, Call, calling, encoded, new_call_id
 from redisrpc.core.plan import NOW, Receive, Recover, Send, drive
-from redisrpc.core.protocol import Reply, decode_request, encode_progress, encode_reply
+from redisrpc.core.protocol import (
+    Reply,
+    Request,
+    decode_request,
+    encode_framed_request,
+    encode_progress,
+    encode_reply,
+)
 
 SERVICE = "svc"
 
@@ -476,3 +483,18 @@ _FRAMED = b'{"blobs":2,' + encode_reply(Reply(value=[1], id="c1"))[1:]
 def test_a_calls_own_list_run_in_place_sends_what_the_driver_would(pops, lost):
     """Call.own runs its list's Send and Receive plans in the call's plan: same commands, result."""
     assert _run_call(True, pops, lost=lost) == _run_call(False, pops, lost=lost)
+
+
+@pytest.mark.parametrize("lock", [None, "token"])
+@pytest.mark.parametrize("deadline", [None, 1_000_000])
+@pytest.mark.parametrize("args", [(1,), ("x", None, 2.5), ([1, {"a": b"\x00"}],)])
+def test_a_calls_request_is_the_bytes_of_its_request_encoded(lock, deadline, args):
+    """encoded() builds the request's JSON object from the call itself, as Request would give it."""
+    call = make(args=args, kwargs={"k": 1}, lock_token=lock, deadline=deadline, caller="me@h:1")
+    request = Request(
+        "add", list(args), {"k": 1}, "svc:rpc:c1", "c1", deadline, lock=lock, caller="me@h:1"
+    )
+    if deadline is not None:
+        request.sent = deadline - 5000
+    expected = encode_framed_request(request, binary=False, key="svc:rpc:c1:blobs", ttl_ms=8000)
+    assert encoded(call) == expected

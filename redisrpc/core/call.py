@@ -43,9 +43,9 @@ from .protocol import (
     DEFAULT_MAX_MESSAGE_SIZE,
     Framed,
     Reply,
-    Request,
     decode_reply,
-    encode_framed_request,
+    encode_framed_message,
+    request_message,
 )
 from .registry import DEFAULT_PREFIX, counting_live, listing_names
 
@@ -165,17 +165,23 @@ class Call:
 
 def encoded(call: Call) -> bytes:
     """The request bytes of ``call``; MessageTooLargeError if over the server's limit."""
-    request = Request(
-        call.method, list(call.args), call.kwargs, call.reply_queue, call.call_id, call.deadline
+    deadline = call.deadline
+    # The request's JSON object made directly from the call (no Request in between).
+    message = request_message(
+        call.method,
+        list(call.args),
+        call.kwargs,
+        call.reply_queue,
+        call.call_id,
+        deadline,
+        call.lock_token,
+        call.caller,
+        None if deadline is None else deadline - int(call.timeout * 1000),  # sent
     )
-    request.lock = call.lock_token
-    request.caller = call.caller
-    if call.deadline is not None:
-        request.sent = call.deadline - int(call.timeout * 1000)
     # A blob list lives as long as the request may wait, and a margin (withdrawn calls too).
-    ttl_ms = int((call.limit or call.timeout) * 1000) + int(MARK_MARGIN * 1000)
-    data = encode_framed_request(
-        request,
+    ttl_ms = int((call.limit or call.timeout) * 1000) + _MARK_MARGIN_MS
+    data = encode_framed_message(
+        message,
         binary=call.binary,
         max_size=call.max_size,
         max_blob_size=call.max_blob_size,
@@ -275,6 +281,8 @@ def awaiting(
         yield from giving_up(call, data, exc)
         raise
 
+
+_MARK_MARGIN_MS = int(MARK_MARGIN * 1000)
 
 NOTE = "redisrpc_note"
 """The attribute an interrupt gets: one line on what became of the interrupted call."""

@@ -68,6 +68,7 @@ __all__ = [
     "decode_request",
     "decode_value",
     "encode_framed_item",
+    "encode_framed_message",
     "encode_framed_reply",
     "encode_framed_request",
     "encode_item",
@@ -80,6 +81,7 @@ __all__ = [
     "is_valid_name",
     "max_values",
     "reply_queue_prefix",
+    "request_message",
     "running_key",
     "salvage_response_queue",
 ]
@@ -491,21 +493,49 @@ def encode_request(request: Request) -> bytes:
 
 def _request_message(request: Request) -> dict[str, Any]:
     """The JSON object of ``request``: the optional keys only where set."""
+    return request_message(
+        request.name,
+        request.args,
+        request.kwargs,
+        request.response_queue,
+        request.id,
+        request.deadline,
+        request.lock,
+        request.caller,
+        request.sent,
+    )
+
+
+def request_message(  # noqa: PLR0917 - positional: a call per request, keywords cost twice
+    name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    response_queue: str,
+    call_id: str | None = None,
+    deadline: int | None = None,
+    lock: str | None = None,
+    caller: str | None = None,
+    sent: int | None = None,
+) -> dict[str, Any]:
+    """The JSON object of a request with these fields (:class:`Request`'s), unset ones left out.
+
+    For :func:`encode_framed_message`: a client builds no :class:`Request` per call.
+    """
     message: dict[str, Any] = {
-        "function_call": {"name": request.name, "args": request.args, "kwargs": request.kwargs},
-        "response_queue": request.response_queue,
+        "function_call": {"name": name, "args": args, "kwargs": kwargs},
+        "response_queue": response_queue,
         "protocol": PROTOCOL_VERSION,
     }
-    if request.id is not None:
-        message["id"] = request.id
-    if request.deadline is not None:
-        message["deadline"] = request.deadline
-    if request.lock is not None:
-        message["lock"] = request.lock
-    if request.caller is not None:
-        message["caller"] = request.caller
-    if request.sent is not None:
-        message["sent"] = request.sent
+    if call_id is not None:
+        message["id"] = call_id
+    if deadline is not None:
+        message["deadline"] = deadline
+    if lock is not None:
+        message["lock"] = lock
+    if caller is not None:
+        message["caller"] = caller
+    if sent is not None:
+        message["sent"] = sent
     return message
 
 
@@ -1075,7 +1105,26 @@ def encode_framed_request(
     ``binary``, bytes and arrays are base64 in the JSON, and refused before
     they are encoded when they would not fit ``max_size``.
     """
-    message = _request_message(request)
+    return encode_framed_message(
+        _request_message(request),
+        binary=binary,
+        max_size=max_size,
+        max_blob_size=max_blob_size,
+        key=key,
+        ttl_ms=ttl_ms,
+    )
+
+
+def encode_framed_message(
+    message: dict[str, Any],
+    *,
+    binary: bool,
+    max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
+    key: str,
+    ttl_ms: int,
+) -> bytes:
+    """:func:`encode_framed_request` of a request's JSON object (:func:`request_message`)."""
     data = _plain_dumps(message)
     if data is not None:
         return data  # JSON's own types only: no blobs, nothing to tag (most calls)
