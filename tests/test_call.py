@@ -443,6 +443,9 @@ class _Redis:
                 replies.append(1)
         return replies
 
+    def execute(self, *commands: Any) -> Any:
+        return self.step(commands)
+
     def run(self, plan: Any) -> Any:
         return drive(plan, self.step)
 

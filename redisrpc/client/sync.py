@@ -161,8 +161,8 @@ class _Direct(OwnList):
         self.transport = transport
 
     def step(self, step: Any) -> Any:
-        if type(step) is tuple:  # commands: the call's plan runs its Send and Receive itself
-            return self.transport.step(step)
+        if type(step) is tuple:  # commands (the plan runs its Send and Receive itself): most steps
+            return self.transport.execute(*step)
         plan = self.plan(step)
         if plan is None:
             return self.transport.step(step)

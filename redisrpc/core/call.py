@@ -209,7 +209,7 @@ def calling(
     # The plan owns its Call (made for this one call): setting fields copies nothing.
     call.deadline = ((yield NOW) if now is None else now) + int(call.timeout * 1000)
     data = encoded(call)
-    wait = min(WAIT_SLICE, call.timeout)
+    wait = WAIT_SLICE if call.timeout > WAIT_SLICE else call.timeout
     start = clock()
     send = Send(call.service, data, call.reply_queue, call.call_id, wait)
     own = call.own
