@@ -18,13 +18,14 @@ __all__ = ["RECEIVE_BATCH", "OwnList", "blob_commands", "completed"]
 class OwnList:
     """A call's own steps for a call with a reply list of its own, as small plans.
 
-    Both clients carry these out for such calls (the asyncio client's
-    multiplexer does its own), or the call's plan runs them in place
-    (:attr:`~redisrpc.core.call.Call.own`): ``Send`` is the push and the first wait in one
-    round trip; a ``Receive`` takes every message already there (a stream's
-    items come in batches) and hands out the rest on the next ones;
-    ``Recover`` withdraws the request and takes a waiting reply (run on a
-    fresh connection by the driver).
+    The call's plan runs the ``Send`` and ``Receive`` plans in place when its
+    driver hands it the list (:attr:`~redisrpc.core.call.Call.own`, both
+    clients' direct drivers do); a driver runs the plan of a step yielded to
+    it (:meth:`plan`), as it does ``Recover``'s, on a fresh connection. (The
+    asyncio client's multiplexer has steps of its own.) ``Send`` is the push
+    and the first wait in one round trip; a ``Receive`` takes every message
+    already there (a stream's items come in batches) and hands out the rest
+    on the next ones; ``Recover`` withdraws the request and takes a waiting reply.
     """
 
     __slots__ = ("buffer",)

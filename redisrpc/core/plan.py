@@ -17,7 +17,10 @@ The steps:
 * :class:`Send`, :class:`Receive`, :class:`Recover` -- a call's own steps
   (see :mod:`redisrpc.core.call`): how a request travels and its reply
   comes back is the driver's business (one reply list per call for the sync
-  client; one shared, multiplexed list for the asyncio client).
+  client; one shared, multiplexed list for the asyncio client). A driver
+  that gives a call a list of its own hands the call that list's plans
+  (:class:`~redisrpc.core.ownlist.OwnList`, ``Call.own``): the call's plan
+  then runs its Send and Receive in place, and the driver sees their commands.
 
 Steps are plain records, made new for each step and never changed: they are
 not frozen dataclasses, whose ``__init__`` sets each field through
