@@ -205,11 +205,12 @@ class ProxyState:
         method: str,
         args: Any,
         kwargs: dict[str, Any],
-        *,
         on_event: Callable[[str, Any], None] | None = None,
     ) -> Call:
         """The :class:`~redisrpc.core.call.Call` of one call through this proxy."""
-        known = self._known()
+        known = self._derived  # _known(), its usual case written out (a frame less)
+        if known is None or known.description is not self.description:
+            known = self._known()
         if self.path:
             # A child's calls are paths: "ch1.measure", "__getprop__('ch1.voltage')".
             if method in (GET_PROPERTY, SET_PROPERTY) and args:

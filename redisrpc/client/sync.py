@@ -87,12 +87,14 @@ class Client(ProxyBase):
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         state = self._rpc_state
         watcher = state.watcher(name)
-        call = state.call(name, args, kwargs, on_event=watcher)
+        call = state.call(name, args, kwargs, watcher)
         flight: Flight | None = state.channels.get(_FLIGHT)
         if flight is None:
             flight = state.channels.setdefault(_FLIGHT, Flight())
         mux: ThreadMultiplexer | None = None
-        if flight.enter() and state.echoes_ids and not state.streams(name):  # items: own list
+        calls = flight.calls  # this call's entry, popped when it ends (see Flight)
+        calls.append(None)
+        if len(calls) > 1 and state.echoes_ids and not state.streams(name):  # items: own list
             mux = _multiplexer(state, flight)
             call.shared_queue = mux.reply_queue
         if mux is None:
@@ -110,7 +112,7 @@ class Client(ProxyBase):
             # One line on what became of the call, not pages of library frames.
             raise KeyboardInterrupt(getattr(exc, NOTE, "")) from None
         finally:
-            flight.leave()
+            calls.pop()
             if mux is not None and not streaming:
                 mux.forget(call.call_id)
             if watcher is not None:

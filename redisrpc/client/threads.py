@@ -50,17 +50,10 @@ class Flight:
         # takes no lock (two lock round trips were 4% of a call): two calls that start
         # together may both see the other and both be multiplexed, which is only the
         # longer route, never a wrong one.
+        # A call appends on its way in (another one is in flight when the list then holds
+        # more than its entry: it is multiplexed) and pops on its way out.
         self.calls: list[None] = []
         self.mux: ThreadMultiplexer | None = None
-
-    def enter(self) -> bool:
-        """A call starts; True when another is in flight (it should be multiplexed)."""
-        calls = self.calls
-        calls.append(None)
-        return len(calls) > 1
-
-    def leave(self) -> None:
-        self.calls.pop()
 
 
 class _Box:

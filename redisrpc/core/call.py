@@ -163,15 +163,18 @@ class Call:
         return f"{self.service}.{self.method}()"
 
 
-def encoded(call: Call) -> bytes:
-    """The request bytes of ``call``; MessageTooLargeError if over the server's limit."""
+def encoded(call: Call, reply_queue: str | None = None) -> bytes:
+    """The request bytes of ``call``; MessageTooLargeError if over the server's limit.
+
+    ``reply_queue`` is ``call.reply_queue``, when the caller has it at hand.
+    """
     deadline = call.deadline
     # The request's JSON object made directly from the call (no Request in between).
     message = request_message(
         call.method,
         list(call.args),
         call.kwargs,
-        call.reply_queue,
+        call.reply_queue if reply_queue is None else reply_queue,
         call.call_id,
         deadline,
         call.lock_token,
@@ -208,10 +211,11 @@ def calling(
     """
     # The plan owns its Call (made for this one call): setting fields copies nothing.
     call.deadline = ((yield NOW) if now is None else now) + int(call.timeout * 1000)
-    data = encoded(call)
+    queue = call.reply_queue  # a property: read once
+    data = encoded(call, queue)
     wait = WAIT_SLICE if call.timeout > WAIT_SLICE else call.timeout
     start = clock()
-    send = Send(call.service, data, call.reply_queue, call.call_id, wait)
+    send = Send(call.service, data, queue, call.call_id, wait)
     own = call.own
     try:
         # A call with a list of its own runs the push's plan in place: one generator
