@@ -17,9 +17,17 @@ from servable import Thing
 
 import redisrpc
 from redisrpc.client.proxy import CALLER, ProxyState
-from redisrpc.core.call import UNKNOWN_GRACE, Call, calling, new_call_id
-from redisrpc.core.plan import NOW, Receive, Recover, Send
-from redisrpc.core.protocol import Reply, decode_request, encode_progress, encode_reply
+from redisrpc.client.sync import _Direct
+from redisrpc.core.call import UNKNOWN_GRACE, Call, calling, encoded, new_call_id
+from redisrpc.core.plan import NOW, Receive, Recover, Send, drive
+from redisrpc.core.protocol import (
+    Reply,
+    Request,
+    decode_request,
+    encode_framed_request,
+    encode_progress,
+    encode_reply,
+)
 
 SERVICE = "svc"
 
@@ -408,3 +416,88 @@ def test_call_ids_are_unique_and_a_forked_child_draws_its_own():
     os.close(read_end)
     os.waitpid(pid, 0)
     assert child not in ids and child[:24] not in prefixes
+
+
+class _Redis:
+    """Answers a call's commands from a script of pops, recording every step (no Redis)."""
+
+    def __init__(self, clock: Clock, pops: list[Any], *, lost: bool = False) -> None:
+        self.clock, self.pops, self.lost = clock, list(pops), lost
+        self.seen: list[Any] = []
+
+    def step(self, step: Any) -> Any:
+        self.seen.append(step)
+        if step is NOW:
+            return 1_000_000
+        if not isinstance(step, tuple):
+            return None  # a pause
+        if self.lost:
+            self.lost = False
+            raise redisrpc.RedisConnectionError("lost")
+        replies: list[Any] = []
+        for command in step:
+            if command[0] in ("BLPOP", "LPOP"):
+                self.clock.now += 1.0 if command[0] == "BLPOP" else 0.0
+                replies.append(self.pops.pop(0) if self.pops else None)
+            else:
+                replies.append(1)
+        return replies
+
+    def execute(self, *commands: Any) -> Any:
+        return self.step(commands)
+
+    def run(self, plan: Any) -> Any:
+        return drive(plan, self.step)
+
+    def rescue(self, plan: Any) -> Any:
+        self.seen.append("rescue")
+        return drive(plan, self.step)
+
+
+def _run_call(in_place: bool, pops: list[Any], *, lost: bool = False) -> tuple[Any, list[Any]]:
+    clock = Clock()
+    redis = _Redis(clock, pops, lost=lost)
+    direct = _Direct(redis)  # type: ignore[arg-type]
+    call = make(own=direct if in_place else None)
+    try:
+        result: Any = drive(calling(call, clock=clock), direct.step)
+    except redisrpc.RedisRPCError as exc:
+        result = (type(exc), str(exc))
+    # What Redis was asked, whichever route: the commands, in order.
+    return result, [step for step in redis.seen if isinstance(step, tuple) or step == "rescue"]
+
+
+_REPLY = encode_reply(Reply(value=3, id="c1"))
+_FRAMED = b'{"blobs":2,' + encode_reply(Reply(value=[1], id="c1"))[1:]
+
+
+@pytest.mark.parametrize(
+    ("pops", "lost"),
+    [
+        ([["q", _REPLY]], False),  # the answer with the push (most calls)
+        ([["q", _FRAMED], [b"a", b"b"]], False),  # with blobs, popped after it
+        ([None, ["q", encode_progress("c1", 1, 2, "")], [_REPLY]], False),  # a batch
+        ([None, ["q", b"junk"], None, ["q", _REPLY], None], False),
+        ([None, ["q", _FRAMED], [b"a"], [b"b"]], False),  # blobs cut off by the batch
+        ([], False),  # the timeout: withdrawn
+        ([_REPLY], True),  # a lost connection: the reply taken on a fresh one
+    ],
+)
+def test_a_calls_own_list_run_in_place_sends_what_the_driver_would(pops, lost):
+    """Call.own runs its list's Send and Receive plans in the call's plan: same commands, result."""
+    assert _run_call(True, pops, lost=lost) == _run_call(False, pops, lost=lost)
+
+
+@pytest.mark.parametrize("lock", [None, "token"])
+@pytest.mark.parametrize("deadline", [None, 1_000_000])
+@pytest.mark.parametrize("args", [(1,), ("x", None, 2.5), ([1, {"a": b"\x00"}],)])
+def test_a_calls_request_is_the_bytes_of_its_request_encoded(lock, deadline, args):
+    """encoded() builds the request's JSON object from the call itself, as Request would give it."""
+    call = make(args=args, kwargs={"k": 1}, lock_token=lock, deadline=deadline, caller="me@h:1")
+    request = Request(
+        "add", list(args), {"k": 1}, "svc:rpc:c1", "c1", deadline, lock=lock, caller="me@h:1"
+    )
+    if deadline is not None:
+        request.sent = deadline - 5000
+    expected = encode_framed_request(request, binary=False, key="svc:rpc:c1:blobs", ttl_ms=8000)
+    assert encoded(call) == expected

@@ -20,6 +20,7 @@ from redisrpc.core.protocol import (
     PROTOCOL_VERSION,
     TAG,
     ErrorInfo,
+    Framed,
     Reply,
     Request,
     decode_reply,
@@ -683,3 +684,66 @@ def test_a_value_reply_is_the_bytes_of_the_full_encoding(fast, value, call_id):
             if short is not None:
                 assert short == full
                 assert type(full) is bytes  # no blobs: the shortcut never drops any
+
+
+def _decoded_reply(raw: bytes, max_size: int | None) -> Reply | tuple[type[Exception], str]:
+    try:
+        return decode_reply(raw, max_size=max_size)
+    except (ProtocolError, MessageTooLargeError) as exc:
+        return type(exc), str(exc)
+
+
+def _same_reply(a: Reply | tuple[type[Exception], str], b: object) -> bool:
+    if isinstance(a, Reply) and isinstance(b, Reply):
+        return _same(a.value, b.value) and (a.error, a.id, a.interim, a.stream, a.extra) == (
+            b.error,
+            b.id,
+            b.interim,
+            b.stream,
+            b.extra,
+        )
+    return a == b
+
+
+_SHORT_REPLIES = [
+    b'{"return_value":2,"protocol":4,"id":"0123456789abcdef0123456789abcdef"}',
+    b'{"return_value":123456789012345678901234,"id":"i"}',
+    b'{"return_value":-9223372036854775809}',
+    b'{"return_value":18446744073709551615}',
+    b'{"return_value":[18446744073709551616],"id":"i"}',
+    b'{"return_value":{"a":123456789012345678901234}}',
+    b'{"return_value":1.5,"id":"i"}',
+    b'{"return_value":1e400}',
+    b'{"return_value":NaN}',
+    b'{"return_value":"1234567890123456789012345"}',
+    b'{"return_value":"\\ud800"}',
+    b'{"return_value":1,"return_value":2}',
+    b'{"return_value":{"__redisrpc__":"bytes","base64":"AAE="}}',
+    b'{"__redisrpc__":"bytes","base64":"AAE="}',
+    b'{"return_value":[1,2],"stream":true,"id":"i","output":"hi"}',
+    b'{"progress":{"done":1,"total":2,"message":""},"id":"i"}',
+    b'{"exception":"E()","error":{"type":"E","message":"m"},"id":"i"}',
+    b'{"exception":null}',
+    b'{"id":"i"}',
+    b"[1,2]",
+    b'"x"',
+    b"{",
+    b"\xff",
+]
+
+
+@pytest.mark.parametrize("raw", _SHORT_REPLIES)
+@pytest.mark.parametrize("max_size", [None, 1 << 20, 40])
+def test_a_short_replys_quick_decoding_is_the_full_paths(raw, max_size):
+    """Short plain replies skip the digit scan and the counts: same reply, same errors.
+
+    A Framed message with no blobs takes the full path (_checked, _loads).
+    """
+    assert len(raw) <= MAX_NESTING
+    assert _same_reply(_decoded_reply(raw, max_size), _decoded_reply(Framed(raw, []), max_size))
+
+
+@given(st.dictionaries(st.sampled_from(["return_value", "id", "stream", "x"]), json_values))
+def test_any_short_replys_quick_decoding_is_the_full_paths(message):
+    raw = encode_value(message)  # bytes and NaN tagged
+    assert _same_reply(_decoded_reply(raw, 1 << 20), _decoded_reply(Framed(raw, []), 1 << 20))

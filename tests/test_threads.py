@@ -78,7 +78,7 @@ def test_32_threads_share_one_proxy_and_each_gets_its_own_replies(r, serve):
     # Overlapping calls went through the proxy's one multiplexer; its lists are all read.
     flight = redisrpc.client.sync.state_of(work).channels["threads"]
     assert isinstance(flight.mux, ThreadMultiplexer)
-    assert flight.count == 0 and flight.mux.boxes == {}
+    assert flight.calls == [] and flight.mux.boxes == {}
     assert r.keys("work:rpc:*") == []
 
 
@@ -90,7 +90,7 @@ def test_a_multiplexed_call_waits_while_others_complete(r, serve):
     blocker = threading.Thread(target=lambda: slow.append(work.wait_gate()))
     blocker.start()
     flight = redisrpc.client.sync.state_of(work).channels
-    wait_for(lambda: "threads" in flight and flight["threads"].count == 1)
+    wait_for(lambda: "threads" in flight and len(flight["threads"].calls) == 1)
     assert [work.ident(i) for i in range(5)] == [[i, None] for i in range(5)]
     worker.gate.set()
     blocker.join(10)

@@ -108,6 +108,7 @@ class AsyncClient(ProxyBase):
         transport: AsyncTransport = state.transport
         if not state.echoes_ids or state.streams(call.method):
             direct = _Direct(transport)
+            call.own = direct.own  # the plan runs its list's Send and Receive in place
             reply = await drive_async(calling(call), direct.step)
             return _maybe_stream(state, call, reply, direct.step, lambda: None)
         loop = asyncio.get_running_loop()

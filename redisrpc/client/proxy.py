@@ -205,11 +205,12 @@ class ProxyState:
         method: str,
         args: Any,
         kwargs: dict[str, Any],
-        *,
         on_event: Callable[[str, Any], None] | None = None,
     ) -> Call:
         """The :class:`~redisrpc.core.call.Call` of one call through this proxy."""
-        known = self._known()
+        known = self._derived  # _known(), its usual case written out (a frame less)
+        if known is None or known.description is not self.description:
+            known = self._known()
         if self.path:
             # A child's calls are paths: "ch1.measure", "__getprop__('ch1.voltage')".
             if method in (GET_PROPERTY, SET_PROPERTY) and args:
@@ -578,11 +579,13 @@ def _call_error(
 
 
 def _arguments_check(name: str, entry: dict[str, Any]) -> Any:
-    """A function that raises TypeError when arguments do not fit the described signature.
+    """``(low, high, check)``: ``check`` raises TypeError when arguments do not fit the signature.
 
     None when the description has no usable parameter list (nothing is checked,
     as for an undescribed proxy). ``inspect.Signature.bind`` only matches names
-    and counts: values are never looked at.
+    and counts: values are never looked at. Positional arguments alone, from
+    ``low`` to ``high`` of them, surely fit: the caller skips ``check`` for them
+    (most calls; a call of the check is a frame on every call).
     """
     sig = signature_from_params(entry.get("params"))
     if sig == signature_from_params(None):
@@ -590,14 +593,12 @@ def _arguments_check(name: str, entry: dict[str, Any]) -> Any:
     low, high = _positional_range(sig)
 
     def check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if not kwargs and low <= len(args) <= high:
-            return  # what bind() would accept, known without binding (most calls)
         try:
             sig.bind(*args, **kwargs)
         except TypeError as exc:
             raise TypeError(_call_error(name, sig, args, kwargs, str(exc))) from None
 
-    return check
+    return low, high, check
 
 
 def _positional_range(sig: inspect.Signature) -> tuple[float, float]:
@@ -620,7 +621,7 @@ def _positional_range(sig: inspect.Signature) -> tuple[float, float]:
     return low, high
 
 
-def _method(class_name: str, entry: dict[str, Any]) -> Any:
+def _method(class_name: str, entry: dict[str, Any], *, asynchronous: bool = True) -> Any:
     """The function for one described remote method.
 
     Arguments are checked against the described signature before anything is
@@ -630,18 +631,22 @@ def _method(class_name: str, entry: dict[str, Any]) -> Any:
     (the same call, documented with the remote signature alone).
     """
     name = entry["name"]
-    check = _arguments_check(name, entry)
+    checked = _arguments_check(name, entry)
+    low, high, check = checked if checked is not None else (0, float("inf"), None)
+    # A sync proxy's call returns the value itself: only an async one's coroutine is wrapped.
+    settle = _settled if asynchronous else None
 
     def method(self: ProxyBase, /, *args: Any, **kwargs: Any) -> Any:
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
-        if check is not None:
+        if check is not None and (kwargs or not low <= len(args) <= high):
             try:
                 check(args, kwargs)
             except TypeError as exc:
                 exc.__traceback__ = None  # as for a Python function: the caller's line only
                 raise
         try:
-            return _settled(self._rpc_call(name, args, kwargs))
+            result = self._rpc_call(name, args, kwargs)
+            return result if settle is None else settle(result)
         except _CUT as exc:
             exc.__traceback__ = None  # see _settled: only the caller's frames remain
             raise
@@ -795,10 +800,11 @@ def build_proxy_class(base: type[ProxyBase], description: dict[str, Any]) -> typ
         "__doc__": description.get("doc") or f"Remote {class_name} (served by redisrpc).",
     }
     methods, properties = description.get("methods"), description.get("properties")
+    asynchronous = inspect.iscoroutinefunction(base._rpc_call)
     for entry in methods if isinstance(methods, list) else []:
         name = entry.get("name") if isinstance(entry, dict) else None
         if isinstance(name, str) and is_valid_name(name) and not name.startswith("_"):
-            namespace[name] = _method(class_name, entry)
+            namespace[name] = _method(class_name, entry, asynchronous=asynchronous)
     for entry in properties if isinstance(properties, list) else []:
         name = entry.get("name") if isinstance(entry, dict) else None
         if isinstance(name, str) and is_valid_name(name) and not name.startswith("_"):

@@ -87,15 +87,22 @@ class Client(ProxyBase):
         __tracebackhide__ = True  # IPython and pytest hide this frame: the error is remote
         state = self._rpc_state
         watcher = state.watcher(name)
-        call = state.call(name, args, kwargs, on_event=watcher)
+        call = state.call(name, args, kwargs, watcher)
         flight: Flight | None = state.channels.get(_FLIGHT)
         if flight is None:
             flight = state.channels.setdefault(_FLIGHT, Flight())
         mux: ThreadMultiplexer | None = None
-        if flight.enter() and state.echoes_ids and not state.streams(name):  # items: own list
+        calls = flight.calls  # this call's entry, popped when it ends (see Flight)
+        calls.append(None)
+        if len(calls) > 1 and state.echoes_ids and not state.streams(name):  # items: own list
             mux = _multiplexer(state, flight)
             call.shared_queue = mux.reply_queue
-        step = _Direct(state.transport).step if mux is None else mux.step
+        if mux is None:
+            direct = _Direct(state.transport)
+            call.own = direct  # the plan runs its list's Send and Receive in place
+            step = direct.step
+        else:
+            step = mux.step
         streaming = False
         try:
             # The clock estimate at hand (a blocking TIME once a minute): no plan step for it.
@@ -105,7 +112,7 @@ class Client(ProxyBase):
             # One line on what became of the call, not pages of library frames.
             raise KeyboardInterrupt(getattr(exc, NOTE, "")) from None
         finally:
-            flight.leave()
+            calls.pop()
             if mux is not None and not streaming:
                 mux.forget(call.call_id)
             if watcher is not None:
@@ -117,8 +124,10 @@ class Client(ProxyBase):
     def _rpc_refresh(self) -> dict[str, Any] | None:
         """Fetch the description again and rebuild this proxy's class from it."""
         state = self._rpc_state
-        plan = calling(state.describe_call(), now=state.transport.now_ms())
-        return self._rpc_adopt(drive(plan, _Direct(state.transport).step))
+        call = state.describe_call()
+        direct = _Direct(state.transport)
+        call.own = direct
+        return self._rpc_adopt(drive(calling(call, now=state.transport.now_ms()), direct.step))
 
 
 _FLIGHT = "threads"  # the key of a proxy's Flight among its channels
@@ -140,17 +149,23 @@ def _multiplexer(state: ProxyState, flight: Flight) -> ThreadMultiplexer:
     return mux
 
 
-class _Direct:
-    """Carries out a call's steps on a reply list of its own (see :class:`OwnList`)."""
+class _Direct(OwnList):
+    """A call's reply list of its own (see :class:`OwnList`), and the driver of its other steps.
 
-    __slots__ = ("own", "transport")
+    The call's plan runs the list's Send and Receive plans itself
+    (:attr:`~redisrpc.core.call.Call.own`); one object per call, not two.
+    """
+
+    __slots__ = ("transport",)
 
     def __init__(self, transport: Transport) -> None:
+        OwnList.__init__(self)
         self.transport = transport
-        self.own = OwnList()
 
     def step(self, step: Any) -> Any:
-        plan = self.own.plan(step)
+        if type(step) is tuple:  # commands (the plan runs its Send and Receive itself): most steps
+            return self.transport.execute(*step)
+        plan = self.plan(step)
         if plan is None:
             return self.transport.step(step)
         if isinstance(step, Recover):

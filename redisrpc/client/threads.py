@@ -42,22 +42,18 @@ _READ_BATCH = 256
 class Flight:
     """How many calls of one proxy are in flight, and the multiplexer the overlapping ones share."""
 
-    __slots__ = ("count", "lock", "mux")
+    __slots__ = ("calls", "lock", "mux")
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.count = 0
+        self.lock = threading.Lock()  # guards making the multiplexer
+        # One entry per call in flight. A list's append and pop are atomic, so counting
+        # takes no lock (two lock round trips were 4% of a call): two calls that start
+        # together may both see the other and both be multiplexed, which is only the
+        # longer route, never a wrong one.
+        # A call appends on its way in (another one is in flight when the list then holds
+        # more than its entry: it is multiplexed) and pops on its way out.
+        self.calls: list[None] = []
         self.mux: ThreadMultiplexer | None = None
-
-    def enter(self) -> bool:
-        """A call starts; True when another is in flight (it should be multiplexed)."""
-        with self.lock:
-            self.count += 1
-            return self.count > 1
-
-    def leave(self) -> None:
-        with self.lock:
-            self.count -= 1
 
 
 class _Box:

@@ -36,15 +36,16 @@ from typing import Any, Literal
 from ..errors import MessageTooLargeError, RedisConnectionError, RedisRPCError
 from .cancel import MARK_MARGIN, cancel_commands, running_calls
 from .outcomes import gone, interrupted, lost, timed_out, unknown
+from .ownlist import OwnList
 from .plan import NOW, Plan, Receive, Recover, Send
 from .protocol import (
     DEFAULT_MAX_BLOB_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
     Framed,
     Reply,
-    Request,
     decode_reply,
-    encode_framed_request,
+    encode_framed_message,
+    request_message,
 )
 from .registry import DEFAULT_PREFIX, counting_live, listing_names
 
@@ -119,7 +120,10 @@ class Call:
     ``shared_queue`` is the reply list shared by many calls (the asyncio
     client's multiplexer); without it the call has a reply list of its own.
     ``find_unknown`` makes a request that nothing registered takes fail fast,
-    naming close matches, instead of waiting for its timeout.
+    naming close matches, instead of waiting for its timeout. ``own`` is set by
+    a driver that gives the call a reply list of its own: the plan then runs
+    the list's plans for ``Send`` and ``Receive`` in place (their commands are
+    what the driver sees), instead of yielding those steps to the driver.
     """
 
     service: str
@@ -146,6 +150,7 @@ class Call:
     on_event: Callable[[str, Any], None] | None = None
     """Told of ``("progress", (done, total, message))`` and, while the call waits
     behind others, ``("waiting", [running calls])``; see :mod:`redisrpc.client.progress`."""
+    own: OwnList | None = None
 
     @property
     def reply_queue(self) -> str:
@@ -158,19 +163,28 @@ class Call:
         return f"{self.service}.{self.method}()"
 
 
-def encoded(call: Call) -> bytes:
-    """The request bytes of ``call``; MessageTooLargeError if over the server's limit."""
-    request = Request(
-        call.method, list(call.args), call.kwargs, call.reply_queue, call.call_id, call.deadline
+def encoded(call: Call, reply_queue: str | None = None) -> bytes:
+    """The request bytes of ``call``; MessageTooLargeError if over the server's limit.
+
+    ``reply_queue`` is ``call.reply_queue``, when the caller has it at hand.
+    """
+    deadline = call.deadline
+    # The request's JSON object made directly from the call (no Request in between).
+    message = request_message(
+        call.method,
+        list(call.args),
+        call.kwargs,
+        call.reply_queue if reply_queue is None else reply_queue,
+        call.call_id,
+        deadline,
+        call.lock_token,
+        call.caller,
+        None if deadline is None else deadline - int(call.timeout * 1000),  # sent
     )
-    request.lock = call.lock_token
-    request.caller = call.caller
-    if call.deadline is not None:
-        request.sent = call.deadline - int(call.timeout * 1000)
     # A blob list lives as long as the request may wait, and a margin (withdrawn calls too).
-    ttl_ms = int((call.limit or call.timeout) * 1000) + int(MARK_MARGIN * 1000)
-    data = encode_framed_request(
-        request,
+    ttl_ms = int((call.limit or call.timeout) * 1000) + _MARK_MARGIN_MS
+    data = encode_framed_message(
+        message,
         binary=call.binary,
         max_size=call.max_size,
         max_blob_size=call.max_blob_size,
@@ -197,11 +211,16 @@ def calling(
     """
     # The plan owns its Call (made for this one call): setting fields copies nothing.
     call.deadline = ((yield NOW) if now is None else now) + int(call.timeout * 1000)
-    data = encoded(call)
-    wait = min(WAIT_SLICE, call.timeout)
+    queue = call.reply_queue  # a property: read once
+    data = encoded(call, queue)
+    wait = WAIT_SLICE if call.timeout > WAIT_SLICE else call.timeout
     start = clock()
+    send = Send(call.service, data, queue, call.call_id, wait)
+    own = call.own
     try:
-        first = yield Send(call.service, data, call.reply_queue, call.call_id, wait)
+        # A call with a list of its own runs the push's plan in place: one generator
+        # driven, not a second plan driven by the driver inside this one (every call).
+        first = (yield from own.sending(send)) if own is not None else (yield send)
     except RedisConnectionError as exc:
         return (yield from recovering(call, data, exc))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
@@ -257,13 +276,17 @@ def awaiting(
             if call.on_event is not None and clock() >= next_look:
                 next_look = clock() + WAIT_SLICE
                 call.on_event("waiting", (yield from looking_around(call)))
-            raw = yield Receive(call.reply_queue, call.call_id, _slice(min(end, hard_end), clock))
+            receive = Receive(call.reply_queue, call.call_id, _slice(min(end, hard_end), clock))
+            own = call.own
+            raw = (yield from own.receiving(receive)) if own is not None else (yield receive)
     except RedisConnectionError as exc:
         return (yield from recovering(call, request, exc))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
         yield from giving_up(call, data, exc)
         raise
 
+
+_MARK_MARGIN_MS = int(MARK_MARGIN * 1000)
 
 NOTE = "redisrpc_note"
 """The attribute an interrupt gets: one line on what became of the interrupted call."""
@@ -408,7 +431,11 @@ def checking_gone(call: Call, data: bytes, prefix: str) -> Plan[bytes | Reply | 
     withdrawn = yield from withdrawing(call.service, data, call.reply_queue, own=False, call=call)
     if not withdrawn:
         # Taken: the last instance may have answered just before it went.
-        raw: bytes | Reply | None = yield Receive(call.reply_queue, call.call_id, 0.05)
+        last = Receive(call.reply_queue, call.call_id, 0.05)
+        own = call.own
+        raw: bytes | Reply | None = (
+            (yield from own.receiving(last)) if own is not None else (yield last)
+        )
         if raw is not None and _matched(call, raw) is not None:
             return raw
     if call.shared_queue is None:

@@ -18,12 +18,14 @@ __all__ = ["RECEIVE_BATCH", "OwnList", "blob_commands", "completed"]
 class OwnList:
     """A call's own steps for a call with a reply list of its own, as small plans.
 
-    Both clients carry these out for such calls (the asyncio client's
-    multiplexer does its own): ``Send`` is the push and the first wait in one
-    round trip; a ``Receive`` takes every message already there (a stream's
-    items come in batches) and hands out the rest on the next ones;
-    ``Recover`` withdraws the request and takes a waiting reply (run on a
-    fresh connection by the driver).
+    The call's plan runs the ``Send`` and ``Receive`` plans in place when its
+    driver hands it the list (:attr:`~redisrpc.core.call.Call.own`, both
+    clients' direct drivers do); a driver runs the plan of a step yielded to
+    it (:meth:`plan`), as it does ``Recover``'s, on a fresh connection. (The
+    asyncio client's multiplexer has steps of its own.) ``Send`` is the push
+    and the first wait in one round trip; a ``Receive`` takes every message
+    already there (a stream's items come in batches) and hands out the rest
+    on the next ones; ``Recover`` withdraws the request and takes a waiting reply.
     """
 
     __slots__ = ("buffer",)
@@ -34,17 +36,18 @@ class OwnList:
     def plan(self, step: Any) -> Plan[Any] | None:
         """The plan for ``step``, or None when it is not a call's own step."""
         if isinstance(step, Send):
-            return self._sending(step)
+            return self.sending(step)
         if isinstance(step, Receive):
-            return self._receiving(step)
+            return self.receiving(step)
         if isinstance(step, Recover):
             return self._recovering(step)
         return None
 
-    def _sending(self, step: Send) -> Plan[bytes | None]:
+    def sending(self, step: Send) -> Plan[bytes | None]:
+        """The push and the first wait, in one round trip: the message, or None."""
         data = step.data
         push = ("RPUSH", step.service, data), ("BLPOP", step.reply_queue, step.wait)
-        *_, popped = yield (*blob_commands(data), *push) if type(data) is not bytes else push
+        popped = (yield (*blob_commands(data), *push) if type(data) is not bytes else push)[-1]
         if not popped:
             return None
         message: bytes = popped[1]
@@ -52,7 +55,8 @@ class OwnList:
             return message  # no blobs follow it: no plan to run for them (most calls)
         return (yield from completed(step.reply_queue, [message]))
 
-    def _receiving(self, step: Receive) -> Plan[bytes | None]:
+    def receiving(self, step: Receive) -> Plan[bytes | None]:
+        """The next message (from the batch a wait took), or None when none came in time."""
         if not self.buffer:
             popped, more = yield (
                 ("BLPOP", step.reply_queue, step.wait),

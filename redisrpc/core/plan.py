@@ -17,7 +17,15 @@ The steps:
 * :class:`Send`, :class:`Receive`, :class:`Recover` -- a call's own steps
   (see :mod:`redisrpc.core.call`): how a request travels and its reply
   comes back is the driver's business (one reply list per call for the sync
-  client; one shared, multiplexed list for the asyncio client).
+  client; one shared, multiplexed list for the asyncio client). A driver
+  that gives a call a list of its own hands the call that list's plans
+  (:class:`~redisrpc.core.ownlist.OwnList`, ``Call.own``): the call's plan
+  then runs its Send and Receive in place, and the driver sees their commands.
+
+Steps are plain records, made new for each step and never changed: they are
+not frozen dataclasses, whose ``__init__`` sets each field through
+``object.__setattr__`` (a ``Send`` cost three times as much to make, on
+every call).
 
 An exception raised while a step is carried out (a lost connection, Ctrl-C, a
 cancelled task) is thrown into the plan at that step, so a plan handles its
@@ -42,7 +50,7 @@ NOW = "now"
 """The step that asks for the Redis clock estimate (epoch ms)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
     """Push ``data`` on ``service``'s list and wait up to ``wait`` s for the call's reply.
 
@@ -57,7 +65,7 @@ class Send:
     wait: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Receive:
     """Wait up to ``wait`` s more for the call's reply (as :class:`Send`, without the push)."""
 
@@ -66,7 +74,7 @@ class Receive:
     wait: float
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Recover:
     """After a lost connection, on a fresh one: withdraw the request, take a waiting reply.
 
@@ -99,10 +107,12 @@ def drive(plan: Plan[T], handle: Callable[[Any], Any]) -> T:
     """
     reply: Any = None
     error: BaseException | None = None
+    send, throw = plan.send, plan.throw
     while True:
-        done, step = _advance(plan, reply, error)
-        if done:
-            return step  # type: ignore[no-any-return]
+        try:  # _advance, written out: a frame less per step, on every call's path
+            step = send(reply) if error is None else throw(error)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
         try:
             reply, error = handle(step), None
         except BaseException as exc:  # the plan decides: recover, withdraw, or re-raise
@@ -138,7 +148,7 @@ async def _awaited(handle: Callable[[Any], Awaitable[Any]], step: Any) -> Any:
     return await handle(step)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Each:
     """Several exchanges, perhaps on different cluster nodes; the plan gets each one's replies.
 

@@ -70,6 +70,7 @@ __all__ = [
     "decode_request",
     "decode_value",
     "encode_framed_item",
+    "encode_framed_message",
     "encode_framed_reply",
     "encode_framed_request",
     "encode_item",
@@ -83,6 +84,7 @@ __all__ = [
     "is_valid_name",
     "max_values",
     "reply_queue_prefix",
+    "request_message",
     "running_key",
     "salvage_response_queue",
 ]
@@ -522,21 +524,49 @@ def encode_request(request: Request) -> bytes:
 
 def _request_message(request: Request) -> dict[str, Any]:
     """The JSON object of ``request``: the optional keys only where set."""
+    return request_message(
+        request.name,
+        request.args,
+        request.kwargs,
+        request.response_queue,
+        request.id,
+        request.deadline,
+        request.lock,
+        request.caller,
+        request.sent,
+    )
+
+
+def request_message(  # noqa: PLR0917 - positional: a call per request, keywords cost twice
+    name: str,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    response_queue: str,
+    call_id: str | None = None,
+    deadline: int | None = None,
+    lock: str | None = None,
+    caller: str | None = None,
+    sent: int | None = None,
+) -> dict[str, Any]:
+    """The JSON object of a request with these fields (:class:`Request`'s), unset ones left out.
+
+    For :func:`encode_framed_message`: a client builds no :class:`Request` per call.
+    """
     message: dict[str, Any] = {
-        "function_call": {"name": request.name, "args": request.args, "kwargs": request.kwargs},
-        "response_queue": request.response_queue,
+        "function_call": {"name": name, "args": args, "kwargs": kwargs},
+        "response_queue": response_queue,
         "protocol": PROTOCOL_VERSION,
     }
-    if request.id is not None:
-        message["id"] = request.id
-    if request.deadline is not None:
-        message["deadline"] = request.deadline
-    if request.lock is not None:
-        message["lock"] = request.lock
-    if request.caller is not None:
-        message["caller"] = request.caller
-    if request.sent is not None:
-        message["sent"] = request.sent
+    if call_id is not None:
+        message["id"] = call_id
+    if deadline is not None:
+        message["deadline"] = deadline
+    if lock is not None:
+        message["lock"] = lock
+    if caller is not None:
+        message["caller"] = caller
+    if sent is not None:
+        message["sent"] = sent
     return message
 
 
@@ -800,10 +830,34 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
     than :func:`max_values` values, raises :class:`MessageTooLargeError`
     before any decoding (no memory spent on it).
     """
-    if isinstance(raw, Framed):
+    if (
+        type(raw) is bytes
+        and len(raw) <= MAX_NESTING
+        and (max_size is None or len(raw) <= max_size)
+        and _orjson is not None
+    ):
+        # A short reply with no blobs (most replies), read as _checked and _loads read it
+        # with less around it: so short, it holds too few values to count and too few
+        # brackets to nest deeply. Values that are all strings, integers, booleans or
+        # nulls need no digit scan (orjson reads only integers beyond 64 bits otherwise
+        # than the json module: as floats) and hold no tag; other values get both.
+        try:
+            message = _orjson.loads(raw)
+        except _orjson.JSONDecodeError:
+            message = _NOT_PARSED
+        if (
+            type(message) is not dict
+            or TAG in message
+            or (
+                not _PLAIN_VALUES.issuperset(map(type, message.values()))
+                and (_has_long_number(raw) or raw.find(_TAG_KEY) != -1)
+            )
+        ):
+            message = _loads(raw, len(raw))  # as _checked would (and it reports what is wrong)
+    elif isinstance(raw, Framed):
         with _receiving(raw):
             message = _loads(raw) if max_size is None else _checked(raw, max_size, "reply")
-    else:  # no blobs came: no context to set (the hot path)
+    else:  # no blobs came: no context to set
         message = _loads(raw) if max_size is None else _checked(raw, max_size, "reply")
     if not isinstance(message, dict):
         raise ProtocolError(f"a reply must be a JSON object, not {type(message).__name__}")
@@ -838,6 +892,9 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
     stream = message.get("stream") is True
     # Positional (value, error, id, interim, stream, extra): half the cost of keywords.
     return Reply(message["return_value"], None, reply_id, None, stream, extra)
+
+
+_PLAIN_VALUES = frozenset({str, int, bool, type(None)})
 
 
 # -- interim messages and cancellation (protocol 3) ----------------------------
@@ -1149,7 +1206,26 @@ def encode_framed_request(
     ``binary``, bytes and arrays are base64 in the JSON, and refused before
     they are encoded when they would not fit ``max_size``.
     """
-    message = _request_message(request)
+    return encode_framed_message(
+        _request_message(request),
+        binary=binary,
+        max_size=max_size,
+        max_blob_size=max_blob_size,
+        key=key,
+        ttl_ms=ttl_ms,
+    )
+
+
+def encode_framed_message(
+    message: dict[str, Any],
+    *,
+    binary: bool,
+    max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
+    key: str,
+    ttl_ms: int,
+) -> bytes:
+    """:func:`encode_framed_request` of a request's JSON object (:func:`request_message`)."""
     data = _plain_dumps(message)
     if data is not None:
         return data  # JSON's own types only: no blobs, nothing to tag (most calls)
