@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib.util
 import math
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Generator
@@ -325,6 +327,30 @@ def test_a_push_acknowledgement_alone_does_not_wake_a_blocked_exchange(
     exchange.join(10)
     assert result == [1, [b"ack:reply", b"the reply"]]
     assert counted.reads[0] > len(b":1\r\n")
+    transport.close()
+
+
+class _NoLowWaterSocket(_CountingSocket):
+    """A socket of a system without SO_RCVLOWAT (Windows refuses to set it)."""
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        if option == socket.SO_RCVLOWAT:
+            raise OSError(errno.ENOPROTOOPT, "Protocol not available")
+        self.sock.setsockopt(level, option, value)  # type: ignore[attr-defined]
+
+
+@NEEDS_HIREDIS
+def test_a_system_without_a_low_water_mark_reads_as_before(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    """Where the mark cannot be set, calls still work: it is turned off, not an error."""
+    monkeypatch.setattr(wire, "_LOW_WATER", [True])
+    transport, counted = _counted_direct_transport(redis_url)
+    parser = transport_module._direct(transport._idle[0])
+    parser._sock = refusing = _NoLowWaterSocket(counted.sock)
+    replies = transport.execute(("RPUSH", "nolow:q", b"x"), ("BLPOP", "nolow:q", 1))
+    assert replies == [1, [b"nolow:q", b"x"]]
+    assert wire._LOW_WATER == [False] and refusing.reads  # read, without the mark
     transport.close()
 
 

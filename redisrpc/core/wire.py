@@ -26,6 +26,7 @@ Pools, retries and the translation into :mod:`redisrpc.errors` belong to
 from __future__ import annotations
 
 import contextlib
+import errno
 import inspect
 import math
 import select
@@ -282,6 +283,31 @@ def _direct(conn: AbstractConnection) -> Any:
 _WAKE_BYTES = 5
 
 
+_LOW_WATER = [hasattr(socket, "SO_RCVLOWAT")]  # [False] once the system refused it
+_UNSUPPORTED = {
+    code
+    for name in ("ENOPROTOOPT", "EINVAL", "WSAENOPROTOOPT", "WSAEINVAL")
+    if (code := getattr(errno, name, None)) is not None
+}
+
+
+def _low_water(sock: Any, size: int) -> bool:
+    """Set the socket's receive low-water mark; False where it cannot be set.
+
+    It only saves wakeups: reads work the same without it. A system that
+    does not support it (Windows) turns it off for the process; any other
+    failure (a closed socket) is left to the read that follows.
+    """
+    if _LOW_WATER[0]:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, size)
+            return True
+        except OSError as exc:
+            if exc.errno in _UNSUPPORTED:
+                _LOW_WATER[0] = False
+    return False
+
+
 def _read_direct(parser: Any, wait: float | None, gather: bool = False) -> Any:
     """One reply from a hiredis parser's reader, reading its socket as needed.
 
@@ -296,14 +322,12 @@ def _read_direct(parser: Any, wait: float | None, gather: bool = False) -> Any:
         sock, buffer = parser._sock, parser._buffer
         if wait is not None:
             sock.settimeout(wait)
+        gather = gather and _low_water(sock, _WAKE_BYTES)
         try:
-            if gather:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, _WAKE_BYTES)
             while reply is _MORE:
                 size = sock.recv_into(buffer)
                 if gather:  # later reads take any byte: a reply may end in a short piece
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-                    gather = False
+                    gather = not _low_water(sock, 1)
                 if not size:
                     raise rexc.ConnectionError("Connection closed by server.")
                 reader.feed(buffer, 0, size)
@@ -313,6 +337,8 @@ def _read_direct(parser: Any, wait: float | None, gather: bool = False) -> Any:
         except OSError as exc:
             raise rexc.ConnectionError(f"Error while reading from socket: {exc}") from exc
         finally:
+            if gather:  # the first read failed: the socket waits for single bytes again
+                _low_water(sock, 1)
             if wait is not None:
                 sock.settimeout(parser._socket_timeout)
     if isinstance(reply, rexc.ConnectionError):
