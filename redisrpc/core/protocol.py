@@ -295,7 +295,7 @@ def _plain_dumps(obj: Any) -> bytes | None:
     return None if data.find(_TAG_KEY) != -1 else data
 
 
-_NO_FLOATS = frozenset({str, int, bool, type(None)})  # exact types: a subclass is looked into
+_PLAIN_VALUES = frozenset({str, int, bool, type(None)})  # JSON scalars but floats: exact types
 
 
 def _finite(obj: Any) -> bool:
@@ -304,21 +304,23 @@ def _finite(obj: Any) -> bool:
     Asked only when orjson's output has a null, which is most often a None (a
     setter's or a move's reply, a keyword left at None): those need no tags.
     It looks wherever orjson or :func:`_encode_default` may find a float:
-    containers, sets and enum values (numpy scalars are tagged by the default).
+    containers and sets (numpy scalars are tagged by the default). An enum,
+    which orjson encodes by its value and the json module refuses, answers
+    False: the json module decides, as it did before this shortcut.
     """
-    if type(obj) in _NO_FLOATS:
+    if type(obj) in _PLAIN_VALUES:
         return True
     if isinstance(obj, float):
         return obj - obj == 0.0  # nan - nan and inf - inf are nan
     if isinstance(obj, dict):
         obj = obj.values()
     elif isinstance(obj, enum.Enum):
-        return _finite(obj.value)
+        return False
     elif not isinstance(obj, (list, tuple, set, frozenset)):
         return True
     # A loop, not all(generator): the common items are decided here, with no frame each.
     for item in obj:  # noqa: SIM110
-        if type(item) not in _NO_FLOATS and not _finite(item):
+        if type(item) not in _PLAIN_VALUES and not _finite(item):
             return False
     return True
 
@@ -897,9 +899,6 @@ def decode_reply(raw: bytes | str, *, max_size: int | None = None) -> Reply:
     stream = message.get("stream") is True
     # Positional (value, error, id, interim, stream, extra): half the cost of keywords.
     return Reply(message["return_value"], None, reply_id, None, stream, extra)
-
-
-_PLAIN_VALUES = frozenset({str, int, bool, type(None)})
 
 
 # -- interim messages and cancellation (protocol 3) ----------------------------
