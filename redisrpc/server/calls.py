@@ -189,16 +189,14 @@ class CallContext:
         """The call runs: the current call of its thread, watched by the server's watcher."""
         self._token = _current.set(self)
         if self.watcher is not None:
-            self.watcher._calls[id(self)] = self  # Watcher.begin, without a call: every call's
+            self.watcher.begin(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
         """The call ended: unwatched, no longer current, cleaned up after if cancelled."""
         watcher = self.watcher
         if watcher is not None:
-            watcher._calls.pop(id(self), None)  # Watcher.end, without a call: every call's
-            if self.published:
-                watcher.end(self)  # and off the running list
+            watcher.end(self)
         if self._token is not None:
             _current.reset(self._token)
         if self.cancel._set:

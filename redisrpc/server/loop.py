@@ -201,7 +201,7 @@ class Server:
         self.workers = workers
         self.read_during_calls = frozenset(read_during_calls)
         self._batch_max = _BATCH_MAX
-        self._pops: dict[tuple[bool, int], tuple[tuple[Any, ...], ...]] = {}  # _pop_commands
+        self._pops: dict[tuple[bool, int, float], tuple[tuple[Any, ...], ...]] = {}  # _pop_commands
         # One blocking pop takes a batch (BLMPOP, Redis 7); False after Redis refused it.
         self._blmpop = True
         # Recent average seconds per call, for batch sizes; unknown at first, so one at a time.
@@ -533,7 +533,7 @@ class Server:
         the checks of the requests taken need, the lock and the cancellation
         counter, so they cost no round trip of their own.
         """
-        key = (self._blmpop, count)
+        key = (self._blmpop, count, self.poll_interval)  # poll_interval may be set at any time
         made = self._pops.get(key)  # the same few every turn: made once each
         if made is not None:
             return made
