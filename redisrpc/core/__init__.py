@@ -1,9 +1,10 @@
 """The core: the wire format, the boundary to Redis and the plans both clients run.
 
 * :mod:`~redisrpc.core.protocol` -- the JSON wire format (pure code, no I/O);
-* :mod:`~redisrpc.core.transport` -- the one boundary to redis-py (with
-  :mod:`~redisrpc.core.wire`, :mod:`~redisrpc.core.urls`, :mod:`~redisrpc.core.cluster`
-  and :mod:`~redisrpc.core.aio_transport`, whose public names it re-exports);
+* :mod:`~redisrpc.core.transport` -- the one boundary to redis-py, with
+  :mod:`~redisrpc.core.wire` and :mod:`~redisrpc.core.urls` (whose public names it
+  re-exports), :mod:`~redisrpc.core.cluster` and :mod:`~redisrpc.core.aio_transport`
+  (which build on it and are imported from their own modules);
 * :mod:`~redisrpc.core.clock` -- the Redis clock estimate, immune to local clock steps;
 * :mod:`~redisrpc.core.registry` -- the registry's layout and its plans.
 
