@@ -581,12 +581,10 @@ class Server:
     def _timed_handle(
         self, raw: bytes, prefetched: Prefetched | None
     ) -> tuple[str | None, bytes | None]:
+        # Only the worker pool's calls come here: the object is safe to use from several
+        # threads, so the poller too reads at will (no busy lock, as one worker holds).
         began = local_seconds()
-        if self.workers == 1:
-            with self._busy:
-                result = self.handle(raw, prefetched)
-        else:  # the object is safe to use from several threads: the poller too reads at will
-            result = self.handle(raw, prefetched)
+        result = self.handle(raw, prefetched)
         self._took_time(1, local_seconds() - began)
         return result
 
