@@ -17,9 +17,15 @@ from typing import Any
 import fakeredis
 import pytest
 import redis
+from hypothesis import settings
 
 import redisrpc
 from redisrpc.testing import RedisServer, free_port, wait_for
+
+# No per-example time limit: the suite runs four workers on small machines, and speed is
+# measured by the benchmarks, never by a test (a slow example is not a failure).
+settings.register_profile("redisrpc", deadline=None)
+settings.load_profile("redisrpc")
 
 __all__ = [
     "CLI_SCRIPT",

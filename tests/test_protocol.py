@@ -650,6 +650,7 @@ def _fields_of(request: object) -> list[object]:
     return [getattr(request, name) for name in Request.__slots__]  # type: ignore[attr-defined]
 
 
+@pytest.mark.skipif(protocol._orjson is None, reason="the shortcut needs orjson (the fast extra)")
 def test_the_request_shortcut_takes_the_clients_requests():
     """A request as the client encodes it decodes by the shortcut, as by the full route."""
     request = Request("add", [1, "x"], {"k": 2.5}, "c:rpc:ab", "ab", 123, "tok", 5, "me@h:1", 99)
