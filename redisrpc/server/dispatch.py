@@ -460,7 +460,7 @@ class Dispatcher:
             error = ErrorInfo(OWN_ERROR_PREFIX + kind, str(exc), server=self.ident)
             return queue, encode_reply(Reply(error=error))
         queue = request.response_queue
-        late_ms = 0 if request.deadline is None else self._late_ms(request, now_ms)
+        late_ms = self._late_ms(request, now_ms)
         if late_ms > 0:
             # The caller has given up: no reply, which nobody would read.
             log.warning(
@@ -537,7 +537,7 @@ class Dispatcher:
                 )
         if request.name == RELEASE:
             return None, None  # fire and forget: nobody waits for this reply
-        late_ms = 0 if request.deadline is None else self._late_ms(request, now_ms)
+        late_ms = self._late_ms(request, now_ms)
         if late_ms > 0 and not (context is not None and context.heard):
             # Its caller gave up at the deadline, unless interim messages kept it waiting.
             log.warning(

@@ -311,7 +311,7 @@ class Server:
 
     def _check(self, prefetched: Prefetched | None, request: Request) -> ErrorInfo | None:
         """Before a call starts: not a replay, its caller has not given up, the lock lets it run."""
-        if request.sent is not None and self.redis_start.replayed(request):
+        if self.redis_start.replayed(request):
             log.warning(
                 "%s: not running %s(): sent before this Redis started (restored from a"
                 " snapshot); no reply",
@@ -320,7 +320,7 @@ class Server:
             )
             return SKIP
         if prefetched is not None:
-            if request.id is not None and self.cancellations.cancelled(request, prefetched):
+            if self.cancellations.cancelled(request, prefetched):
                 return SKIP
             if prefetched.lock is None and request.lock is None:
                 return None  # unlocked, and no lock claimed: lock_refusal's verdict, directly
