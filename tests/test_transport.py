@@ -373,6 +373,99 @@ def test_a_short_reply_after_a_waking_acknowledgement_is_read_at_once(
     transport.close()
 
 
+class _SettingsSocket(_CountingSocket):
+    """A socket stand-in that records the system calls that change its settings."""
+
+    def __init__(self, sock: object) -> None:
+        super().__init__(sock)
+        self.settings: list[tuple[str, object]] = []
+        self.write_timeouts: list[float | None] = []
+
+    def settimeout(self, value: float | None) -> None:
+        self.settings.append(("timeout", value))
+        self.sock.settimeout(value)  # type: ignore[attr-defined]
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.settings.append(("sockopt", value))
+        self.sock.setsockopt(level, option, value)  # type: ignore[attr-defined]
+
+    def sendall(self, data: bytes) -> None:
+        self.write_timeouts.append(self.sock.gettimeout())  # type: ignore[attr-defined]
+        self.sock.sendall(data)  # type: ignore[attr-defined]
+
+
+def _settings_transport(
+    url: str, socket_timeout: float = 10.0
+) -> tuple[Transport, _SettingsSocket]:
+    """A transport with one idle direct-path connection whose socket settings are recorded."""
+    transport = Transport.of(redis.Redis.from_url(url), socket_timeout=socket_timeout)
+    conn = transport._take()
+    parser = wire._direct(conn)
+    assert parser is not None  # the path under test
+    parser._sock = recording = _SettingsSocket(parser._sock)
+    transport._idle.append(conn)
+    return transport, recording
+
+
+@NEEDS_HIREDIS
+def test_calls_after_the_first_change_no_socket_setting(r: redis.Redis, redis_url: str):
+    """A call's exchange leaves its wait and low-water mark in place for the next call's.
+
+    Each setting is a system call, and each of the call's exchanges wants the
+    same ones: only the first exchange on a connection sets them.
+    """
+    transport, recording = _settings_transport(redis_url)
+    for i in range(3):
+        r.rpush(f"settings:reply{i}", b"reply")
+        assert transport.execute(
+            ("RPUSH", "settings:service", b"request"), ("BLPOP", f"settings:reply{i}", 1)
+        ) == [i + 1, [f"settings:reply{i}".encode(), b"reply"]]
+        if i == 0:
+            assert recording.settings  # the first exchange sets the wait and the mark
+            recording.settings.clear()
+    assert recording.settings == []
+    transport.close()
+
+
+@NEEDS_HIREDIS
+def test_after_a_blocking_exchange_a_short_plain_reply_is_read_at_once(
+    r: redis.Redis, redis_url: str
+):
+    """The mark left for the next call is lowered for a read that takes any byte.
+
+    LLEN's reply is 4 bytes, under the mark a blocking exchange leaves: read
+    with that mark it would wait for the socket timeout (1 s here) and fail.
+    """
+    transport, recording = _settings_transport(redis_url, socket_timeout=1.0)
+    r.rpush("short2:reply", b"reply")
+    transport.execute(("RPUSH", "short2:service", b"x"), ("BLPOP", "short2:reply", 1))
+    began = time.monotonic()
+    assert transport.execute(("LLEN", "short2:empty")) == [0]
+    assert time.monotonic() - began < 0.5
+    assert recording.sock.gettimeout() == 1.0  # type: ignore[attr-defined]
+    transport.close()
+
+
+@NEEDS_HIREDIS
+def test_a_large_write_waits_the_socket_timeout(r: redis.Redis, redis_url: str):
+    """After a short wait was left on the socket, a large write gets the socket timeout again.
+
+    A small write waits only while Redis reads nothing, and takes the wait
+    left in place; a large one may need the full socket timeout to go out.
+    """
+    transport, recording = _settings_transport(redis_url, socket_timeout=7.0)
+    pop = ("RPUSH", "large:service", b"x"), ("BLPOP", "large:reply", 2)
+    r.rpush("large:reply", b"reply", b"reply")
+    transport.execute(*pop)
+    transport.execute(("RPUSH", "large:service", b"y"))
+    transport.execute(*pop)
+    transport.execute(("SET", "large:value", b"v" * (256 * 1024)))
+    small, large = recording.write_timeouts[1::2]
+    assert small is not None and 2.0 < small < 7.0  # the pop's wait, left in place
+    assert large == 7.0
+    transport.close()
+
+
 @pytest.mark.parametrize("read_path", READ_PATHS)
 def test_a_block_longer_than_the_socket_timeout_is_waited_for(
     r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, read_path: str

@@ -12,7 +12,11 @@ replies are then read back in order. Here are its parts, below any pool:
 * the read path: where a connection uses redis-py's hiredis parser, its
   reader and socket are driven directly (:func:`_direct`, :func:`_read_direct`),
   else redis-py's ``read_response`` reads; :func:`_stale` checks an idle
-  connection with one ``poll``;
+  connection with one ``poll``. Setting a socket's timeout or low-water mark
+  is a system call each, so the direct path leaves both in place for the next
+  exchange, which usually wants the same (:func:`_wait_at_most`,
+  :func:`_gathering`): a call costs its client and its server a poll, a send
+  and a receive each (CPython polls before each of the two);
 * writes and whole exchanges: :func:`_send`, :func:`_exchange` and
   :func:`_exchange_quietly`.
 
@@ -308,11 +312,52 @@ def _low_water(sock: Any, size: int) -> bool:
     return False
 
 
+# The socket whose low-water mark is _WAKE_BYTES is noted on its parser: the mark stays
+# between exchanges, and is set again (a system call) only when a read needs the other.
+_RAISED = "_redisrpc_low_water_raised"
+
+
+def _gathering(parser: Any, sock: Any, gather: bool) -> bool:
+    """Give ``sock`` the low-water mark the next read needs; whether it is :data:`_WAKE_BYTES`.
+
+    A call's exchange usually arrives whole in its first read, so the mark
+    raised for it is still right for the next call's: no system call either way.
+    """
+    raised = getattr(parser, _RAISED, None) is sock
+    if gather == raised:
+        return raised
+    if gather:
+        raised = _low_water(sock, _WAKE_BYTES)
+    else:
+        _low_water(sock, 1)
+    setattr(parser, _RAISED, sock if raised else None)
+    return raised
+
+
+_SLACK = 0.02
+"""How far (a share of the wait) a socket's timeout may be from the wanted one and still serve."""
+
+
+def _wait_at_most(sock: Any, seconds: float | None) -> None:
+    """Give ``sock`` a timeout of ``seconds``, unless the one it has is within :data:`_SLACK`.
+
+    Setting a timeout is a system call; the timeout left by the last exchange
+    (a blocking pop's wait) usually serves the next one as it is.
+    """
+    have = sock.gettimeout()
+    if seconds is None or have is None:
+        if have != seconds:
+            sock.settimeout(seconds)
+    elif abs(have - seconds) > seconds * _SLACK:
+        sock.settimeout(seconds)
+
+
 def _read_direct(parser: Any, wait: float | None, gather: bool = False) -> Any:
     """One reply from a hiredis parser's reader, reading its socket as needed.
 
     Error replies come back as exception instances (redis-py's own classes);
     a lost or silent socket raises redis-py's ConnectionError or TimeoutError.
+    Each socket read waits up to ``wait`` seconds (None: the socket timeout).
     With ``gather`` (the first read of a blocking exchange that expects two
     replies or more), the first socket read waits for :data:`_WAKE_BYTES`.
     """
@@ -320,33 +365,39 @@ def _read_direct(parser: Any, wait: float | None, gather: bool = False) -> Any:
     reply = reader.gets()
     if reply is _MORE:
         sock, buffer = parser._sock, parser._buffer
-        if wait is not None:
-            sock.settimeout(wait)
-        gather = gather and _low_water(sock, _WAKE_BYTES)
+        _wait_at_most(sock, parser._socket_timeout if wait is None else wait)
+        gather = _gathering(parser, sock, gather)
         try:
             while reply is _MORE:
                 size = sock.recv_into(buffer)
-                if gather:  # later reads take any byte: a reply may end in a short piece
-                    gather = not _low_water(sock, 1)
                 if not size:
                     raise rexc.ConnectionError("Connection closed by server.")
                 reader.feed(buffer, 0, size)
                 reply = reader.gets()
+                if gather and reply is _MORE:  # the rest may be a short piece: take any byte
+                    gather = _gathering(parser, sock, False)
         except TimeoutError as exc:  # socket.timeout
             raise rexc.TimeoutError("Timeout reading from socket") from exc
         except OSError as exc:
             raise rexc.ConnectionError(f"Error while reading from socket: {exc}") from exc
-        finally:
-            if gather:  # the first read failed: the socket waits for single bytes again
-                _low_water(sock, 1)
-            if wait is not None:
-                sock.settimeout(parser._socket_timeout)
     if isinstance(reply, rexc.ConnectionError):
         raise reply  # e.g. LOADING: Redis is starting
     if _Push is not None and isinstance(reply, _Push):  # RESP3: not a reply to us
         parser.handle_push_response(reply)
         return _read_direct(parser, wait, gather)
     return reply
+
+
+def _restore_socket(conn: AbstractConnection) -> None:
+    """Give a connection read directly back redis-py's socket settings, for redis-py to read.
+
+    The direct path leaves its last timeout and low-water mark on the socket
+    (:func:`_wait_at_most`, :func:`_gathering`); redis-py reads expect neither.
+    """
+    parser = _direct(conn)
+    if parser is not None and parser._sock is not None:
+        _wait_at_most(parser._sock, parser._socket_timeout)
+        _gathering(parser, parser._sock, False)
 
 
 def _read(
@@ -457,6 +508,8 @@ def _send(conn: AbstractConnection, packed: bytes | list[Any], parser: Any) -> A
             conn.send_packed_command(chunks, check_health=False)  # type: ignore[no-untyped-call]
             return None
         sock = parser._sock
+        if type(packed) is not bytes or not _may_write_now(sock, len(packed), parser):
+            _wait_at_most(sock, parser._socket_timeout)
         try:
             for chunk in chunks:
                 sock.sendall(chunk)
@@ -468,6 +521,24 @@ def _send(conn: AbstractConnection, packed: bytes | list[Any], parser: Any) -> A
         conn.disconnect()  # type: ignore[no-untyped-call]
         raise
     return parser
+
+
+_SMALL_WRITE = 64 * 1024
+_WRITE_WAIT = 1.0
+
+
+def _may_write_now(sock: Any, size: int, parser: Any) -> bool:
+    """Whether a write of ``size`` bytes may wait as long as the socket's timeout as it is.
+
+    A small write waits only while Redis reads nothing at all, so any timeout
+    of a second or more (the last blocking pop's wait, usually) bounds it well
+    enough, with no system call to set one; a large write gets the socket timeout.
+    """
+    have: float | None = sock.gettimeout()
+    want: float | None = parser._socket_timeout
+    if have is None or want is None or size > _SMALL_WRITE:
+        return have == want
+    return have >= min(want, _WRITE_WAIT)
 
 
 _SENT = "_redisrpc_sent"
