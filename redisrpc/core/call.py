@@ -215,12 +215,15 @@ def calling(
     data = encoded(call, queue)
     wait = WAIT_SLICE if call.timeout > WAIT_SLICE else call.timeout
     start = clock()
-    send = Send(call.service, data, queue, call.call_id, wait)
     own = call.own
+    first: bytes | Reply | None
     try:
         # A call with a list of its own runs the push's plan in place: one generator
-        # driven, not a second plan driven by the driver inside this one (every call).
-        first = (yield from own.sending(send)) if own is not None else (yield send)
+        # driven, not a second plan driven by the driver inside this one, nor a Send made.
+        if own is not None:
+            first = yield from own.sending(call.service, data, queue, wait)
+        else:
+            first = yield Send(call.service, data, queue, call.call_id, wait)
     except RedisConnectionError as exc:
         return (yield from recovering(call, data, exc))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:
