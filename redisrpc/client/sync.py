@@ -159,7 +159,7 @@ class _Direct(OwnList):
     __slots__ = ("transport",)
 
     def __init__(self, transport: Transport) -> None:
-        OwnList.__init__(self)
+        self.buffer = None  # OwnList.__init__, written out: a frame less on every call
         self.transport = transport
 
     def step(self, step: Any) -> Any:

@@ -44,7 +44,8 @@ from .protocol import (
     Framed,
     Reply,
     decode_reply,
-    encode_framed_message,
+    encode_blobbed_message,
+    encode_plain_message,
     request_message,
 )
 from .registry import DEFAULT_PREFIX, counting_live, listing_names
@@ -172,7 +173,7 @@ def encoded(call: Call, reply_queue: str | None = None) -> bytes:
     # The request's JSON object made directly from the call (no Request in between).
     message = request_message(
         call.method,
-        list(call.args),
+        call.args,
         call.kwargs,
         call.reply_queue if reply_queue is None else reply_queue,
         call.call_id,
@@ -181,16 +182,17 @@ def encoded(call: Call, reply_queue: str | None = None) -> bytes:
         call.caller,
         None if deadline is None else deadline - int(call.timeout * 1000),  # sent
     )
-    # A blob list lives as long as the request may wait, and a margin (withdrawn calls too).
-    ttl_ms = int((call.limit or call.timeout) * 1000) + _MARK_MARGIN_MS
-    data = encode_framed_message(
-        message,
-        binary=call.binary,
-        max_size=call.max_size,
-        max_blob_size=call.max_blob_size,
-        key=call.reply_prefix + call.call_id + ":blobs",
-        ttl_ms=ttl_ms,
-    )
+    data = encode_plain_message(message)
+    if data is None:  # bytes, arrays, NaN...: only such requests name a blob list
+        # A blob list lives as long as the request may wait, and a margin (withdrawn calls too).
+        data = encode_blobbed_message(
+            message,
+            call.binary,
+            call.max_size,
+            call.max_blob_size,
+            call.reply_prefix + call.call_id + ":blobs",
+            int((call.limit or call.timeout) * 1000) + _MARK_MARGIN_MS,  # ttl_ms
+        )
     if len(data) > call.max_size:
         raise MessageTooLargeError(
             f"request for {call.method}() is {len(data)} bytes, over the server's limit of"
@@ -215,12 +217,15 @@ def calling(
     data = encoded(call, queue)
     wait = WAIT_SLICE if call.timeout > WAIT_SLICE else call.timeout
     start = clock()
-    send = Send(call.service, data, queue, call.call_id, wait)
     own = call.own
+    first: bytes | Reply | None
     try:
         # A call with a list of its own runs the push's plan in place: one generator
-        # driven, not a second plan driven by the driver inside this one (every call).
-        first = (yield from own.sending(send)) if own is not None else (yield send)
+        # driven, not a second plan driven by the driver inside this one, nor a Send made.
+        if own is not None:
+            first = yield from own.sending(call.service, data, queue, wait)
+        else:
+            first = yield Send(call.service, data, queue, call.call_id, wait)
     except RedisConnectionError as exc:
         return (yield from recovering(call, data, exc))
     except (KeyboardInterrupt, asyncio.CancelledError) as exc:

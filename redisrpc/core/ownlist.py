@@ -31,33 +31,39 @@ class OwnList:
     __slots__ = ("buffer",)
 
     def __init__(self) -> None:
-        self.buffer: deque[bytes] = deque()
+        # Made by the first Receive that takes a batch: most calls never wait past their Send.
+        self.buffer: deque[bytes] | None = None
 
     def plan(self, step: Any) -> Plan[Any] | None:
         """The plan for ``step``, or None when it is not a call's own step."""
         if isinstance(step, Send):
-            return self.sending(step)
+            return self.sending(step.service, step.data, step.reply_queue, step.wait)
         if isinstance(step, Receive):
             return self.receiving(step)
         if isinstance(step, Recover):
             return self._recovering(step)
         return None
 
-    def sending(self, step: Send) -> Plan[bytes | None]:
-        """The push and the first wait, in one round trip: the message, or None."""
-        data = step.data
-        push = ("RPUSH", step.service, data), ("BLPOP", step.reply_queue, step.wait)
+    def sending(
+        self, service: str, data: bytes, reply_queue: str, wait: float
+    ) -> Plan[bytes | None]:
+        """A :class:`Send`'s push and first wait, in one round trip: the message, or None.
+
+        Takes the step's fields, not a Send: a call with a list of its own makes none.
+        """
+        push = ("RPUSH", service, data), ("BLPOP", reply_queue, wait)
         popped = (yield (*blob_commands(data), *push) if type(data) is not bytes else push)[-1]
         if not popped:
             return None
         message: bytes = popped[1]
         if not blob_count(message):
             return message  # no blobs follow it: no plan to run for them (most calls)
-        return (yield from completed(step.reply_queue, [message]))
+        return (yield from completed(reply_queue, [message]))
 
     def receiving(self, step: Receive) -> Plan[bytes | None]:
         """The next message (from the batch a wait took), or None when none came in time."""
-        if not self.buffer:
+        buffer = self.buffer
+        if not buffer:
             popped, more = yield (
                 ("BLPOP", step.reply_queue, step.wait),
                 ("LPOP", step.reply_queue, RECEIVE_BATCH),
@@ -66,8 +72,8 @@ class OwnList:
             messages, missing = framed(elements)
             if missing:
                 yield from _taking_rest(step.reply_queue, messages[-1], missing)
-            self.buffer.extend(messages)
-        return self.buffer.popleft() if self.buffer else None
+            buffer = self.buffer = deque(messages)
+        return buffer.popleft() if buffer else None
 
     def _recovering(self, step: Recover) -> Plan[tuple[bool, Any]]:
         removed, popped = yield (("LREM", step.service, 1, step.data), ("LPOP", step.reply_queue))

@@ -69,11 +69,13 @@ __all__ = [
     "decode_reply",
     "decode_request",
     "decode_value",
+    "encode_blobbed_message",
     "encode_framed_item",
     "encode_framed_message",
     "encode_framed_reply",
     "encode_framed_request",
     "encode_item",
+    "encode_plain_message",
     "encode_progress",
     "encode_reply",
     "encode_reply_with",
@@ -541,7 +543,7 @@ def _request_message(request: Request) -> dict[str, Any]:
 
 def request_message(  # noqa: PLR0917 - positional: a call per request, keywords cost twice
     name: str,
-    args: list[Any],
+    args: Sequence[Any],
     kwargs: dict[str, Any],
     response_queue: str,
     call_id: str | None = None,
@@ -1233,6 +1235,26 @@ def encode_framed_message(
     data = _plain_dumps(message)
     if data is not None:
         return data  # JSON's own types only: no blobs, nothing to tag (most calls)
+    return encode_blobbed_message(message, binary, max_size, max_blob_size, key, ttl_ms)
+
+
+encode_plain_message = _plain_dumps
+"""A message's JSON when it holds JSON's own types only (most messages), else None.
+
+Then :func:`encode_blobbed_message` encodes it: a caller that tries this first
+works out the blob list's key and lifetime only for the messages that may need them.
+"""
+
+
+def encode_blobbed_message(  # noqa: PLR0917 - positional, as encode_framed_message's rare route
+    message: dict[str, Any],
+    binary: bool,
+    max_size: int,
+    max_blob_size: int,
+    key: str,
+    ttl_ms: int,
+) -> bytes:
+    """:func:`encode_framed_message` of a message :func:`encode_plain_message` refused."""
     with _sending(binary, max_blob_size if binary else max_size) as blobs:
         data = _dumps(message)
     if not blobs:
