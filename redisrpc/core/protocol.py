@@ -71,7 +71,6 @@ __all__ = [
     "decode_value",
     "encode_blobbed_message",
     "encode_framed_item",
-    "encode_framed_message",
     "encode_framed_reply",
     "encode_framed_request",
     "encode_item",
@@ -554,7 +553,8 @@ def request_message(  # noqa: PLR0917 - positional: a call per request, keywords
 ) -> dict[str, Any]:
     """The JSON object of a request with these fields (:class:`Request`'s), unset ones left out.
 
-    For :func:`encode_framed_message`: a client builds no :class:`Request` per call.
+    A client encodes it (:func:`encode_plain_message`, else :func:`encode_blobbed_message`)
+    and builds no :class:`Request` per call.
     """
     message: dict[str, Any] = {
         "function_call": {"name": name, "args": args, "kwargs": kwargs},
@@ -1210,31 +1210,13 @@ def encode_framed_request(
     The blobs go to the list ``key`` (under the reply prefix), written in the
     same round trip as the request, and expire after ``ttl_ms``. Without
     ``binary``, bytes and arrays are base64 in the JSON, and refused before
-    they are encoded when they would not fit ``max_size``.
+    they are encoded when they would not fit ``max_size``. (A client encodes
+    the request's JSON object, :func:`request_message`, the same two ways.)
     """
-    return encode_framed_message(
-        _request_message(request),
-        binary=binary,
-        max_size=max_size,
-        max_blob_size=max_blob_size,
-        key=key,
-        ttl_ms=ttl_ms,
-    )
-
-
-def encode_framed_message(
-    message: dict[str, Any],
-    *,
-    binary: bool,
-    max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-    max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
-    key: str,
-    ttl_ms: int,
-) -> bytes:
-    """:func:`encode_framed_request` of a request's JSON object (:func:`request_message`)."""
-    data = _plain_dumps(message)
+    message = _request_message(request)
+    data = encode_plain_message(message)
     if data is not None:
-        return data  # JSON's own types only: no blobs, nothing to tag (most calls)
+        return data
     return encode_blobbed_message(message, binary, max_size, max_blob_size, key, ttl_ms)
 
 
@@ -1246,7 +1228,7 @@ works out the blob list's key and lifetime only for the messages that may need t
 """
 
 
-def encode_blobbed_message(  # noqa: PLR0917 - positional, as encode_framed_message's rare route
+def encode_blobbed_message(  # noqa: PLR0917 - positional: a client's call
     message: dict[str, Any],
     binary: bool,
     max_size: int,
@@ -1254,7 +1236,10 @@ def encode_blobbed_message(  # noqa: PLR0917 - positional, as encode_framed_mess
     key: str,
     ttl_ms: int,
 ) -> bytes:
-    """:func:`encode_framed_message` of a message :func:`encode_plain_message` refused."""
+    """A message :func:`encode_plain_message` refused: bytes and arrays as blobs with ``binary``.
+
+    See :func:`encode_framed_request` for the arguments.
+    """
     with _sending(binary, max_blob_size if binary else max_size) as blobs:
         data = _dumps(message)
     if not blobs:
