@@ -384,7 +384,9 @@ def _read_direct(parser: Any, wait: float | None, gather: bool = False) -> Any:
         raise reply  # e.g. LOADING: Redis is starting
     if _Push is not None and isinstance(reply, _Push):  # RESP3: not a reply to us
         parser.handle_push_response(reply)
-        return _read_direct(parser, wait, gather)
+        # The push may have brought part of the reply: what is left of the exchange may
+        # be under the raised mark, so the reply's own reads take any byte.
+        return _read_direct(parser, wait)
     return reply
 
 
