@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import errno
 import importlib.util
 import math
@@ -196,12 +197,17 @@ def test_replies_read_directly_equal_redis_pys_reading(r: redis.Redis, redis_url
     transport.close()
 
 
-def test_a_forked_child_opens_its_own_connections(redis_url: str):
-    """After fork the child never writes on its parent's sockets; both keep working."""
+@pytest.mark.parametrize("fork", ["os.fork", "fork from C"])
+def test_a_forked_child_opens_its_own_connections(redis_url: str, fork: str):
+    """After fork the child never writes on its parent's sockets; both keep working.
+
+    Also after a fork that runs no Python fork hooks (as uWSGI's prefork
+    workers are made by default): libc's fork, called through ctypes.
+    """
     transport = Transport.of(redis_url)
     (parent_id,) = transport.execute(("CLIENT", "ID"))
     read_end, write_end = os.pipe()
-    pid = os.fork()
+    pid = os.fork() if fork == "os.fork" else ctypes.CDLL(None).fork()
     if pid == 0:  # the child: report its connection id, then leave at once
         try:
             (child_id,) = transport.execute(("CLIENT", "ID"))
@@ -443,6 +449,48 @@ def test_after_a_blocking_exchange_a_short_plain_reply_is_read_at_once(
     assert transport.execute(("LLEN", "short2:empty")) == [0]
     assert time.monotonic() - began < 0.5
     assert recording.sock.gettimeout() == 1.0  # type: ignore[attr-defined]
+    transport.close()
+
+
+@NEEDS_HIREDIS
+def test_a_raised_mark_is_lowered_after_the_process_turned_the_mark_off(
+    r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    """A connection left with the mark raised still reads a short reply at once.
+
+    The process turns the mark off when some socket refuses it; sockets that
+    took it keep theirs until it is lowered, which must still happen.
+    """
+    transport, _ = _settings_transport(redis_url, socket_timeout=1.0)
+    r.rpush("off:reply", b"reply")
+    transport.execute(("RPUSH", "off:service", b"x"), ("BLPOP", "off:reply", 1))
+    monkeypatch.setattr(wire, "_LOW_WATER", [False])  # another socket refused it
+    assert transport.execute(("LLEN", "off:empty")) == [0]
+    transport.close()
+
+
+class _UnlowerableSocket(_SettingsSocket):
+    """A socket that took the raised mark, and then refuses to have it lowered (it broke)."""
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        if option == socket.SO_RCVLOWAT and value == 1:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        super().setsockopt(level, option, value)
+
+
+@NEEDS_HIREDIS
+def test_a_mark_that_cannot_be_lowered_fails_the_exchange_at_once(r: redis.Redis, redis_url: str):
+    """Not after the socket timeout: the read would wait for bytes that may never come."""
+    transport, recording = _settings_transport(redis_url, socket_timeout=5.0)
+    parser = transport_module._direct(transport._idle[0])
+    parser._sock = _UnlowerableSocket(recording.sock)
+    r.rpush("unlow:reply", b"reply")
+    transport.execute(("RPUSH", "unlow:service", b"x"), ("BLPOP", "unlow:reply", 1))
+    began = time.monotonic()
+    with pytest.raises(RedisConnectionError, match="Invalid argument"):
+        transport.execute(("LLEN", "unlow:empty"))
+    assert time.monotonic() - began < 2.0
+    assert transport.execute(("LLEN", "unlow:empty")) == [0]  # on a new connection
     transport.close()
 
 

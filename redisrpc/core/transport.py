@@ -94,12 +94,6 @@ __all__ = [
 ]
 
 
-_forks = [0]
-"""Forks between the first process and this one: a transport notices a fork with no
-``getpid`` system call per exchange (a child counts one more than its parent)."""
-if hasattr(os, "register_at_fork"):  # not on Windows, which has no fork
-    os.register_at_fork(after_in_child=lambda: _forks.__setitem__(0, _forks[0] + 1))
-
 # Connection settings that belong to one pool instance and must not be copied.
 _POOL_PRIVATE_KWARGS = frozenset({"maint_notifications_pool_handler", "retry", "retry_on_error"})
 
@@ -228,7 +222,7 @@ class Transport:
         self._idle: list[AbstractConnection] = []
         self._made: weakref.WeakSet[AbstractConnection] = weakref.WeakSet()
         self._made_lock = threading.Lock()
-        self._forks = _forks[0]
+        self._pid = os.getpid()
         self._skips: bool | None = None  # does this Redis honour CLIENT REPLY SKIP? (probed)
         self._marker = b"redisrpc-" + os.urandom(8).hex().encode()  # ends a quiet exchange
         self._echo = _pack_python(("ECHO", self._marker))  # packed once: sent after every one
@@ -332,9 +326,11 @@ class Transport:
         The verdict is taken once per exchange, after any reconnect (which
         gives the parser a new reader and socket).
         """
-        if self._forks != _forks[0]:
+        # getpid, not a counter bumped by os.register_at_fork: a fork that runs no Python
+        # hooks (uWSGI's prefork workers by default, a fork from C) must be noticed too.
+        if self._pid != os.getpid():
             # A forked child must not share its parent's sockets; the parent keeps them.
-            self._idle, self._made, self._forks = [], weakref.WeakSet(), _forks[0]
+            self._idle, self._made, self._pid = [], weakref.WeakSet(), os.getpid()
             self._made_lock = threading.Lock()  # another thread may have held it at the fork
         try:
             conn = self._idle.pop()

@@ -15,8 +15,8 @@ replies are then read back in order. Here are its parts, below any pool:
   connection with one ``poll``. Setting a socket's timeout or low-water mark
   is a system call each, so the direct path leaves both in place for the next
   exchange, which usually wants the same (:func:`_wait_at_most`,
-  :func:`_gathering`): a call costs its client and its server a poll, a send
-  and a receive each (CPython polls before each of the two);
+  :func:`_gathering`): a call's exchange costs its client and its server a
+  send and a receive, each with the ``poll`` CPython makes before it;
 * writes and whole exchanges: :func:`_send`, :func:`_exchange` and
   :func:`_exchange_quietly`.
 
@@ -322,6 +322,8 @@ def _gathering(parser: Any, sock: Any, gather: bool) -> bool:
 
     A call's exchange usually arrives whole in its first read, so the mark
     raised for it is still right for the next call's: no system call either way.
+    A raised mark that cannot be lowered (the socket broke) raises redis-py's
+    ConnectionError: a read must not wait for bytes that may never come.
     """
     raised = getattr(parser, _RAISED, None) is sock
     if gather == raised:
@@ -329,7 +331,11 @@ def _gathering(parser: Any, sock: Any, gather: bool) -> bool:
     if gather:
         raised = _low_water(sock, _WAKE_BYTES)
     else:
-        _low_water(sock, 1)
+        try:  # whatever _LOW_WATER says now: this socket took the mark, so it has one
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+        except OSError as exc:
+            raise rexc.ConnectionError(f"Error while reading from socket: {exc}") from exc
+        raised = False
     setattr(parser, _RAISED, sock if raised else None)
     return raised
 
