@@ -514,6 +514,19 @@ def test_a_large_write_waits_the_socket_timeout(r: redis.Redis, redis_url: str):
     transport.close()
 
 
+@NEEDS_HIREDIS
+def test_a_write_after_a_pop_with_no_time_limit_waits_the_socket_timeout(
+    r: redis.Redis, redis_url: str
+):
+    """A pop with no time limit leaves no limit on the socket: the next write gets its own."""
+    transport, recording = _settings_transport(redis_url, socket_timeout=7.0)
+    r.rpush("forever:reply", b"reply")
+    transport.execute(("RPUSH", "forever:service", b"x"), ("BLPOP", "forever:reply", 0))
+    transport.execute(("RPUSH", "forever:service", b"y"))
+    assert recording.write_timeouts[1] == 7.0
+    transport.close()
+
+
 @pytest.mark.parametrize("read_path", READ_PATHS)
 def test_a_block_longer_than_the_socket_timeout_is_waited_for(
     r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch, read_path: str

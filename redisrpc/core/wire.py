@@ -539,14 +539,16 @@ def _may_write_now(sock: Any, size: int, parser: Any) -> bool:
     """Whether a write of ``size`` bytes may wait as long as the socket's timeout as it is.
 
     A small write waits only while Redis reads nothing at all, so any timeout
-    of a second or more (the last blocking pop's wait, usually) bounds it well
-    enough, with no system call to set one; a large write gets the socket timeout.
+    from a second up to the socket timeout (the last blocking pop's wait,
+    usually) bounds it well enough, with no system call to set one; a large
+    write, or one after a longer wait (a pop with no time limit), gets the
+    socket timeout.
     """
     have: float | None = sock.gettimeout()
     want: float | None = parser._socket_timeout
     if have is None or want is None or size > _SMALL_WRITE:
         return have == want
-    return have >= min(want, _WRITE_WAIT)
+    return min(want, _WRITE_WAIT) <= have <= want
 
 
 _SENT = "_redisrpc_sent"
