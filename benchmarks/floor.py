@@ -17,17 +17,19 @@ run. It reads replies with its own few lines of RESP, so it needs no parser.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import socket
 import statistics
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import redis
 
 from .run import redis_server
 
-__all__ = ["main"]
+__all__ = ["exchange", "floor_server", "main"]
 
 _SKIP = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$4\r\nSKIP\r\n"
 MODES = {"acknowledged": (False, False), "server skips": (False, True), "both skip": (True, True)}
@@ -94,24 +96,45 @@ def _serve(port: int, skip: bool, ready: Any) -> None:
         reply = (_SKIP if skip else b"") + _pack("RPUSH", b"floor:" + popped[1], popped[1])
 
 
+def exchange(conn: _Conn, key: bytes, client_skips: bool) -> None:
+    """One call: push ``key`` as the request, with the wait for its reply, and read it."""
+    conn.sock.sendall(
+        (_SKIP if client_skips else b"")
+        + _pack("RPUSH", "floor", key)
+        + _pack("BLPOP", b"floor:" + key, 5)
+    )
+    if not client_skips:
+        conn.read()  # the request push's acknowledgement
+    conn.read()
+
+
+@contextlib.contextmanager
+def floor_server(port: int, server_skips: bool) -> Iterator[Any]:
+    """The serving side in a process of its own, stopped (by a "stop" request) on exit."""
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    server = context.Process(target=_serve, args=(port, server_skips, ready))
+    server.start()
+    try:
+        ready.wait(30)
+        yield server
+    finally:
+        conn = _Conn(port)
+        conn.sock.sendall(_pack("RPUSH", "floor", "stop"))
+        conn.read()
+        conn.sock.close()
+        server.join(30)
+
+
 def _exchange(port: int, skip: bool, calls: int) -> float:
     """p50 seconds of ``calls`` request/reply exchanges, one after another."""
     conn = _Conn(port)
     times = []
     for i in range(calls):
         began = time.perf_counter()
-        key = b"%d" % i
-        conn.sock.sendall(
-            (_SKIP if skip else b"")
-            + _pack("RPUSH", "floor", key)
-            + _pack("BLPOP", b"floor:" + key, 5)
-        )
-        if not skip:
-            conn.read()  # the request push's acknowledgement
-        conn.read()
+        exchange(conn, b"%d" % i, skip)
         times.append(time.perf_counter() - began)
-    conn.sock.sendall(_pack("RPUSH", "floor", "stop"))
-    conn.read()
+    conn.sock.close()
     return statistics.median(times[calls // 10 :])
 
 
@@ -142,18 +165,13 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, list[float]] = {name: [] for name in ["raw PING", "redis-py PING", *MODES]}
     with redis_server() as url:
         port = redis.Redis.from_url(url).connection_pool.connection_kwargs["port"]
-        context = multiprocessing.get_context("spawn")
         for _ in range(args.repeat):
             raw, py = _pings(port, args.calls)
             results["raw PING"].append(raw)
             results["redis-py PING"].append(py)
             for name, (client_skips, server_skips) in MODES.items():
-                ready = context.Event()
-                server = context.Process(target=_serve, args=(port, server_skips, ready))
-                server.start()
-                ready.wait(30)
-                results[name].append(_exchange(port, client_skips, args.calls))
-                server.join(30)
+                with floor_server(port, server_skips):
+                    results[name].append(_exchange(port, client_skips, args.calls))
     medians = {name: statistics.median(values) * 1e6 for name, values in results.items()}
     print(f"medians of {args.repeat} runs of {args.calls} exchanges")
     print("| exchange | p50 µs | / raw PING | / redis-py PING |")

@@ -142,12 +142,21 @@ def redis_server() -> Iterator[str]:
 @contextlib.contextmanager
 def servers(kind: str, count: int = 1, **options: Any) -> Iterator[list[str]]:
     """Start ``count`` server processes of ``kind``; yield their ``ready`` lines' payloads."""
+    with server_processes(kind, count, **options) as started:
+        yield [info for _, info in started]
+
+
+@contextlib.contextmanager
+def server_processes(
+    kind: str, count: int = 1, **options: Any
+) -> Iterator[list[tuple[subprocess.Popen[str], str]]]:
+    """Like :func:`servers`, yielding each process with its payload (for its pid)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     args = [sys.executable, "-m", "benchmarks.serve", kind]
     for key, value in options.items():
         args += [f"--{key}", str(value)]
-    procs = []
+    procs: list[subprocess.Popen[str]] = []
     try:
         for _ in range(count):
             procs.append(
@@ -167,7 +176,7 @@ def servers(kind: str, count: int = 1, **options: Any) -> Iterator[list[str]]:
             if not line or line[0] != "ready":
                 raise RuntimeError(f"benchmark server {kind} did not start")
             infos.append(" ".join(line[1:]))
-        yield infos
+        yield list(zip(procs, infos, strict=True))
     finally:
         for proc in procs:
             with contextlib.suppress(OSError):

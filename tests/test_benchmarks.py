@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import subprocess
+import sys
 
 import pytest
 from conftest import PYTHON, ROOT, python_env
@@ -83,3 +84,22 @@ def test_cpu_benchmark_prints_each_sides_cpu_per_call():
         line = next((line for line in out.splitlines() if line.startswith(name)), None)
         assert line is not None and line.endswith("µs CPU per call"), out
         assert float(line.split()[1]) > 0, out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="it reads /proc")
+def test_account_benchmark_charges_each_process_its_cpu(redis_url):
+    """`python -m benchmarks.account` (a tiny run) charges CPU to the processes each call used."""
+    out = run_module("benchmarks.account", "--calls", "200", "--repeat", "1", timeout=180)
+    rows = {
+        line.split("|")[1].strip(): [cell.strip() for cell in line.split("|")[2:-1]]
+        for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| measurement")
+    }
+    # p50, client, server, Redis, all: a PING uses no server; a brokered call uses all three.
+    assert rows["redis-py PING"][2] == ""
+    for name in ("floor (bare exchange, server skips)", "redisrpc sync call"):
+        p50, client, server, redis_cpu, total = (float(cell) for cell in rows[name][:5])
+        assert min(p50, client, server, redis_cpu) > 0, out
+        assert total == pytest.approx(client + server + redis_cpu, abs=2), out
+    if importlib.util.find_spec("Pyro5") is not None:
+        assert rows["Pyro5 call"][3] == "" and rows["Pyro5 call"][5] == "1.00", out
