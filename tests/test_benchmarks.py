@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
 import pytest
+import redis
 from conftest import PYTHON, ROOT, python_env
 
 
@@ -103,3 +105,13 @@ def test_account_benchmark_charges_each_process_its_cpu(redis_url):
         assert total == pytest.approx(client + server + redis_cpu, abs=2), out
     if importlib.util.find_spec("Pyro5") is not None:
         assert rows["Pyro5 call"][3] == "" and rows["Pyro5 call"][5] == "1.00", out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="it reads /proc")
+def test_account_charges_redis_only_when_it_runs_here(redis_url):
+    """Redis's CPU is read only from a local redis-server (REDIS_URL may name another host)."""
+    account = pytest.importorskip("benchmarks.account")
+    pid = int(redis.Redis.from_url(redis_url).info("server")["process_id"])
+    assert account._local_redis(pid) == {"redis": pid}
+    assert account._local_redis(os.getpid()) == {}  # a process that is not Redis
+    assert account._local_redis(2**22 + 7) == {}  # no such process
