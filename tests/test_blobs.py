@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 import redisrpc
 from redisrpc.client.proxy import ProxyState
@@ -266,3 +269,23 @@ def test_blobs_and_handles_travel_in_one_reply(r, serve):
     got = mixed.both()
     assert np.array_equal(got["trace"], np.arange(5, dtype="<f4")) and got["raw"] == b"\x01\x02"
     assert got["thing"].name() == "opaque"
+
+
+def test_a_request_whose_blobs_are_gone_gets_its_protocol_error_not_a_timeout(r, serve):
+    # The request waits with no server; its blob list expires; then a server takes it.
+    store = redisrpc.Client(r, "store", timeout=10, describe=False)
+    redisrpc.client.sync.state_of(store).description = {"protocol": 4}
+
+    def expire_then_serve() -> None:
+        wait_for(lambda: r.llen("store") == 1, message="request not pushed")
+        assert r.delete(*r.keys("store:rpc:*:blobs")) == 1
+        serve(Store(), "store")
+
+    helper = threading.Thread(target=expire_then_serve, daemon=True)
+    helper.start()
+    began = time.monotonic()
+    # The server's error reply must reach the caller (it names the call), not be ignored.
+    with pytest.raises(redisrpc.ProtocolError, match="blob"):
+        store._rpc_call("echo", (b"abc",), {})
+    assert time.monotonic() - began < 5
+    helper.join(10)

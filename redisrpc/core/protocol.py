@@ -87,6 +87,7 @@ __all__ = [
     "reply_queue_prefix",
     "request_message",
     "running_key",
+    "salvage_id",
     "salvage_response_queue",
 ]
 
@@ -606,6 +607,26 @@ def salvage_response_queue(raw: bytes, queue: str) -> str | None:
         candidate = candidate[: head[at - 1]]
     text = candidate.decode("ascii")
     return text if len(text) > len(prefix) else None
+
+
+def salvage_id(raw: bytes, max_size: int) -> str | None:
+    """The call id of a request that could not be decoded, or None.
+
+    A caller of protocol 2 or later takes only replies that carry its call's
+    id, so an error reply without it (a request whose blobs expired or were
+    refused, a malformed tagged value) would leave it waiting for its timeout.
+    The JSON is parsed again with no tagged value resolved, only when it is
+    within ``max_size`` (a message refused for its size is never parsed).
+    """
+    if len(raw) > max_size:
+        return None
+    try:
+        # A view: orjson refuses a bytes subclass (a request that came with blobs is one).
+        message = _orjson.loads(memoryview(raw)) if _orjson is not None else json.loads(raw)
+    except (ValueError, RecursionError):  # orjson.JSONDecodeError is a ValueError
+        return None
+    found = message.get("id") if isinstance(message, dict) else None
+    return found if isinstance(found, str) and len(found) <= 128 else None
 
 
 # Digits become "0" (a run of _LONG_NUMBER of them: a long number) and "{" becomes "[",

@@ -54,6 +54,7 @@ from ..core.protocol import (
     encode_reply_with,
     encode_value_reply,
     is_valid_name,
+    salvage_id,
     salvage_response_queue,
 )
 from ..errors import MessageTooLargeError, RedisRPCError
@@ -458,7 +459,10 @@ class Dispatcher:
             if queue is None:
                 return None, None
             error = ErrorInfo(OWN_ERROR_PREFIX + kind, str(exc), server=self.ident)
-            return queue, encode_reply(Reply(error=error))
+            # With the request's id where it can be read: its caller takes no reply without.
+            too_large = isinstance(exc, MessageTooLargeError)
+            call_id = None if too_large else salvage_id(raw, self.max_message_size)
+            return queue, encode_reply(Reply(error=error, id=call_id))
         queue = request.response_queue
         late_ms = self._late_ms(request, now_ms)
         if late_ms > 0:
