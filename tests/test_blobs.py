@@ -289,3 +289,12 @@ def test_a_request_whose_blobs_are_gone_gets_its_protocol_error_not_a_timeout(r,
         store._rpc_call("echo", (b"abc",), {})
     assert time.monotonic() - began < 5
     helper.join(10)
+
+
+def test_stream_items_honour_the_servers_max_blob_size(r, serve):
+    serve(Camera(), "cam", max_blob_size=1000)
+    cam = redisrpc.Client(r, "cam")
+    # The stream fails on its first item, as a reply over the limit would.
+    with pytest.raises(redisrpc.RedisRPCError, match="limit of 1000"):
+        list(cam.frames(2))  # 8192 bytes of blobs an item
+    assert r.keys("cam:rpc:*") == []

@@ -38,6 +38,8 @@ from ..core.clock import local_seconds
 from ..core.plan import NOW, Plan
 from ..core.protocol import (
     BLOB_VERSION,
+    DEFAULT_MAX_BLOB_SIZE,
+    DEFAULT_MAX_MESSAGE_SIZE,
     INTERIM_VERSION,
     Framed,
     Request,
@@ -164,9 +166,14 @@ class CallContext:
         reply_ttl_ms: int,
         on_cancel: Callable[[], Any] | None = None,
         watcher: Watcher | None = None,
+        max_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_blob_size: int = DEFAULT_MAX_BLOB_SIZE,
     ) -> None:
         self.transport = transport
         self.watcher = watcher
+        # The server's limits: a streamed item is held to them as its final reply is.
+        self.max_size = max_size
+        self.max_blob_size = max_blob_size
         self.request = request
         self.service = service
         self.instance = instance
@@ -278,7 +285,15 @@ class CallContext:
                     return True, stop.value
                 waited = 0.0
                 binary = self.request.protocol >= BLOB_VERSION
-                length = self._push(encode_framed_item(self.request.id, item, binary=binary))
+                length = self._push(
+                    encode_framed_item(
+                        self.request.id,
+                        item,
+                        binary=binary,
+                        max_size=self.max_size,
+                        max_blob_size=self.max_blob_size,
+                    )
+                )
                 while length > STREAM_WINDOW:  # the caller is behind: wait for it to read
                     if self.cancel.wait(0.01 if waited < 0.1 else 0.05):
                         return False, None

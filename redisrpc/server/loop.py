@@ -339,6 +339,8 @@ class Server:
             self.reply_ttl_ms,
             hook if callable(hook) else None,
             self.watcher,
+            self.max_message_size,
+            self.max_blob_size,
         )
 
     def _lock_refusal(
