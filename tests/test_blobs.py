@@ -298,3 +298,36 @@ def test_stream_items_honour_the_servers_max_blob_size(r, serve):
     with pytest.raises(redisrpc.RedisRPCError, match="limit of 1000"):
         list(cam.frames(2))  # 8192 bytes of blobs an item
     assert r.keys("cam:rpc:*") == []
+
+
+class Buffer:
+    """Returns its one frame buffer, refilled by each call (as many cameras do)."""
+
+    def __init__(self) -> None:
+        self.frame = np.zeros(16)
+
+    def snap(self, i: int) -> Any:
+        self.frame[:] = i
+        return self.frame
+
+
+def test_each_reply_holds_the_array_as_returned_even_when_the_next_call_changes_it(r, serve):
+    # A backlog is served in batches: the replies of a batch are pushed after all its calls ran.
+    for i in range(100):
+        message = {
+            "function_call": {"name": "snap", "args": [i]},
+            "response_queue": f"buf:rpc:{i}",
+            "protocol": 4,
+            "id": str(i),
+        }
+        r.rpush("buf", json.dumps(message))
+    serve(Buffer(), "buf")
+    got = []
+    for i in range(100):
+        popped = r.blpop([f"buf:rpc:{i}"], timeout=10)
+        assert popped is not None
+        messages, missing = framed([popped[1]])
+        messages, _ = framed([popped[1], *r.lpop(f"buf:rpc:{i}", missing)])
+        got.append(decode_reply(messages[0]).value)
+    assert [int(frame[0]) for frame in got] == list(range(100))
+    assert all((frame == frame[0]).all() for frame in got)

@@ -122,6 +122,18 @@ def _reply_commands(pending: list[tuple[str, bytes]], ttl_ms: int) -> list[tuple
     return commands
 
 
+def _detach(data: bytes) -> None:
+    """Give a reply not sent yet blobs of its own, before another call of its batch runs.
+
+    A reply's blobs are views of the arrays and buffers the call returned
+    (no copy, see :mod:`redisrpc.core.protocol`), and a batch's replies are
+    pushed after all its calls ran: a later call that refills the buffer an
+    earlier one returned (a camera's frame) would change that earlier reply.
+    """
+    if isinstance(data, Framed):
+        data.blobs = [bytes(blob) for blob in data.blobs]
+
+
 class Server:
     """Serve ``obj`` on the Redis list ``name``.
 
@@ -474,6 +486,8 @@ class Server:
         while True:
             handled = len(popped)
             for raw in popped:
+                if pending:
+                    _detach(pending[-1][1])  # the next call may change what it shows
                 with busy:  # the poller reads watched members between calls
                     queue, data = self.handle(raw, prefetched)
                 if queue is not None and data is not None:
