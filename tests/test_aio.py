@@ -14,7 +14,10 @@ from servable import Thing
 
 import redisrpc
 from redisrpc.aio import AsyncClient, set_property
-from redisrpc.core.protocol import Reply, decode_request
+from redisrpc.client.aio import Multiplexer
+from redisrpc.core.plan import Send
+from redisrpc.core.protocol import Framed, Reply, decode_request, encode_framed_reply
+from redisrpc.errors import RedisConnectionError
 from redisrpc.testing import wait_for_async
 
 
@@ -413,3 +416,36 @@ def test_non_registering_service_is_never_declared_gone(r, redis_url, serve, pat
             _assert_path(proxy, path)
 
     assert asyncio.run(main()) == 7
+
+
+class _CutBatchIO:
+    """The reader's first pop takes a whole reply to ``a``, then one to ``b`` whose blob the
+    batch cut off; taking that blob fails (the connection went away between the two)."""
+
+    def __init__(self) -> None:
+        whole = encode_framed_reply(Reply(value="for a", id="a"), binary=True)
+        cut = encode_framed_reply(Reply(value=b"blob of b", id="b"), binary=True)
+        assert isinstance(cut, Framed)
+        self.batch: list[Any] | None = [[b"q", whole], [bytes(cut)]]
+
+    async def step(self, commands: Any) -> list[Any]:
+        if commands[-1][0] == "RPUSH":
+            return [1]
+        if commands[0][0] == "BLPOP":
+            batch, self.batch = self.batch, None
+            if batch is not None:
+                return batch
+            await asyncio.sleep(0.01)  # nothing more came
+            return [None, None]
+        raise RedisConnectionError("Redis went away")  # the LPOP of b's blob
+
+
+def test_whole_replies_of_a_batch_are_delivered_when_taking_a_cut_off_blob_fails():
+    async def main() -> Any:
+        mux = Multiplexer(_CutBatchIO(), "svc", "q", max_size=1000)  # type: ignore[arg-type]
+        try:
+            return await mux.step(Send("svc", b"{}", "q", "a", 5.0))
+        finally:
+            mux.forget("a")
+
+    assert asyncio.run(main()).value == "for a"  # it came whole: a later failure must not lose it

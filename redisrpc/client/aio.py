@@ -314,9 +314,17 @@ class Multiplexer:
             self.reader = None
 
     async def _framed(self, elements: list[bytes]) -> list[bytes]:
-        """The messages among popped ``elements``, each with its blobs (one RPUSH wrote them)."""
+        """The messages among popped ``elements``, each with its blobs (one RPUSH wrote them).
+
+        Whole messages before one whose blobs the batch cut off are delivered
+        at once; the rest (that one) is returned.
+        """
         messages, missing = framed(elements)
         if missing:
+            # The whole messages first: failing to take the rest must not lose them.
+            for raw in messages[:-1]:
+                self._deliver(raw)
+            del messages[:-1]
             (rest,) = await self.transport.step((("LPOP", self.reply_queue, missing),))
             last = messages[-1]
             if isinstance(last, Framed):
@@ -374,6 +382,9 @@ class Multiplexer:
                 box.items.popleft()
         messages, missing = framed(more or [])
         if missing:
+            for raw in messages[:-1]:  # the whole ones first (see _framed)
+                self._deliver(raw)
+            del messages[:-1]
             (rest,) = yield (("LPOP", self.reply_queue, missing),)
             last = messages[-1]
             if isinstance(last, Framed):

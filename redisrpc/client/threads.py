@@ -182,6 +182,10 @@ class ThreadMultiplexer:
                 )
                 messages, missing = framed(([blocked[1]] if blocked else []) + (more or []))
                 if missing:
+                    # The whole messages first: failing to take the rest must not lose them.
+                    for raw in messages[:-1]:
+                        self._deliver(raw)
+                    del messages[:-1]
                     (rest,) = self.transport.execute(("LPOP", self.reply_queue, missing))
                     last = messages[-1]
                     if isinstance(last, Framed):
