@@ -30,6 +30,9 @@ class Worker:
     def fail(self, i: int) -> None:
         raise ValueError(f"no {i}")
 
+    def counted(self, n: int) -> Any:
+        return iter(range(n))  # an iterator, not a generator function: not described as a stream
+
 
 def _run_threads(count: int, target: Any) -> list[Any]:
     results: list[Any] = [None] * count
@@ -95,6 +98,27 @@ def test_a_multiplexed_call_waits_while_others_complete(r, serve):
     worker.gate.set()
     blocker.join(10)
     assert slow == ["open"]
+
+
+def test_a_stream_through_the_multiplexer_leaves_no_box_and_no_reader_behind(r, serve):
+    worker = Worker()
+    serve(worker, "work", workers=4)
+    work = redisrpc.Client(r, "work")
+    slow: list[Any] = []
+    blocker = threading.Thread(target=lambda: slow.append(work.wait_gate()))
+    blocker.start()
+    channels = redisrpc.client.sync.state_of(work).channels
+    wait_for(lambda: "threads" in channels and len(channels["threads"].calls) == 1)
+    assert list(work.counted(3)) == [0, 1, 2]  # multiplexed: another call is in flight
+    closed = work.counted(100)
+    assert next(closed) == 0
+    closed.close()
+    worker.gate.set()
+    blocker.join(10)
+    assert slow == ["open"]
+    mux = channels["threads"].mux
+    assert mux.boxes == {}
+    wait_for(lambda: mux.reader is None, message="the reader still runs")
 
 
 def test_multiplexed_calls_time_out_and_are_withdrawn(r):
