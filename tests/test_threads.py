@@ -121,6 +121,50 @@ def test_a_stream_through_the_multiplexer_leaves_no_box_and_no_reader_behind(r, 
     wait_for(lambda: mux.reader is None, message="the reader still runs")
 
 
+class _ReaderDropsOnce:
+    """A real transport whose reader loses its connection once, just after a reply arrived."""
+
+    def __init__(self, real: Any, reply_queue: str) -> None:
+        self.real = real
+        self.reply_queue = reply_queue
+        self.armed = True
+
+    def execute(self, *commands: Any, quiet: int = 0) -> Any:
+        if self.armed and commands[0][:2] == ("BLPOP", self.reply_queue):
+            self.armed = False
+            wait_for(lambda: self.real.execute(("LLEN", self.reply_queue))[0] > 0)
+            raise RedisConnectionError("the reader's connection dropped")
+        return self.real.execute(*commands, quiet=quiet)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_reply_left_on_the_shared_list_by_a_failed_reader_is_taken_at_recovery(r, serve):
+    worker = Worker()
+    serve(worker, "work", workers=4)
+    work = redisrpc.Client(r, "work")
+    state = redisrpc.client.sync.state_of(work)
+    flight = state.channels["threads"] = redisrpc.client.threads.Flight()
+    shared = state.reply_prefix + "shared"
+    transport = _ReaderDropsOnce(state.transport, shared)
+    flight.mux = ThreadMultiplexer(transport, state.name, shared, max_size=state.max_size)  # type: ignore[arg-type]
+    slow: list[Any] = []
+    blocker = threading.Thread(target=lambda: slow.append(work.wait_gate()))
+    blocker.start()
+    wait_for(lambda: len(flight.calls) == 1)
+    # Multiplexed; the reply reaches the shared list, then the reader's connection drops.
+    # The connection is back at once: the call's recovery finds its reply (as a call with
+    # a list of its own pops it from that list), instead of failing as lost.
+    try:
+        assert work.ident(1) == [1, None]
+        assert not transport.armed
+    finally:
+        worker.gate.set()
+    blocker.join(10)
+    assert slow == ["open"]
+
+
 def test_multiplexed_calls_time_out_and_are_withdrawn(r):
     # Nothing serves "idle": every overlapping call times out and leaves nothing queued.
     idle = redisrpc.Client(r, "idle", timeout=0.5, describe=False)
