@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from typing import Any
@@ -29,6 +30,15 @@ class Worker:
 
     def fail(self, i: int) -> None:
         raise ValueError(f"no {i}")
+
+    def half_done(self) -> str:
+        redisrpc.progress(1, 2, "half")
+        self.gate.wait(10)
+        return "done"
+
+    def half_then_done(self) -> str:
+        redisrpc.progress(1, 2, "half")
+        return "done"
 
     def counted(self, n: int) -> Any:
         return iter(range(n))  # an iterator, not a generator function: not described as a stream
@@ -122,17 +132,18 @@ def test_a_stream_through_the_multiplexer_leaves_no_box_and_no_reader_behind(r, 
 
 
 class _ReaderDropsOnce:
-    """A real transport whose reader loses its connection once, just after a reply arrived."""
+    """A real transport whose reader loses its connection once, just after messages arrived."""
 
-    def __init__(self, real: Any, reply_queue: str) -> None:
+    def __init__(self, real: Any, reply_queue: str, messages: int) -> None:
         self.real = real
         self.reply_queue = reply_queue
+        self.messages = messages
         self.armed = True
 
     def execute(self, *commands: Any, quiet: int = 0) -> Any:
         if self.armed and commands[0][:2] == ("BLPOP", self.reply_queue):
             self.armed = False
-            wait_for(lambda: self.real.execute(("LLEN", self.reply_queue))[0] > 0)
+            wait_for(lambda: self.real.execute(("LLEN", self.reply_queue))[0] >= self.messages)
             raise RedisConnectionError("the reader's connection dropped")
         return self.real.execute(*commands, quiet=quiet)
 
@@ -140,19 +151,25 @@ class _ReaderDropsOnce:
         return getattr(self.real, name)
 
 
+def _reader_drops_once(work: Any, messages: int = 1) -> tuple[_ReaderDropsOnce, list[Any]]:
+    """Make ``work``'s calls multiplexed (a call waits in a thread until the gate opens),
+    through a transport whose reader fails once ``messages`` reached the shared list."""
+    state = redisrpc.client.sync.state_of(work)
+    flight = state.channels["threads"] = redisrpc.client.threads.Flight()
+    shared = state.reply_prefix + secrets.token_hex(8)  # an earlier test's reader may still pop
+    transport = _ReaderDropsOnce(state.transport, shared, messages)
+    flight.mux = ThreadMultiplexer(transport, state.name, shared, max_size=state.max_size)  # type: ignore[arg-type]
+    slow: list[Any] = []
+    threading.Thread(target=lambda: slow.append(work.wait_gate()), daemon=True).start()
+    wait_for(lambda: len(flight.calls) == 1)
+    return transport, slow
+
+
 def test_a_reply_left_on_the_shared_list_by_a_failed_reader_is_taken_at_recovery(r, serve):
     worker = Worker()
     serve(worker, "work", workers=4)
     work = redisrpc.Client(r, "work")
-    state = redisrpc.client.sync.state_of(work)
-    flight = state.channels["threads"] = redisrpc.client.threads.Flight()
-    shared = state.reply_prefix + "shared"
-    transport = _ReaderDropsOnce(state.transport, shared)
-    flight.mux = ThreadMultiplexer(transport, state.name, shared, max_size=state.max_size)  # type: ignore[arg-type]
-    slow: list[Any] = []
-    blocker = threading.Thread(target=lambda: slow.append(work.wait_gate()))
-    blocker.start()
-    wait_for(lambda: len(flight.calls) == 1)
+    transport, slow = _reader_drops_once(work)
     # Multiplexed; the reply reaches the shared list, then the reader's connection drops.
     # The connection is back at once: the call's recovery finds its reply (as a call with
     # a list of its own pops it from that list), instead of failing as lost.
@@ -161,8 +178,37 @@ def test_a_reply_left_on_the_shared_list_by_a_failed_reader_is_taken_at_recovery
         assert not transport.armed
     finally:
         worker.gate.set()
-    blocker.join(10)
-    assert slow == ["open"]
+    wait_for(lambda: slow == ["open"])
+
+
+def test_a_progress_message_found_at_recovery_is_not_taken_for_the_reply(r, serve):
+    worker = Worker()
+    serve(worker, "work", workers=4)
+    work = redisrpc.Client(r, "work")
+    transport, slow = _reader_drops_once(work)
+    # The reader fails once the call's progress is on the shared list: its recovery finds
+    # that progress, not a reply (the call still runs, and is now marked cancelled).
+    try:
+        with pytest.raises(RedisConnectionError, match="may or may not have been delivered"):
+            work.half_done()
+        assert not transport.armed
+    finally:
+        worker.gate.set()
+    wait_for(lambda: slow == ["open"])
+
+
+def test_a_reply_behind_a_progress_message_is_taken_at_recovery(r, serve):
+    worker = Worker()
+    serve(worker, "work", workers=4)
+    work = redisrpc.Client(r, "work")
+    transport, slow = _reader_drops_once(work, messages=2)
+    # The reader fails once the call's progress and its reply are both on the shared list.
+    try:
+        assert work.half_then_done() == "done"
+        assert not transport.armed
+    finally:
+        worker.gate.set()
+    wait_for(lambda: slow == ["open"])
 
 
 def test_multiplexed_calls_time_out_and_are_withdrawn(r):

@@ -236,7 +236,9 @@ class ThreadMultiplexer:
                 item = box.replies.get_nowait()
             except queue.Empty:
                 break
-            waiting = None if isinstance(item, BaseException) else item
+            # Errors and progress are no reply: the reply may come after them.
+            if not isinstance(item, BaseException) and item.interim != "progress":
+                waiting = item
         return removed, waiting
 
 
