@@ -270,3 +270,25 @@ def test_a_failed_push_is_raised_at_the_calls_send_step():
         mux.step(Send("svc", b"{}", "svc:rpc:shared", "id1", 1.0))
     mux.forget("id1")
     wait_for(lambda: mux.reader is None)
+
+
+def test_ctrl_c_while_the_reader_starts_leaves_later_calls_pushed(monkeypatch):
+    # Ctrl-C lands while a call starts the reader thread (Thread.start waits for it):
+    # the interrupted call gives up, and the calls after it are still pushed.
+    transport = _FakeTransport()
+    transport.gate.set()  # pushes go through at once
+    mux = ThreadMultiplexer(transport, "svc", "svc:rpc:shared", max_size=1000)  # type: ignore[arg-type]
+    start_reader = mux._start_reader
+
+    def interrupted() -> None:
+        monkeypatch.setattr(mux, "_start_reader", start_reader)  # once
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mux, "_start_reader", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mux.step(Send("svc", b"{}", "svc:rpc:shared", "id1", 1.0))
+    mux.forget("id1")
+    assert mux.step(Send("svc", b"{}", "svc:rpc:shared", "id2", 0.05)) is None  # no reply
+    assert transport.pushes == [1]
+    mux.forget("id2")
+    wait_for(lambda: mux.reader is None)

@@ -101,10 +101,12 @@ class ThreadMultiplexer:
         box = _Box()
         with self.lock:
             self.boxes[step.call_id] = box
+            # The reader first: starting it waits for the thread, and Ctrl-C there must not
+            # leave a push claimed that nobody makes (every later call would wait in vain).
+            self._start_reader()
             self.outbox[step.call_id] = step.data
             lead = not self.pushing
             self.pushing = True
-            self._start_reader()
         if lead:
             self._push_all()
         # No wait for the push itself (one wakeup less per call): a failed push
