@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -283,11 +282,10 @@ def test_a_request_whose_blobs_are_gone_gets_its_protocol_error_not_a_timeout(r,
 
     helper = threading.Thread(target=expire_then_serve, daemon=True)
     helper.start()
-    began = time.monotonic()
-    # The server's error reply must reach the caller (it names the call), not be ignored.
+    # The server's error reply must reach the caller (it names the call), not be ignored
+    # until the call times out (which would raise TimeoutException).
     with pytest.raises(redisrpc.ProtocolError, match="blob"):
         store._rpc_call("echo", (b"abc",), {})
-    assert time.monotonic() - began < 5
     helper.join(10)
 
 

@@ -223,6 +223,16 @@ def test_lost_connection_recovers_a_waiting_reply():
     assert finish(plan, (False, encode_reply(Reply(value=3, id="c1")))).value == 3
 
 
+def test_lost_connection_recovering_only_a_progress_message_is_lost():
+    """Recover found the call's progress (it still runs), not its reply: that is no result."""
+    plan, _ = start(make(), Clock())
+    plan.throw(redisrpc.RedisConnectionError("reset"))
+    plan.send(1_000_000)
+    with pytest.raises(redisrpc.RedisConnectionError) as info:
+        plan.send((False, encode_progress("c1", 1, 2, "half")))
+    assert info.value.started is None and "may or may not" in str(info.value)
+
+
 def test_lost_connection_with_the_request_still_queued_never_runs():
     """Recover withdrew the request: RedisConnectionError(started=False)."""
     plan, _ = start(make(), Clock())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from typing import Any
@@ -30,6 +31,18 @@ class Worker:
 
     def fail(self, i: int) -> None:
         raise ValueError(f"no {i}")
+
+    def half_done(self) -> str:
+        redisrpc.progress(1, 2, "half")
+        self.gate.wait(10)
+        return "done"
+
+    def half_then_done(self) -> str:
+        redisrpc.progress(1, 2, "half")
+        return "done"
+
+    def counted(self, n: int) -> Any:
+        return iter(range(n))  # an iterator, not a generator function: not described as a stream
 
 
 def _run_threads(count: int, target: Any) -> list[Any]:
@@ -96,6 +109,107 @@ def test_a_multiplexed_call_waits_while_others_complete(r, serve):
     worker.gate.set()
     blocker.join(10)
     assert slow == ["open"]
+
+
+def test_a_stream_through_the_multiplexer_leaves_no_box_and_no_reader_behind(r, serve):
+    worker = Worker()
+    serve(worker, "work", workers=4)
+    work = redisrpc.Client(r, "work")
+    slow: list[Any] = []
+    blocker = threading.Thread(target=lambda: slow.append(work.wait_gate()))
+    blocker.start()
+    channels = redisrpc.client.sync.state_of(work).channels
+    wait_for(lambda: "threads" in channels and len(channels["threads"].calls) == 1)
+    assert list(work.counted(3)) == [0, 1, 2]  # multiplexed: another call is in flight
+    closed = work.counted(100)
+    assert next(closed) == 0
+    closed.close()
+    worker.gate.set()
+    blocker.join(10)
+    assert slow == ["open"]
+    mux = channels["threads"].mux
+    assert mux.boxes == {}
+    wait_for(lambda: mux.reader is None, message="the reader still runs")
+
+
+class _ReaderDropsOnce:
+    """A real transport whose reader loses its connection once, just after messages arrived."""
+
+    def __init__(self, real: Any, reply_queue: str, messages: int) -> None:
+        self.real = real
+        self.reply_queue = reply_queue
+        self.messages = messages
+        self.armed = True
+
+    def execute(self, *commands: Any, quiet: int = 0) -> Any:
+        if self.armed and commands[0][:2] == ("BLPOP", self.reply_queue):
+            self.armed = False
+            wait_for(lambda: self.real.execute(("LLEN", self.reply_queue))[0] >= self.messages)
+            raise RedisConnectionError("the reader's connection dropped")
+        return self.real.execute(*commands, quiet=quiet)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def _reader_drops_once(work: Any, messages: int = 1) -> tuple[_ReaderDropsOnce, list[Any]]:
+    """Make ``work``'s calls multiplexed (a call waits in a thread until the gate opens),
+    through a transport whose reader fails once ``messages`` reached the shared list."""
+    state = redisrpc.client.sync.state_of(work)
+    flight = state.channels["threads"] = redisrpc.client.threads.Flight()
+    shared = state.reply_prefix + secrets.token_hex(8)  # an earlier test's reader may still pop
+    transport = _ReaderDropsOnce(state.transport, shared, messages)
+    flight.mux = ThreadMultiplexer(transport, state.name, shared, max_size=state.max_size)  # type: ignore[arg-type]
+    slow: list[Any] = []
+    threading.Thread(target=lambda: slow.append(work.wait_gate()), daemon=True).start()
+    wait_for(lambda: len(flight.calls) == 1)
+    return transport, slow
+
+
+def test_a_reply_left_on_the_shared_list_by_a_failed_reader_is_taken_at_recovery(r, serve):
+    worker = Worker()
+    serve(worker, "work", workers=4)
+    work = redisrpc.Client(r, "work")
+    transport, slow = _reader_drops_once(work)
+    # Multiplexed; the reply reaches the shared list, then the reader's connection drops.
+    # The connection is back at once: the call's recovery finds its reply (as a call with
+    # a list of its own pops it from that list), instead of failing as lost.
+    try:
+        assert work.ident(1) == [1, None]
+        assert not transport.armed
+    finally:
+        worker.gate.set()
+    wait_for(lambda: slow == ["open"])
+
+
+def test_a_progress_message_found_at_recovery_is_not_taken_for_the_reply(r, serve):
+    worker = Worker()
+    serve(worker, "work", workers=4)
+    work = redisrpc.Client(r, "work")
+    transport, slow = _reader_drops_once(work)
+    # The reader fails once the call's progress is on the shared list: its recovery finds
+    # that progress, not a reply (the call still runs, and is now marked cancelled).
+    try:
+        with pytest.raises(RedisConnectionError, match="may or may not have been delivered"):
+            work.half_done()
+        assert not transport.armed
+    finally:
+        worker.gate.set()
+    wait_for(lambda: slow == ["open"])
+
+
+def test_a_reply_behind_a_progress_message_is_taken_at_recovery(r, serve):
+    worker = Worker()
+    serve(worker, "work", workers=4)
+    work = redisrpc.Client(r, "work")
+    transport, slow = _reader_drops_once(work, messages=2)
+    # The reader fails once the call's progress and its reply are both on the shared list.
+    try:
+        assert work.half_then_done() == "done"
+        assert not transport.armed
+    finally:
+        worker.gate.set()
+    wait_for(lambda: slow == ["open"])
 
 
 def test_multiplexed_calls_time_out_and_are_withdrawn(r):
@@ -188,4 +302,26 @@ def test_whole_replies_of_a_batch_are_delivered_when_taking_a_cut_off_blob_fails
         assert reply.value == "for a"  # it came whole: a failure after it must not lose it
     finally:
         mux.forget("a")
+    wait_for(lambda: mux.reader is None)
+
+
+def test_ctrl_c_while_the_reader_starts_leaves_later_calls_pushed(monkeypatch):
+    # Ctrl-C lands while a call starts the reader thread (Thread.start waits for it):
+    # the interrupted call gives up, and the calls after it are still pushed.
+    transport = _FakeTransport()
+    transport.gate.set()  # pushes go through at once
+    mux = ThreadMultiplexer(transport, "svc", "svc:rpc:shared", max_size=1000)  # type: ignore[arg-type]
+    start_reader = mux._start_reader
+
+    def interrupted() -> None:
+        monkeypatch.setattr(mux, "_start_reader", start_reader)  # once
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(mux, "_start_reader", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mux.step(Send("svc", b"{}", "svc:rpc:shared", "id1", 1.0))
+    mux.forget("id1")
+    assert mux.step(Send("svc", b"{}", "svc:rpc:shared", "id2", 0.05)) is None  # no reply
+    assert transport.pushes == [1]
+    mux.forget("id2")
     wait_for(lambda: mux.reader is None)

@@ -68,10 +68,22 @@ class RemoteStream(_Base):
     """The items of a remote generator, for a ``for`` loop."""
 
     def __init__(
-        self, state: Any, call: Call, first: Reply, run: Callable[[Plan[Any]], Any]
+        self,
+        state: Any,
+        call: Call,
+        first: Reply,
+        run: Callable[[Plan[Any]], Any],
+        finished: Callable[[], None] | None = None,
     ) -> None:
         super().__init__(state, call, first)
         self._run = run
+        # A multiplexed stream's items come through the proxy's shared reply list:
+        # its slot there is released when the stream ends, however it ends.
+        self._release = finished
+
+    def _finished(self) -> None:
+        if self._release is not None:
+            self._release()
 
     def __iter__(self) -> RemoteStream:
         return self
@@ -86,6 +98,7 @@ class RemoteStream(_Base):
                 reply = self._run(self._next_plan())
             except BaseException:
                 self.done = True
+                self._finished()
                 raise
         return self._take(reply)
 
@@ -93,7 +106,10 @@ class RemoteStream(_Base):
         """Stop the stream: the server closes the remote generator (its ``finally`` runs)."""
         if not self.done:
             self.done = True
-            self._run(closing(self._call))
+            try:
+                self._run(closing(self._call))
+            finally:
+                self._finished()
 
     def __enter__(self) -> RemoteStream:
         return self

@@ -18,6 +18,7 @@ are coalesced.
 from __future__ import annotations
 
 import secrets
+from functools import partial
 from typing import Any, TypeVar
 
 import redis
@@ -118,7 +119,9 @@ class Client(ProxyBase):
             if watcher is not None:
                 watcher.close()
         if streaming:
-            return RemoteStream(state, call, reply, lambda plan: drive(plan, step))
+            # A multiplexed stream keeps its box (its items come on the shared list) until it ends.
+            finished = None if mux is None else partial(mux.forget, call.call_id)
+            return RemoteStream(state, call, reply, lambda plan: drive(plan, step), finished)
         return state.value(reply)
 
     def _rpc_refresh(self) -> dict[str, Any] | None:

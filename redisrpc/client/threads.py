@@ -101,10 +101,12 @@ class ThreadMultiplexer:
         box = _Box()
         with self.lock:
             self.boxes[step.call_id] = box
+            # The reader first: starting it waits for the thread, and Ctrl-C there must not
+            # leave a push claimed that nobody makes (every later call would wait in vain).
+            self._start_reader()
             self.outbox[step.call_id] = step.data
             lead = not self.pushing
             self.pushing = True
-            self._start_reader()
         if lead:
             self._push_all()
         # No wait for the push itself (one wakeup less per call): a failed push
@@ -210,8 +212,29 @@ class ThreadMultiplexer:
     # -- recovery -------------------------------------------------------------
 
     def _recover(self, step: Recover) -> tuple[bool, Any]:
-        """Withdraw the request on a fresh connection; a reply already handed over wins."""
-        removed = self.transport.rescue(_withdrawing(step))
+        """Withdraw the request on a fresh connection; a reply already handed over wins.
+
+        When no reader runs (the last one failed, and this call learnt of it), the
+        replies it left on the shared list are popped here and handed over, as a
+        call with a list of its own pops its own: this call's may be among them.
+        This thread holds the reader's place meanwhile, so no reader pops alongside
+        (a stream's items stay in order).
+        """
+        with self.lock:
+            read = self.reader is None
+            if read:
+                self.reader = threading.current_thread()
+        try:
+            removed, messages = self.transport.rescue(
+                _withdrawing(step, self.reply_queue if read else None)
+            )
+            for raw in messages:
+                self._deliver(raw)
+        finally:
+            if read:
+                with self.lock:
+                    self.reader = None
+                    self._start_reader()
         box = self.boxes.get(step.call_id)
         waiting = None
         while box is not None and waiting is None:
@@ -219,12 +242,22 @@ class ThreadMultiplexer:
                 item = box.replies.get_nowait()
             except queue.Empty:
                 break
-            waiting = None if isinstance(item, BaseException) else item
+            # Errors and progress are no reply: the reply may come after them.
+            if not isinstance(item, BaseException) and item.interim != "progress":
+                waiting = item
         return removed, waiting
 
 
-def _withdrawing(step: Recover) -> Plan[bool]:
-    (removed,) = yield (("LREM", step.service, 1, step.data),)
+def _withdrawing(step: Recover, shared: str | None) -> Plan[tuple[bool, list[bytes]]]:
+    """Withdraw the request and, with ``shared``, pop the replies waiting there."""
+    pop = () if shared is None else (("LPOP", shared, _READ_BATCH),)
+    removed, *popped = yield (("LREM", step.service, 1, step.data), *pop)
     if not removed and step.marks:
         yield step.marks
-    return bool(removed)
+    messages, missing = framed((popped[0] if popped else None) or [])
+    if missing and shared is not None:
+        (rest,) = yield (("LPOP", shared, missing),)
+        last = messages[-1]
+        if isinstance(last, Framed):
+            last.blobs.extend(rest or [])
+    return bool(removed), messages

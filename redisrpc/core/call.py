@@ -481,7 +481,8 @@ def recovering(call: Call, data: bytes, exc: RedisConnectionError) -> Plan[Reply
         withdrawn, raw = False, None  # Redis is still out of reach
     if raw is not None:
         reply = _matched(call, raw)
-        if reply is not None:
+        # A progress message is no reply: the call still runs (and is now marked cancelled).
+        if reply is not None and reply.interim != "progress":
             return reply
     raise lost(call, exc, withdrawn)
 
