@@ -265,6 +265,49 @@ def test_requests_queued_during_a_push_go_out_together_in_the_next():
         mux.forget(f"id{i}")
 
 
+class _InterruptedTransport(_FakeTransport):
+    """The first push is interrupted (Ctrl-C) once the gate opens; later pushes go through."""
+
+    def execute(self, *commands: Any, quiet: int = 0) -> list[Any]:
+        if commands[-1][0] == "RPUSH" and not self.pushes:
+            self.pushes.append(len(commands[-1]) - 2)
+            self.first.set()
+            self.gate.wait(10)
+            raise KeyboardInterrupt
+        return super().execute(*commands, quiet=quiet)
+
+
+def test_ctrl_c_during_a_push_leaves_the_calls_queued_meanwhile_pushed():
+    # The calls of other threads, queued while the interrupted push was in flight, were
+    # never written: they are pushed (by another thread), not failed as perhaps delivered.
+    transport = _InterruptedTransport()
+    mux = ThreadMultiplexer(transport, "svc", "svc:rpc:shared", max_size=1000)  # type: ignore[arg-type]
+    results: dict[int, Any] = {}
+
+    def send(i: int) -> None:
+        try:
+            results[i] = mux.step(Send("svc", b"{}", "svc:rpc:shared", f"id{i}", 0.2))
+        except BaseException as exc:
+            results[i] = exc
+
+    leader = threading.Thread(target=send, args=(0,))
+    leader.start()
+    assert transport.first.wait(10)
+    others = [threading.Thread(target=send, args=(i,)) for i in range(1, 4)]
+    for t in others:
+        t.start()
+    wait_for(lambda: len(mux.outbox) == 3)
+    transport.gate.set()
+    for t in [leader, *others]:
+        t.join(10)
+    assert isinstance(results[0], KeyboardInterrupt)
+    assert transport.pushes == [1, 3]
+    assert [results[i] for i in range(1, 4)] == [None, None, None]  # waited: no reply came
+    for i in range(4):
+        mux.forget(f"id{i}")
+    wait_for(lambda: mux.reader is None and not mux.pushing)
+
+
 def test_a_failed_push_is_raised_at_the_calls_send_step():
     mux = ThreadMultiplexer(_FakeTransport(fail=True), "svc", "svc:rpc:shared", max_size=1000)  # type: ignore[arg-type]
     with pytest.raises(RedisConnectionError, match="went away"):

@@ -129,10 +129,27 @@ class ThreadMultiplexer:
                 self._fail(batch, exc)
             except BaseException as exc:  # interrupted mid-push: whether it went out is unknown
                 self._fail(batch, RedisConnectionError(f"the push was interrupted: {exc!r}"))
-                with self.lock:
-                    rest, self.outbox, self.pushing = self.outbox, {}, False
-                self._fail(rest, RedisConnectionError("the push was interrupted"))
+                self._hand_over_pushes()
                 raise
+
+    def _hand_over_pushes(self) -> None:
+        """After an interrupted push, push what other threads queued meanwhile from a new thread.
+
+        Ctrl-C reaches the main thread only, so the calls of other threads go on:
+        their requests were never written, and failing them would report them as
+        perhaps delivered. The interrupted thread leaves with its interruption;
+        the push stays claimed for the new thread. Only if even that cannot start
+        (a second interruption) do the queued calls fail, as the push's did.
+        """
+        try:
+            threading.Thread(
+                target=self._push_all, name=f"redisrpc-push-{self.service}", daemon=True
+            ).start()
+        except BaseException:
+            with self.lock:
+                rest, self.outbox, self.pushing = self.outbox, {}, False
+            self._fail(rest, RedisConnectionError("the push was interrupted"))
+            raise
 
     def _fail(self, batch: dict[str, bytes], error: BaseException) -> None:
         """Every call of a batch whose push failed learns of it at its wait (then recovers)."""
