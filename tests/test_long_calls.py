@@ -298,3 +298,49 @@ def test_running_lists_a_long_call_and_cancel_stops_it_naming_who(r, serve):
     assert isinstance(outcome[0], redisrpc.CallCancelledError)
     assert "cancelled by" in str(outcome[0])
     wait_for(lambda: not redisrpc.running(observer) and not r.keys("stepper:cancel:*"), timeout=5)
+
+
+class Axis:
+    """A child instrument whose drift() never checks cancelled(): only its hook stops it."""
+
+    def __init__(self) -> None:
+        self.halted = threading.Event()
+
+    @redisrpc.expose(on_cancel="halt")
+    def drift(self, seconds: float) -> str:
+        self.halted.wait(seconds)
+        return "halted" if self.halted.is_set() else "drifted"
+
+    def halt(self) -> None:
+        self.halted.set()
+
+
+class Bench:
+    """A served object with an instrument as a child: callers reach it as ``bench.axis``."""
+
+    def __init__(self) -> None:
+        self.axis = Axis()
+
+
+def test_cancelling_a_childs_method_runs_the_childs_on_cancel_hook(r, serve):
+    """bench.axis.drift() cancelled: the hook of axis, the method's own object, stops it."""
+    bench = Bench()
+    serve(bench, "bench")
+    caller = redisrpc.Client(r, "bench", timeout=30)
+    observer = redisrpc.Client(r, "bench", timeout=10)
+    outcome: list[BaseException] = []
+
+    def drift() -> None:
+        try:
+            caller.axis.drift(20)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=drift)
+    worker.start()
+    calls = wait_for(lambda: redisrpc.running(observer), timeout=5)
+    assert calls[0]["method"] == "axis.drift"
+    redisrpc.cancel(observer, calls[0]["id"])
+    assert bench.axis.halted.wait(5)
+    worker.join(5)
+    assert isinstance(outcome[0], redisrpc.CallCancelledError)

@@ -73,6 +73,7 @@ from ..server.registration import Registration
 from .calls import CallContext, Cancellations, Prefetched, RedisStart, Watcher
 from .dispatch import SKIP, Dispatcher
 from .exposure import Member
+from .paths import is_path
 from .poller import Poller
 
 __all__ = ["Server"]
@@ -340,9 +341,16 @@ class Server:
 
     def _call_context(self, request: Request, member: Member | None) -> CallContext:
         """The context a call runs in: progress, cancellation and streams (server.calls)."""
+        owner: Any = self.obj
+        if member is None and is_path(request.name):
+            # A child's or a handle's method (``bench.axis.move``): the hook is its object's.
+            try:
+                owner, member = self.dispatcher.resolver.locate(self.dispatcher.root, request.name)
+            except Exception:
+                member = None  # the call itself reports what is wrong with the path
         hook = None
         if member is not None and member.on_cancel:
-            hook = getattr(self.obj, member.on_cancel, None)
+            hook = getattr(owner, member.on_cancel, None)
         return CallContext(
             self.transport,
             request,
