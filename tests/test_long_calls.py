@@ -344,3 +344,68 @@ def test_cancelling_a_childs_method_runs_the_childs_on_cancel_hook(r, serve):
     assert bench.axis.halted.wait(5)
     worker.join(5)
     assert isinstance(outcome[0], redisrpc.CallCancelledError)
+
+
+class Stage:
+    """Moves that wait for the test's word; ``halt()``, the on_cancel hook, notes which it hit."""
+
+    def __init__(self) -> None:
+        self.go = {"first": threading.Event(), "second": threading.Event()}
+        self.moving: str | None = None
+        self.halted: list[str | None] = []
+
+    @redisrpc.expose(on_cancel="halt")
+    def move(self, name: str) -> str:
+        self.moving = name
+        self.go[name].wait(20)
+        return name
+
+    def halt(self) -> None:
+        self.halted.append(self.moving)
+
+
+class GatedLooks:
+    """The watcher's transport, holding its first look at the cancel marks until let go."""
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.looking = threading.Event()
+        self.let_go = threading.Event()
+        self.looks = 0
+        self.marks: list[str] = []  # the cancel marks looked at
+
+    def execute(self, *commands: Any, **options: Any) -> Any:
+        marks = [c[1] for c in commands if c[0] == "GET" and ":cancel:" in c[1]]
+        if marks:
+            self.looks += 1
+            self.marks += marks
+            self.looking.set()
+            self.let_go.wait(20)
+        return self.transport.execute(*commands, **options)
+
+
+def test_a_cancel_mark_seen_after_its_call_ended_does_not_halt_the_next_call(r, serve):
+    """A mark read while its call ends and the next starts: the hook must not stop the next."""
+    stage = Stage()
+    server = serve(stage, "stage")
+    gate = GatedLooks(server.watcher.transport)
+    server.watcher.transport = gate
+    first = redisrpc.Client(r, "stage", timeout=30)
+    second = redisrpc.Client(r, "stage", timeout=30)
+    results: list[str] = []
+    moving = threading.Thread(target=lambda: results.append(first.move("first")))
+    moving.start()
+    assert gate.looking.wait(5)  # the watcher looks at the long first move...
+    r.set(gate.marks[0], 1)  # ...and its caller gives up, too late
+    stage.go["first"].set()
+    moving.join(5)
+    assert results == ["first"]  # it ended and was answered
+    later = threading.Thread(target=lambda: results.append(second.move("second")))
+    later.start()
+    wait_for(lambda: stage.moving == "second", timeout=5)
+    gate.let_go.set()
+    wait_for(lambda: gate.looks >= 2, timeout=5)  # the late mark's look is over
+    stage.go["second"].set()
+    later.join(5)
+    assert results == ["first", "second"]
+    assert stage.halted == []

@@ -330,6 +330,9 @@ class Watcher:
         self.transport = transport
         self.service = service
         self._calls: dict[int, CallContext] = {}
+        # Held while a call is cancelled, and while one ends: a mark read as its call
+        # ended (the next one may run) never reaches the hook, which would stop that one.
+        self._cancelling = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -348,7 +351,8 @@ class Watcher:
 
     def end(self, context: CallContext) -> None:
         """A call ended; if it was published, take it off the running list."""
-        self._calls.pop(id(context), None)
+        with self._cancelling:  # not while its on_cancel hook runs
+            self._calls.pop(id(context), None)
         if context.published and context.request.id is not None:
             try:
                 self.transport.execute(("HDEL", running_key(self.service), context.request.id))
@@ -395,7 +399,9 @@ class Watcher:
             if publish:
                 call.published = True
             if marked is not None:
-                call.cancel_now(marked)
+                with self._cancelling:
+                    if self._calls.get(id(call)) is call:  # not one that ended meanwhile
+                        call.cancel_now(marked)
 
 
 class RedisStart:
