@@ -14,6 +14,9 @@ from conftest import PYTHON, python_env, wait_for
 import redisrpc
 from redisrpc.aio import AsyncClient
 from redisrpc.client.lock import Lock, digest, held_token, lock_info_async, lock_key, refusal
+from redisrpc.core.protocol import Request, decode_reply, encode_request
+from redisrpc.core.transport import Transport
+from redisrpc.server.calls import RECHECK_AFTER
 from redisrpc.testing import wait_for_async
 
 
@@ -363,3 +366,52 @@ def test_a_garbage_lock_value_refuses_calls_and_the_server_serves_again(r, serve
     r.delete(lock_key("stage"))
     assert a.move(2) == 2
     assert stage.moves == 1
+
+
+class Slider:
+    """``hold()`` waits for the test's word; ``move(x)`` moves at once. Records the moves."""
+
+    def __init__(self) -> None:
+        self.holding = threading.Event()
+        self.release = threading.Event()
+        self.moved: list[float] = []
+
+    def hold(self) -> str:
+        self.holding.set()
+        self.release.wait(10)
+        time.sleep(4 * RECHECK_AFTER)  # longer than a reading a server takes as it is
+        return "held"
+
+    def move(self, x: float) -> float:
+        self.moved.append(x)
+        return x
+
+
+def test_a_call_queued_before_the_lock_was_taken_is_refused_once_it_is_held(r, serve):
+    """A batch taken while the service was free: a call of it that starts after someone took
+    the lock (during a long call before it) is refused, as one popped then would be."""
+    slider = Slider()
+    serve(slider, "slider")
+    proxy = redisrpc.Client(r, "slider", timeout=10)
+    holder = redisrpc.Client(r, "slider", timeout=10)  # described now: locking calls nothing
+    for i in range(30):  # fast calls: the server takes queued requests in batches from now on
+        assert proxy.move(i) == i
+    now = Transport.of(r).now_ms()
+
+    def request(name: str, args: list[float], call_id: str) -> bytes:
+        return encode_request(
+            Request(name, args, {}, f"slider:rpc:{call_id}", call_id, now + 60_000, None, 3,
+                    sent=now)
+        )  # fmt: skip
+
+    r.rpush("slider", request("hold", [], "long"), request("move", [100], "stranger"))
+    wait_for(lambda: slider.holding.is_set() and r.llen("slider") == 0, message="one pop")
+    with redisrpc.lock(holder, note="aligning"):
+        slider.release.set()
+        assert decode_reply(r.blpop(["slider:rpc:long"], timeout=10)[1]).value == "held"
+        popped = r.blpop(["slider:rpc:stranger"], timeout=10)
+        assert popped is not None
+        refused = decode_reply(popped[1]).error
+        assert refused is not None and refused.type.endswith("LockedError"), refused
+        assert "aligning" in refused.message
+    assert slider.moved == list(range(30))  # the stranger's move never ran

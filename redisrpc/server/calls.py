@@ -495,10 +495,8 @@ class Cancellations:
         if request.id is None:
             return False
         counter = at_pop.cancels
-        # Most requests are taken just after their pop: no other bound to look at then.
-        age = (local_seconds() - at_pop.asked) * 1000.0
         try:
-            if age > _RECHECK_AFTER_MS and self._age_ms(request, at_pop) > _RECHECK_AFTER_MS:
+            if self.stale(request, at_pop):
                 # A long call before it, or a paused process: ask again now.
                 (counter_now,) = self.transport.execute(("GET", self.key))
             else:
@@ -511,6 +509,17 @@ class Cancellations:
             log.warning("%s: cannot check for cancellation (%s)", self.service, exc)
             return False
         return bool(deleted)
+
+    def stale(self, request: Request, at_pop: Prefetched) -> bool:
+        """Whether what ``request``'s pop read may be older than :data:`RECHECK_AFTER`.
+
+        The lock too may have been taken since (during a long call before it):
+        the server reads again what it needs then.
+        """
+        # Most requests are taken just after their pop: no other bound to look at then.
+        if (local_seconds() - at_pop.asked) * 1000.0 <= _RECHECK_AFTER_MS:
+            return False
+        return self._age_ms(request, at_pop) > _RECHECK_AFTER_MS
 
     def _age_ms(self, request: Request, at_pop: Prefetched) -> float:
         """How old the counter reading of ``request``'s pop is, in ms: never less than it is.

@@ -335,6 +335,9 @@ class Server:
         if prefetched is not None:
             if self.cancellations.cancelled(request, prefetched):
                 return SKIP
+            if self.cancellations.stale(request, prefetched):
+                # Someone may have taken (or released) the lock since the pop: read it now.
+                return self._lock_refusal(request)
             if prefetched.lock is None and request.lock is None:
                 return None  # unlocked, and no lock claimed: lock_refusal's verdict, directly
         return self._lock_refusal(request, prefetched)
