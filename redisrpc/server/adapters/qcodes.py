@@ -25,15 +25,29 @@ _KEPT = ("snapshot", "print_readable_snapshot", "get_idn", "invalidate_cache")
 
 
 def _driver_methods(obj: Any) -> dict[str, Any]:
-    """Public methods the driver itself defines (not QCoDeS's base classes), plus _KEPT."""
+    """Public methods the driver itself defines (not QCoDeS's base classes), plus _KEPT.
+
+    A driver's override of a base class's name (``close``, ``write_raw``, ``ask``, as
+    many real drivers have) stays hidden too: it is the same plumbing, reimplemented.
+    """
+    mro = type(obj).__mro__
+    plumbing = {
+        name
+        for klass in mro
+        if (klass.__module__ or "").startswith(_PLUMBING_MODULES)
+        or klass.__module__ in ("builtins", "typing")
+        for name in vars(klass)
+    }
     methods: dict[str, Any] = {}
-    for klass in reversed(type(obj).__mro__):
-        module = klass.__module__ or ""
-        plumbing = module.startswith(_PLUMBING_MODULES) or module in ("builtins", "typing")
+    for klass in reversed(mro):
         for name, raw in vars(klass).items():
             if name.startswith("_") or isinstance(raw, property):
                 continue
-            if (not plumbing or name in _KEPT) and callable(raw) and not isinstance(raw, type):
+            if (
+                (name not in plumbing or name in _KEPT)
+                and callable(raw)
+                and not isinstance(raw, type)
+            ):
                 methods[name] = getattr(obj, name)
     return methods
 
