@@ -48,6 +48,10 @@ class Lab:
         """A plain value."""
         return value
 
+    def labelled(self, label: dict[str, Any]) -> dict[str, Any]:
+        """A caller's dict, beside a handle."""
+        return {"label": label, "job": Job(4)}
+
 
 def test_a_value_with_no_json_form_comes_back_as_a_handle_proxy(r: Any, serve: Any) -> None:
     server = serve(Lab(), "lab")
@@ -169,3 +173,13 @@ def test_each_handle_is_described_as_itself_not_as_the_first_of_its_type(
         assert proxy.measure(y=2.0).y == 2.0
     finally:
         bench.chan.close()
+
+
+def test_a_dict_using_the_tag_key_beside_a_handle_comes_back_unchanged(r: Any, serve: Any) -> None:
+    """A caller's data is never taken for a tagged value, also in a reply that holds handles."""
+    serve(Lab(), "lab")
+    lab = redisrpc.Client(r, "lab")
+    assert lab.echo({"__redisrpc__": "bytes", "base64": "aGk="})["base64"] == "aGk="
+    label = {"__redisrpc__": "bytes", "base64": "aGk="}
+    reply = lab.labelled(label)
+    assert reply["label"] == label and reply["job"].result() == 4
