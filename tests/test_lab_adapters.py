@@ -244,3 +244,25 @@ def test_a_drivers_own_override_of_framework_plumbing_stays_hidden(
         assert not closed
     finally:
         controller.close()
+
+
+def test_a_qcodes_parameter_added_while_served_is_reachable(
+    r: Any, serve: Any, quiet: None
+) -> None:
+    """In a notebook the instrument grows while its server runs in a thread: add_parameter."""
+    mock = pytest.importorskip("qcodes.instrument_drivers.mock_instruments")
+    parameters = pytest.importorskip("qcodes.parameters")
+    dmm = mock.DummyInstrument("dmm_lab_grown", gates=["ch1"])
+    try:
+        serve(dmm, "dmm")
+        assert "gain" not in dir(redisrpc.Client(r, "dmm"))
+        dmm.add_parameter("gain", parameter_class=parameters.ManualParameter, initial_value=2.0)
+        proxy = redisrpc.Client(r, "dmm")
+        assert "gain" in dir(proxy)
+        assert proxy.gain() == 2.0
+        proxy.gain(5.0)
+        assert dmm.gain() == 5.0
+        dmm.remove_parameter("gain")
+        assert "gain" not in dir(redisrpc.Client(r, "dmm"))
+    finally:
+        dmm.close()

@@ -81,20 +81,16 @@ class QcodesAdapter:
 
 
 def _instrument(obj: Any) -> View:
-    methods = _driver_methods(obj)
-    for name, function in obj.functions.items():
-        methods[name] = function
-    children: dict[str, Any] = {}
-    children.update(obj.parameters)
-    children.update(obj.submodules)
-    for name in list(methods):
-        if name in children:
-            del methods[name]
+    def grown() -> dict[str, Any]:
+        # Asked again at each scan: add_parameter, add_function and add_submodule work
+        # while the instrument is served.
+        return {**obj.functions, **obj.parameters, **obj.submodules}
+
     return make_view(
         obj,
         doc=inspect.getdoc(obj) or f"QCoDeS instrument {obj.full_name}",
-        methods=methods,
-        children=children,
+        methods=_driver_methods(obj),
+        live=grown,
         data={"name": obj.full_name},
         info={"framework": "qcodes", "name": obj.full_name},
     )
