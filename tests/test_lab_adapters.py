@@ -202,3 +202,67 @@ def test_the_explorer_walks_a_qcodes_instrument_and_sets_a_parameter(
     finally:
         explorer.close()
         dmm.close()
+
+
+def test_a_drivers_own_override_of_framework_plumbing_stays_hidden(
+    r: Any, serve: Any, quiet: None
+) -> None:
+    """Real drivers override close/ask/write (QCoDeS's Galil, Keithley 2600; PyMeasure's
+    HP34401A): the override is the same plumbing, never a remote call."""
+    qcodes_instrument = pytest.importorskip("qcodes.instrument")
+    hp = pytest.importorskip("pymeasure.instruments.hp")
+    adapters = pytest.importorskip("pymeasure.adapters")
+    closed: list[bool] = []
+
+    class Controller(qcodes_instrument.Instrument):  # type: ignore[misc]
+        def close(self) -> None:
+            closed.append(True)
+            super().close()
+
+        def write_raw(self, cmd: str) -> None:
+            raise AssertionError("the bus is not remote")
+
+        def ask_raw(self, cmd: str) -> str:
+            raise AssertionError("the bus is not remote")
+
+        def home(self) -> str:
+            """The driver's own operation."""
+            return "homed"
+
+    controller = Controller("ctrl_lab_override")
+    meter = hp.HP34401A(adapters.ProtocolAdapter([]))  # nothing may be written to it
+    try:
+        serve(controller, "ctrl")
+        serve(meter, "meter")
+        ctrl, dmm = redisrpc.Client(r, "ctrl"), redisrpc.Client(r, "meter")
+        assert ctrl.home() == "homed" and "reset" in dir(dmm)
+        assert not {"close", "write_raw", "ask_raw"} & set(dir(ctrl))
+        assert "write" not in dir(dmm)
+        for proxy, name, args in ((ctrl, "close", []), (dmm, "write", ["*RST"])):
+            with pytest.raises(redisrpc.RemoteException, match="no exposed member"):
+                proxy._rpc_call(name, args, {})
+        assert not closed
+    finally:
+        controller.close()
+
+
+def test_a_qcodes_parameter_added_while_served_is_reachable(
+    r: Any, serve: Any, quiet: None
+) -> None:
+    """In a notebook the instrument grows while its server runs in a thread: add_parameter."""
+    mock = pytest.importorskip("qcodes.instrument_drivers.mock_instruments")
+    parameters = pytest.importorskip("qcodes.parameters")
+    dmm = mock.DummyInstrument("dmm_lab_grown", gates=["ch1"])
+    try:
+        serve(dmm, "dmm")
+        assert "gain" not in dir(redisrpc.Client(r, "dmm"))
+        dmm.add_parameter("gain", parameter_class=parameters.ManualParameter, initial_value=2.0)
+        proxy = redisrpc.Client(r, "dmm")
+        assert "gain" in dir(proxy)
+        assert proxy.gain() == 2.0
+        proxy.gain(5.0)
+        assert dmm.gain() == 5.0
+        dmm.remove_parameter("gain")
+        assert "gain" not in dir(redisrpc.Client(r, "dmm"))
+    finally:
+        dmm.close()

@@ -48,6 +48,10 @@ class Lab:
         """A plain value."""
         return value
 
+    def labelled(self, label: dict[str, Any]) -> dict[str, Any]:
+        """A caller's dict, beside a handle."""
+        return {"label": label, "job": Job(4)}
+
 
 def test_a_value_with_no_json_form_comes_back_as_a_handle_proxy(r: Any, serve: Any) -> None:
     server = serve(Lab(), "lab")
@@ -119,3 +123,63 @@ def test_server_memory_stays_bounded_over_many_calls_returning_handles(r: Any, s
     kept = [lab.start(i) for i in range(1100)]  # held: the count bound pushes the oldest out
     assert len(server.dispatcher.handles) <= 1000
     assert kept[-1].result() == 1099
+
+
+class Result:
+    """A measurement's result: its attributes are the quantities it has."""
+
+    def __init__(self, **quantities: float) -> None:
+        self.__dict__.update(quantities)
+
+
+class Bench:
+    """Hands out its parameters and results by reference."""
+
+    def __init__(self) -> None:
+        qcodes = pytest.importorskip("qcodes.instrument_drivers.mock_instruments")
+        self.chan = qcodes.DummyChannelInstrument("bench_handles")
+
+    def parameter(self, name: str) -> Any:
+        """One of the instrument's parameters (IDN is read-only, A's temperature settable)."""
+        return self.chan.IDN if name == "IDN" else self.chan.A.temperature
+
+    def channels(self, count: int) -> Any:
+        """The first ``count`` channels."""
+        return self.chan.channels[:count]
+
+    def measure(self, **quantities: float) -> Result:
+        """A result holding these quantities."""
+        return Result(**quantities)
+
+
+def test_each_handle_is_described_as_itself_not_as_the_first_of_its_type(
+    r: Any, serve: Any
+) -> None:
+    """Values of one class differ in what they show: another parameter, a longer channel list."""
+    bench = Bench()
+    try:
+        serve(bench, "bench")
+        proxy = redisrpc.Client(r, "bench")
+        idn = proxy.parameter("IDN")
+        temperature = proxy.parameter("temperature")
+        assert "set" not in dir(idn) and "set" in dir(temperature)
+        assert "[K]" in (temperature.__doc__ or "")
+        temperature.set(4.2)
+        assert bench.chan.A.temperature() == 4.2
+        assert len(proxy.channels(2)) == 2
+        five = proxy.channels(5)
+        assert len(five) == 5 and five[4].temperature() == 0  # ChanE, reachable
+        assert proxy.measure(x=1.0).x == 1.0
+        assert proxy.measure(y=2.0).y == 2.0
+    finally:
+        bench.chan.close()
+
+
+def test_a_dict_using_the_tag_key_beside_a_handle_comes_back_unchanged(r: Any, serve: Any) -> None:
+    """A caller's data is never taken for a tagged value, also in a reply that holds handles."""
+    serve(Lab(), "lab")
+    lab = redisrpc.Client(r, "lab")
+    assert lab.echo({"__redisrpc__": "bytes", "base64": "aGk="})["base64"] == "aGk="
+    label = {"__redisrpc__": "bytes", "base64": "aGk="}
+    reply = lab.labelled(label)
+    assert reply["label"] == label and reply["job"].result() == 4

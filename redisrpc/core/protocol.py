@@ -974,9 +974,11 @@ def encode_reply_with(reply: Reply, fallback: Any) -> bytes:
             return fallback(obj)
 
     encoder = json.JSONEncoder(default=default, allow_nan=False, separators=(",", ":"))
-    message = plain  # the same message, encoded again with the fallback
     try:
         try:
+            # The same message, encoded again with the fallback; a caller's dict that uses
+            # the tag key is escaped, as _dumps does, so it never passes for a tagged value.
+            message = _escape(plain, [False])
             _restart()  # blobs (protocol 4) of the attempt above are dropped
             text = encoder.encode(message)
         except ValueError as exc:

@@ -59,7 +59,7 @@ from ..core.protocol import (
 )
 from ..errors import MessageTooLargeError, RedisRPCError
 from ..server.exposure import Member, describe, exposed_members
-from .adapters import view_of
+from .adapters import refresh, view_of
 from .handles import Handles
 from .output import capturing
 from .paths import PathError, Resolver, is_path
@@ -585,6 +585,7 @@ class Dispatcher:
 
 def _fingerprint(obj: Any) -> tuple[Any, ...]:
     """What the description depends on: every class's members, the instance's attribute types."""
+    refresh(obj)  # a view catches up with its target first (a parameter added while served)
     parts: list[Any] = [type(obj)]
     for cls in type(obj).__mro__[:-1]:  # not object
         members = vars(cls)

@@ -36,7 +36,7 @@ from typing import Any, TypeVar, overload
 
 from .._version import __version__
 from ..core.protocol import PROTOCOL_VERSION, is_valid_name
-from .adapters import adapter_for, is_view, view_of
+from .adapters import adapter_for, is_view, refresh, view_of
 
 __all__ = [
     "NOT_CHILDREN",
@@ -224,6 +224,7 @@ def exposed_members(
     """
     if isinstance(obj, (list, tuple)):
         return {}  # a list of children: its items, by index, and nothing of list's own
+    refresh(obj)  # a view whose target grew members (QCoDeS's add_parameter) shows them
     names = sorted(allow) if allow is not None else dir(obj)
     members: dict[str, Member] = {}
     for name in names:

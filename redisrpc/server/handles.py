@@ -21,11 +21,11 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from ..core.protocol import TAG
-from .adapters import view_of
+from .adapters import is_view, view_of
 
 __all__ = ["DEFAULT_HANDLE_TTL", "DEFAULT_MAX_HANDLES", "Handles"]
 
@@ -55,7 +55,7 @@ class Handles:
         self.clock = clock
         self._table: OrderedDict[str, tuple[Any, float]] = OrderedDict()
         self._lock = threading.Lock()
-        self._descriptions: dict[type, dict[str, Any]] = {}
+        self._descriptions: dict[Hashable, dict[str, Any]] = {}
         self.expired = 0
         """How many handles were dropped unreleased (timed out or pushed out)."""
 
@@ -106,16 +106,70 @@ class Handles:
         """Keep ``value`` and return the tagged handle that travels in its place."""
         view = view_of(value, cache=False)
         handle = self.add(view)
-        # Values of one type share a description: describing each of thousands is wasted work.
-        kind = type(value)
-        description = self._descriptions.get(kind)
+        # Values of one shape share a description: describing each of thousands is wasted work.
+        shape = _shape(view)
+        description = None if shape is None else self._descriptions.get(shape)
         if description is None:
             description = self.describe(view, handle)
-            if len(self._descriptions) < 256:
-                self._descriptions[kind] = description
+            if shape is not None and len(self._descriptions) < 256:
+                self._descriptions[shape] = description
         return {
             TAG: "handle",
             "id": handle,
             "class": type(view).__qualname__,
             "description": {**description, "path": handle},
         }
+
+
+_PLAIN = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _code(function: Any) -> Hashable:
+    """What a function's signature and doc come from: closures of one ``def`` share it."""
+    function = getattr(function, "__func__", function)
+    code = getattr(function, "__code__", None)
+    if code is None:
+        return None
+    return code, function.__doc__, repr(function.__defaults__), repr(function.__kwdefaults__)
+
+
+def _shape(view: Any) -> Hashable | None:
+    """What ``view``'s description depends on, or None when only describing it tells.
+
+    Values of one class are not described alike: a plain object shows its own
+    attributes, and a view (a QCoDeS parameter, a channel list) its own doc,
+    methods, items and facts (a unit, settable or not). Another object held in
+    an attribute (a child) has a description line of its own: never shared.
+    """
+    cls = type(view)
+    head: tuple[Any, ...] = (cls,)
+    if is_view(view):
+        # Each view has a class of its own: what it holds is what tells them apart.
+        properties = tuple(
+            (name, raw.__doc__, raw.fset is None)
+            for name, raw in vars(cls).items()
+            if isinstance(raw, property)
+        )
+        items = view._redisrpc_items
+        head = (
+            type(view._redisrpc_target),
+            cls.__qualname__,
+            cls.__doc__,
+            properties,
+            None if items is None else len(items),
+            repr(view._redisrpc_info),
+            _code(view._redisrpc_callable),
+        )
+    own = getattr(view, "__dict__", None)
+    parts: list[Any] = []
+    for name, value in (own if isinstance(own, dict) else {}).items():
+        if name.startswith("_"):
+            continue  # never exposed (a view's own state is in head)
+        if isinstance(value, _PLAIN):
+            parts.append((name, type(value)))
+            continue
+        code = _code(value) if callable(value) else None
+        if code is None:
+            return None  # a child, a container, a callable object: describe this value
+        parts.append((name, code))
+    return (*head, tuple(parts))

@@ -29,7 +29,7 @@ import sys
 import threading
 from typing import Any, Protocol
 
-from .base import PropertySpec, View, is_view, make_view
+from .base import PropertySpec, View, is_view, make_view, refresh
 
 __all__ = [
     "Adapter",
@@ -38,6 +38,7 @@ __all__ = [
     "adapter_for",
     "is_view",
     "make_view",
+    "refresh",
     "register",
     "unregister",
     "view_of",

@@ -26,10 +26,11 @@ object has stays hidden, so its plumbing is never reachable remotely.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-__all__ = ["PropertySpec", "View", "is_view", "make_view"]
+__all__ = ["PropertySpec", "View", "is_view", "make_view", "refresh"]
 
 PropertySpec = tuple[Callable[[], Any], "Callable[[Any], None] | None", str]
 """A forwarded property: (getter, setter or None for read-only, docstring)."""
@@ -43,6 +44,8 @@ class View:
     _redisrpc_items: Sequence[Any] | None = None
     _redisrpc_info: dict[str, Any] | None = None
     _redisrpc_callable: Callable[..., Any] | None = None
+    _redisrpc_live: Callable[[], Mapping[str, Any]] | None = None
+    _redisrpc_live_names: frozenset[str] = frozenset()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if self._redisrpc_callable is None:
@@ -53,6 +56,27 @@ class View:
 def is_view(value: Any) -> bool:
     """Tell whether ``value`` is a view (made by :func:`make_view`)."""
     return isinstance(value, View)
+
+
+def refresh(view: Any) -> None:
+    """Bring a view's live members up to date with its target (see ``make_view``'s ``live``).
+
+    Called before each scan of the view's members, so a member the target grew
+    while served (a QCoDeS ``add_parameter``) is reachable and one it lost is gone.
+    """
+    live = view._redisrpc_live if is_view(view) else None
+    if live is None:
+        return
+    current = dict(live())
+    own = view.__dict__
+    for name in view._redisrpc_live_names - current.keys():
+        own.pop(name, None)
+    for name, value in current.items():
+        old = own.get(name)
+        # A bound method is made anew at each lookup: an equal one is the same member.
+        if old is not value and not (inspect.ismethod(old) and old == value):
+            own[name] = value
+    view._redisrpc_live_names = frozenset(current)
 
 
 def _forward(name: str, spec: PropertySpec) -> property:
@@ -81,6 +105,7 @@ def make_view(
     items: Sequence[Any] | None = None,
     call: Callable[..., Any] | None = None,
     info: Mapping[str, Any] | None = None,
+    live: Callable[[], Mapping[str, Any]] | None = None,
 ) -> View:
     """Build the view of ``target`` that shows only the given members.
 
@@ -95,6 +120,9 @@ def make_view(
         items: the children reachable by index (``"channels.0"``).
         call: what calling the view remotely runs (the path itself is the call name).
         info: extra JSON facts for the description (unit, label, limits, ...).
+        live: returns more methods and children (name -> object), asked again
+            before each scan: for a target whose members change while it is
+            served (a QCoDeS instrument's ``add_parameter``).
     """
     cls = type(target)
     namespace: dict[str, Any] = {
@@ -113,4 +141,6 @@ def make_view(
     view.__dict__.update(data)
     view.__dict__.update(methods)
     view.__dict__.update(children)
+    view._redisrpc_live = live
+    refresh(view)
     return view

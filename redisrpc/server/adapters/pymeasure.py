@@ -50,6 +50,8 @@ class PymeasureAdapter:
 
         methods: dict[str, Any] = {}
         properties: dict[str, PropertySpec] = {}
+        # A driver's override of a base class's name (HP34401A's ``write``) is still the bus.
+        hidden = {name for klass in type(obj).__mro__ if _base(klass) for name in vars(klass)}
         for klass in reversed(type(obj).__mro__):
             if klass is object:
                 continue
@@ -63,7 +65,7 @@ class PymeasureAdapter:
                 elif (
                     callable(raw)
                     and not isinstance(raw, (type, staticmethod, classmethod))
-                    and (not base or name in _KEPT_METHODS)
+                    and ((not base and name not in hidden) or name in _KEPT_METHODS)
                 ):
                     methods[name] = getattr(obj, name)
         children = {

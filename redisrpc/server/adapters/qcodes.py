@@ -25,15 +25,29 @@ _KEPT = ("snapshot", "print_readable_snapshot", "get_idn", "invalidate_cache")
 
 
 def _driver_methods(obj: Any) -> dict[str, Any]:
-    """Public methods the driver itself defines (not QCoDeS's base classes), plus _KEPT."""
+    """Public methods the driver itself defines (not QCoDeS's base classes), plus _KEPT.
+
+    A driver's override of a base class's name (``close``, ``write_raw``, ``ask``, as
+    many real drivers have) stays hidden too: it is the same plumbing, reimplemented.
+    """
+    mro = type(obj).__mro__
+    plumbing = {
+        name
+        for klass in mro
+        if (klass.__module__ or "").startswith(_PLUMBING_MODULES)
+        or klass.__module__ in ("builtins", "typing")
+        for name in vars(klass)
+    }
     methods: dict[str, Any] = {}
-    for klass in reversed(type(obj).__mro__):
-        module = klass.__module__ or ""
-        plumbing = module.startswith(_PLUMBING_MODULES) or module in ("builtins", "typing")
+    for klass in reversed(mro):
         for name, raw in vars(klass).items():
             if name.startswith("_") or isinstance(raw, property):
                 continue
-            if (not plumbing or name in _KEPT) and callable(raw) and not isinstance(raw, type):
+            if (
+                (name not in plumbing or name in _KEPT)
+                and callable(raw)
+                and not isinstance(raw, type)
+            ):
                 methods[name] = getattr(obj, name)
     return methods
 
@@ -67,20 +81,16 @@ class QcodesAdapter:
 
 
 def _instrument(obj: Any) -> View:
-    methods = _driver_methods(obj)
-    for name, function in obj.functions.items():
-        methods[name] = function
-    children: dict[str, Any] = {}
-    children.update(obj.parameters)
-    children.update(obj.submodules)
-    for name in list(methods):
-        if name in children:
-            del methods[name]
+    def grown() -> dict[str, Any]:
+        # Asked again at each scan: add_parameter, add_function and add_submodule work
+        # while the instrument is served.
+        return {**obj.functions, **obj.parameters, **obj.submodules}
+
     return make_view(
         obj,
         doc=inspect.getdoc(obj) or f"QCoDeS instrument {obj.full_name}",
-        methods=methods,
-        children=children,
+        methods=_driver_methods(obj),
+        live=grown,
         data={"name": obj.full_name},
         info={"framework": "qcodes", "name": obj.full_name},
     )
