@@ -468,3 +468,27 @@ def test_a_server_nobody_watched_leaves_no_watch_keys(r, serve):
     server.stop(10)
     assert not server.running
     assert [k for k in r.keys("meter:*") if b"watch" in k or b"poller" in k] == []
+
+
+class Quitter(Meter):
+    """An instrument whose driver gives up by calling sys.exit()."""
+
+    @property
+    def gone(self) -> float:
+        """A read that exits."""
+        sys.exit("driver gave up")
+
+
+def test_a_member_that_calls_sys_exit_is_reported_and_the_others_stay_watched(r, serve):
+    meter = Quitter()
+    serve(meter, "meter")
+    proxy = redisrpc.Client(r, "meter")
+    with (
+        redisrpc.watch(proxy, "level", interval=0.05) as level,
+        redisrpc.watch(proxy, "gone", interval=0.05) as gone,
+    ):
+        assert level.wait() == 1.0
+        with pytest.raises(redisrpc.RemoteException, match="driver gave up"):
+            gone.wait()
+        meter.level = 7.0
+        wait_for(lambda: level.latest == 7.0, message="the other member's change arrives")
