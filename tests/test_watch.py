@@ -492,3 +492,12 @@ def test_a_member_that_calls_sys_exit_is_reported_and_the_others_stay_watched(r,
             gone.wait()
         meter.level = 7.0
         wait_for(lambda: level.latest == 7.0, message="the other member's change arrives")
+
+
+def test_a_lease_nested_too_deeply_to_parse_is_removed_and_polling_goes_on(r, serve):
+    serve(Meter(), "meter")
+    hostile = b"[" * 100_000
+    r.zadd(watchers_key("meter"), {hostile: time.time() * 1000 + 60_000})
+    with redisrpc.watch(redisrpc.Client(r, "meter"), "level", interval=0.05) as level:
+        assert level.wait() == 1.0
+    assert r.zscore(watchers_key("meter"), hostile) is None
