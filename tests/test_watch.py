@@ -18,6 +18,7 @@ from conftest import ROOT, python_env, wait_for
 
 import redisrpc
 from redisrpc.core.keys import poller_key, watch_key, watchers_key
+from redisrpc.core.transport import Transport
 from redisrpc.core.watch import lease_member, parse_lease
 from redisrpc.notebook.live import LiveValue, format_value, sparkline
 from redisrpc.server.poller import Poller
@@ -501,3 +502,40 @@ def test_a_lease_nested_too_deeply_to_parse_is_removed_and_polling_goes_on(r, se
     with redisrpc.watch(redisrpc.Client(r, "meter"), "level", interval=0.05) as level:
         assert level.wait() == 1.0
     assert r.zscore(watchers_key("meter"), hostile) is None
+
+
+class _PublishFailsOnce:
+    """A transport whose first publish (XADD) fails, as when Redis restarts during a turn."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.failed = False
+
+    def now_ms(self) -> int:
+        return self.transport.now_ms()
+
+    def execute(self, *commands: Any, **options: Any) -> list[Any]:
+        if not self.failed and any(command[0] == "XADD" for command in commands):
+            self.failed = True
+            raise redisrpc.RedisConnectionError("Redis went away")
+        return self.transport.execute(*commands, **options)
+
+
+def _newest(r: Any, target: str) -> bytes | None:
+    """The newest message published for ``target`` on the service meter."""
+    entries = r.xrevrange(watch_key("meter", target), count=1)
+    return entries[0][1][b"reply"] if entries else None
+
+
+def test_a_change_whose_publishing_failed_is_published_once_redis_answers(r):
+    r.zadd(watchers_key("meter"), {lease_member("level", 0.05, "w"): time.time() * 1000 + 60_000})
+    flaky = _PublishFailsOnce(Transport.of(r))
+    value = b'{"return_value":2.0}'
+    poller = Poller(flaky, "meter", "me", lambda target: value, lambda seconds: None)
+    with pytest.raises(redisrpc.RedisConnectionError):
+        poller.turn()  # read 2.0, and could not publish it
+    assert flaky.failed and _newest(r, "level") is None
+    wait_for(
+        lambda: poller.turn() is not None and _newest(r, "level") == value,
+        message="2.0 published on a later turn",
+    )

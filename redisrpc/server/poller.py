@@ -25,7 +25,7 @@ from collections.abc import Callable
 from ..core.keys import poller_key, watch_key, watch_now_key, watchers_key
 from ..core.transport import Transport
 from ..core.watch import STREAM_LENGTH, WAKE_TTL_MS, lease_ms, parse_lease
-from ..errors import CommandError, RedisRPCError
+from ..errors import CommandError, RedisConnectionError, RedisRPCError
 
 __all__ = ["Poller"]
 
@@ -192,6 +192,7 @@ class Poller:
         if bad:
             commands.append(("ZREM", leases, *bad))
         blocked: set[str] = set()
+        published: list[str] = []
         for target in sorted(due):
             message = self.read(target)
             if message is None:  # a call is running: read it once the call ends
@@ -211,10 +212,18 @@ class Poller:
                 )
                 # The stream outlives its last lease, then goes: nobody reads it.
                 commands.append(("PEXPIRE", stream, 2 * lease_ms(interval or 1.0)))
+                published.append(target)
             if interval is not None:
                 self._last[target] = message
         if commands:
-            self.transport.execute(*commands)
+            try:
+                self.transport.execute(*commands)
+            except RedisConnectionError:
+                # Perhaps never published, yet _last has them: unforced, an unchanged value
+                # would not be published again, and its watchers would keep the old one.
+                with self._lock:
+                    self._forced.update(published)
+                raise
         self.blocked = bool(blocked)
         upcoming = [due for target, due in self._due.items() if target not in blocked]
         if holder and upcoming:
