@@ -17,7 +17,7 @@ import pytest
 from conftest import ROOT, python_env, wait_for
 
 import redisrpc
-from redisrpc.core.keys import poller_key, watch_key, watchers_key
+from redisrpc.core.keys import poller_key, watch_key, watch_now_key, watchers_key
 from redisrpc.core.transport import Transport
 from redisrpc.core.watch import lease_member, parse_lease
 from redisrpc.notebook.live import LiveValue, format_value, sparkline
@@ -539,3 +539,30 @@ def test_a_change_whose_publishing_failed_is_published_once_redis_answers(r):
         lambda: poller.turn() is not None and _newest(r, "level") == value,
         message="2.0 published on a later turn",
     )
+
+
+def test_an_instance_taking_over_the_polling_publishes_what_it_reads(r):
+    r.zadd(watchers_key("meter"), {lease_member("level", 0.05, "w"): time.time() * 1000 + 60_000})
+    transport = Transport.of(r)
+    one, two = b'{"return_value":1.0}', b'{"return_value":2.0}'
+    shared = [one]  # the instrument both instances read
+    first = Poller(transport, "meter", "first", lambda target: shared[0], lambda seconds: None)
+    second = Poller(transport, "meter", "second", lambda target: shared[0], lambda seconds: None)
+    first.turn()  # takes the poller key and publishes 1.0
+    assert r.get(poller_key("meter")) == b"first" and _newest(r, "level") == one
+    r.rpush(watch_now_key("meter"), "level")  # a new watcher, whose read the second takes
+    second.turn()
+    assert second.reads == 1 and r.get(poller_key("meter")) == b"first"
+    shared[0] = two
+    wait_for(
+        lambda: first.turn() is not None and _newest(r, "level") == two,
+        message="the first instance publishes 2.0",
+    )
+    first.stop()  # it stops, and gives up the poller key
+    assert r.get(poller_key("meter")) is None
+    shared[0] = one
+    wait_for(
+        lambda: second.turn() is not None and _newest(r, "level") == one,
+        message="the second instance, now polling, publishes 1.0",
+    )
+    assert r.get(poller_key("meter")) == b"second"

@@ -75,6 +75,7 @@ class Poller:
         self._forced: set[str] = set()
         self._last: dict[str, bytes] = {}  # target -> the message last published
         self._due: dict[str, float] = {}  # target -> monotonic time of its next read
+        self._holding = False  # whether this instance held the poller key last turn
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -96,6 +97,7 @@ class Poller:
         if self._thread is not None:
             self._thread.join(5.0)
             self._thread = None
+        self._holding = False  # started again, it takes over from whoever polled meanwhile
         with contextlib.suppress(RedisRPCError):  # an unpopped wake-up, and its key, go
             self.transport.execute(("LREM", wake, 0, ""))
         try:
@@ -176,6 +178,12 @@ class Poller:
                 ("SET", key, self.ident, "NX", "PX", _HOLD_MS), ("GET", key)
             )
         holder = held == self.ident.encode()
+        if holder and not self._holding:
+            # Taking over: others may have published since this instance last did, so
+            # its last values say nothing of the streams; the first reads are published.
+            self._last.clear()
+            self._due.clear()
+        self._holding = holder
         with self._lock:
             # Only leased members: a name pushed by anyone else is never read.
             forced = self._forced & set(targets)
