@@ -566,3 +566,34 @@ def test_an_instance_taking_over_the_polling_publishes_what_it_reads(r):
         message="the second instance, now polling, publishes 1.0",
     )
     assert r.get(poller_key("meter")) == b"second"
+
+
+class Broken:
+    """A service whose only member always fails."""
+
+    @property
+    def level(self) -> float:
+        """A sensor that is unplugged."""
+        raise RuntimeError("sensor unplugged")
+
+
+def test_the_cli_prints_the_error_of_a_member_that_fails_from_the_start(r, redis_url, serve):
+    serve(Broken(), "broken")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "redisrpc", "watch", "broken", "level", "--interval", "0.1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**python_env(), "REDIS_URL": redis_url},
+    )
+    assert watcher.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(watcher.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("sensor unplugged" in line for line in lines), message="the error")
+        assert lines[0].split()[1] == "error"  # the first line: "HH:MM:SS.mmm error ..."
+    finally:
+        watcher.terminate()
+        watcher.wait(30)
+        reader.join(10)
