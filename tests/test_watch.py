@@ -597,3 +597,17 @@ def test_the_cli_prints_the_error_of_a_member_that_fails_from_the_start(r, redis
         watcher.terminate()
         watcher.wait(30)
         reader.join(10)
+
+
+def test_an_async_watch_closes_after_its_event_loop_ended(r, redis_url, serve):
+    serve(Meter(), "meter")
+
+    async def main() -> Any:
+        proxy = await redisrpc.AsyncClient(redis_url, "meter")
+        level = await redisrpc.watch(proxy, "level", interval=0.05).start()
+        assert await asyncio.wait_for(level.__aiter__().__anext__(), 10) == 1.0
+        return level
+
+    level = asyncio.run(main())  # the loop, and with it the watch's reader, ends here
+    level.close()
+    assert level.closed
