@@ -17,7 +17,8 @@ import pytest
 from conftest import ROOT, python_env, wait_for
 
 import redisrpc
-from redisrpc.core.keys import poller_key, watch_key, watchers_key
+from redisrpc.core.keys import poller_key, watch_key, watch_now_key, watchers_key
+from redisrpc.core.transport import Transport
 from redisrpc.core.watch import lease_member, parse_lease
 from redisrpc.notebook.live import LiveValue, format_value, sparkline
 from redisrpc.server.poller import Poller
@@ -468,3 +469,145 @@ def test_a_server_nobody_watched_leaves_no_watch_keys(r, serve):
     server.stop(10)
     assert not server.running
     assert [k for k in r.keys("meter:*") if b"watch" in k or b"poller" in k] == []
+
+
+class Quitter(Meter):
+    """An instrument whose driver gives up by calling sys.exit()."""
+
+    @property
+    def gone(self) -> float:
+        """A read that exits."""
+        sys.exit("driver gave up")
+
+
+def test_a_member_that_calls_sys_exit_is_reported_and_the_others_stay_watched(r, serve):
+    meter = Quitter()
+    serve(meter, "meter")
+    proxy = redisrpc.Client(r, "meter")
+    with (
+        redisrpc.watch(proxy, "level", interval=0.05) as level,
+        redisrpc.watch(proxy, "gone", interval=0.05) as gone,
+    ):
+        assert level.wait() == 1.0
+        with pytest.raises(redisrpc.RemoteException, match="driver gave up"):
+            gone.wait()
+        meter.level = 7.0
+        wait_for(lambda: level.latest == 7.0, message="the other member's change arrives")
+
+
+def test_a_lease_nested_too_deeply_to_parse_is_removed_and_polling_goes_on(r, serve):
+    serve(Meter(), "meter")
+    hostile = b"[" * 100_000
+    r.zadd(watchers_key("meter"), {hostile: time.time() * 1000 + 60_000})
+    with redisrpc.watch(redisrpc.Client(r, "meter"), "level", interval=0.05) as level:
+        assert level.wait() == 1.0
+    assert r.zscore(watchers_key("meter"), hostile) is None
+
+
+class _PublishFailsOnce:
+    """A transport whose first publish (XADD) fails, as when Redis restarts during a turn."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.failed = False
+
+    def now_ms(self) -> int:
+        return self.transport.now_ms()
+
+    def execute(self, *commands: Any, **options: Any) -> list[Any]:
+        if not self.failed and any(command[0] == "XADD" for command in commands):
+            self.failed = True
+            raise redisrpc.RedisConnectionError("Redis went away")
+        return self.transport.execute(*commands, **options)
+
+
+def _newest(r: Any, target: str) -> bytes | None:
+    """The newest message published for ``target`` on the service meter."""
+    entries = r.xrevrange(watch_key("meter", target), count=1)
+    return entries[0][1][b"reply"] if entries else None
+
+
+def test_a_change_whose_publishing_failed_is_published_once_redis_answers(r):
+    r.zadd(watchers_key("meter"), {lease_member("level", 0.05, "w"): time.time() * 1000 + 60_000})
+    flaky = _PublishFailsOnce(Transport.of(r))
+    value = b'{"return_value":2.0}'
+    poller = Poller(flaky, "meter", "me", lambda target: value, lambda seconds: None)
+    with pytest.raises(redisrpc.RedisConnectionError):
+        poller.turn()  # read 2.0, and could not publish it
+    assert flaky.failed and _newest(r, "level") is None
+    wait_for(
+        lambda: poller.turn() is not None and _newest(r, "level") == value,
+        message="2.0 published on a later turn",
+    )
+
+
+def test_an_instance_taking_over_the_polling_publishes_what_it_reads(r):
+    r.zadd(watchers_key("meter"), {lease_member("level", 0.05, "w"): time.time() * 1000 + 60_000})
+    transport = Transport.of(r)
+    one, two = b'{"return_value":1.0}', b'{"return_value":2.0}'
+    shared = [one]  # the instrument both instances read
+    first = Poller(transport, "meter", "first", lambda target: shared[0], lambda seconds: None)
+    second = Poller(transport, "meter", "second", lambda target: shared[0], lambda seconds: None)
+    first.turn()  # takes the poller key and publishes 1.0
+    assert r.get(poller_key("meter")) == b"first" and _newest(r, "level") == one
+    r.rpush(watch_now_key("meter"), "level")  # a new watcher, whose read the second takes
+    second.turn()
+    assert second.reads == 1 and r.get(poller_key("meter")) == b"first"
+    shared[0] = two
+    wait_for(
+        lambda: first.turn() is not None and _newest(r, "level") == two,
+        message="the first instance publishes 2.0",
+    )
+    first.stop()  # it stops, and gives up the poller key
+    assert r.get(poller_key("meter")) is None
+    shared[0] = one
+    wait_for(
+        lambda: second.turn() is not None and _newest(r, "level") == one,
+        message="the second instance, now polling, publishes 1.0",
+    )
+    assert r.get(poller_key("meter")) == b"second"
+
+
+class Broken:
+    """A service whose only member always fails."""
+
+    @property
+    def level(self) -> float:
+        """A sensor that is unplugged."""
+        raise RuntimeError("sensor unplugged")
+
+
+def test_the_cli_prints_the_error_of_a_member_that_fails_from_the_start(r, redis_url, serve):
+    serve(Broken(), "broken")
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "redisrpc", "watch", "broken", "level", "--interval", "0.1"],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**python_env(), "REDIS_URL": redis_url},
+    )
+    assert watcher.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(watcher.stdout or ()), daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: any("sensor unplugged" in line for line in lines), message="the error")
+        assert lines[0].split()[1] == "error"  # the first line: "HH:MM:SS.mmm error ..."
+    finally:
+        watcher.terminate()
+        watcher.wait(30)
+        reader.join(10)
+
+
+def test_an_async_watch_closes_after_its_event_loop_ended(r, redis_url, serve):
+    serve(Meter(), "meter")
+
+    async def main() -> Any:
+        proxy = await redisrpc.AsyncClient(redis_url, "meter")
+        level = await redisrpc.watch(proxy, "level", interval=0.05).start()
+        assert await asyncio.wait_for(level.__aiter__().__anext__(), 10) == 1.0
+        return level
+
+    level = asyncio.run(main())  # the loop, and with it the watch's reader, ends here
+    level.close()
+    assert level.closed

@@ -131,6 +131,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             last_error = None
 
     watched.observe(show)
+    show(watched)  # the first read came while watch() waited for it: a failed one shows too
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)  # stopped by a supervisor: close cleanly too
     try:

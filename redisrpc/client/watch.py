@@ -22,6 +22,7 @@ both run the same plan (:func:`redisrpc.core.watch.reading`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import sys
@@ -302,7 +303,10 @@ class Watch(Subscriber):
 
     def _tell(self) -> None:
         if self._loop is not None and self._arrived is not None:
-            self._loop.call_soon_threadsafe(self._arrived.set)
+            # A loop that has ended (asyncio.run returned) has no iteration left to wake:
+            # closing the watch after it must not raise.
+            with contextlib.suppress(RuntimeError):
+                self._loop.call_soon_threadsafe(self._arrived.set)
         for callback in list(self._observers):
             try:
                 callback(self)

@@ -101,7 +101,7 @@ def parse_lease(member: Any) -> tuple[str, float, str] | None:
         if len(watch_id) > _MAX_ID or len(target) > _MAX_TARGET:
             return None
         return target, check_interval(interval), watch_id
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # RecursionError: nested too deeply
         return None
 
 

@@ -293,7 +293,9 @@ class Dispatcher:
             data = encode_reply(
                 Reply(error=ErrorInfo(exc.type_name, exc.message, server=self.ident))
             )
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
+            # SystemExit too, as for calls: it would end the poller thread, and with it
+            # every watched value of the server.
             error = ErrorInfo(_error_type(exc), _message(exc), _user_traceback(exc), self.ident)
             data = encode_reply(Reply(error=error))
         if len(data) > self.max_message_size:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from ..core.keys import poller_key, watch_key, watch_now_key, watchers_key
 from ..core.transport import Transport
 from ..core.watch import STREAM_LENGTH, WAKE_TTL_MS, lease_ms, parse_lease
-from ..errors import CommandError, RedisRPCError
+from ..errors import CommandError, RedisConnectionError, RedisRPCError
 
 __all__ = ["Poller"]
 
@@ -75,6 +75,7 @@ class Poller:
         self._forced: set[str] = set()
         self._last: dict[str, bytes] = {}  # target -> the message last published
         self._due: dict[str, float] = {}  # target -> monotonic time of its next read
+        self._holding = False  # whether this instance held the poller key last turn
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -96,6 +97,7 @@ class Poller:
         if self._thread is not None:
             self._thread.join(5.0)
             self._thread = None
+        self._holding = False  # started again, it takes over from whoever polled meanwhile
         with contextlib.suppress(RedisRPCError):  # an unpopped wake-up, and its key, go
             self.transport.execute(("LREM", wake, 0, ""))
         try:
@@ -176,6 +178,12 @@ class Poller:
                 ("SET", key, self.ident, "NX", "PX", _HOLD_MS), ("GET", key)
             )
         holder = held == self.ident.encode()
+        if holder and not self._holding:
+            # Taking over: others may have published since this instance last did, so
+            # its last values say nothing of the streams; the first reads are published.
+            self._last.clear()
+            self._due.clear()
+        self._holding = holder
         with self._lock:
             # Only leased members: a name pushed by anyone else is never read.
             forced = self._forced & set(targets)
@@ -192,6 +200,7 @@ class Poller:
         if bad:
             commands.append(("ZREM", leases, *bad))
         blocked: set[str] = set()
+        published: list[str] = []
         for target in sorted(due):
             message = self.read(target)
             if message is None:  # a call is running: read it once the call ends
@@ -211,10 +220,18 @@ class Poller:
                 )
                 # The stream outlives its last lease, then goes: nobody reads it.
                 commands.append(("PEXPIRE", stream, 2 * lease_ms(interval or 1.0)))
+                published.append(target)
             if interval is not None:
                 self._last[target] = message
         if commands:
-            self.transport.execute(*commands)
+            try:
+                self.transport.execute(*commands)
+            except RedisConnectionError:
+                # Perhaps never published, yet _last has them: unforced, an unchanged value
+                # would not be published again, and its watchers would keep the old one.
+                with self._lock:
+                    self._forced.update(published)
+                raise
         self.blocked = bool(blocked)
         upcoming = [due for target, due in self._due.items() if target not in blocked]
         if holder and upcoming:
