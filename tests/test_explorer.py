@@ -46,8 +46,12 @@ def listed(explorer: Explorer, names: list[str]) -> None:
 
 @pytest.fixture
 def explorer(r) -> Iterator[Explorer]:
-    """An Explorer on the test Redis that refreshes only on demand."""
-    widget = Explorer(r, refresh_interval=0, timeout=10)
+    """An Explorer on the test Redis that refreshes and reads properties only on demand.
+
+    No live watching (the tests of it make their own): a property's reading then
+    changes only by Get, as the Get/Set tests assert.
+    """
+    widget = Explorer(r, refresh_interval=0, watch_interval=0, timeout=10)
     yield widget
     widget.close()
 
