@@ -15,8 +15,14 @@ from servable import Thing
 import redisrpc
 from redisrpc.aio import AsyncClient, set_property
 from redisrpc.client.aio import Multiplexer
-from redisrpc.core.plan import Send
-from redisrpc.core.protocol import Framed, Reply, decode_request, encode_framed_reply
+from redisrpc.core.plan import Receive, Send
+from redisrpc.core.protocol import (
+    Framed,
+    Reply,
+    decode_request,
+    encode_framed_reply,
+    encode_reply,
+)
 from redisrpc.errors import RedisConnectionError
 from redisrpc.testing import wait_for_async
 
@@ -449,3 +455,39 @@ def test_whole_replies_of_a_batch_are_delivered_when_taking_a_cut_off_blob_fails
             mux.forget("a")
 
     assert asyncio.run(main()).value == "for a"  # it came whole: a later failure must not lose it
+
+
+class _BatchOfItemsIO:
+    """The reader's first pop, made once call ``a`` waits, takes three items of its stream."""
+
+    def __init__(self) -> None:
+        self.mux: Multiplexer | None = None
+        self.items = [encode_reply(Reply(value=i, id="a", interim="item")) for i in range(3)]
+
+    async def step(self, commands: Any) -> list[Any]:
+        if commands[-1][0] == "RPUSH":
+            return [1]
+        mux = self.mux
+        assert mux is not None
+        await wait_for_async(lambda: mux.boxes["a"].future is not None)
+        items, self.items = self.items, []
+        if not items:
+            await asyncio.sleep(0.01)  # the reader's blocking pop: nothing more comes
+            return [None, None]
+        return [[b"q", items[0]], items[1:]]
+
+
+def test_stream_items_popped_together_reach_the_caller_in_order():
+    """Items one pop took while the caller waited come in the order the server sent them."""
+
+    async def main() -> list[Any]:
+        io = _BatchOfItemsIO()
+        mux = io.mux = Multiplexer(io, "svc", "q", max_size=1000)  # type: ignore[arg-type]
+        try:
+            first = await mux.step(Send("svc", b"{}", "q", "a", 5.0))
+            rest = [await mux.step(Receive("q", "a", 5.0)) for _ in range(2)]
+        finally:
+            mux.forget("a")
+        return [reply.value for reply in (first, *rest)]
+
+    assert asyncio.run(main()) == [0, 1, 2]

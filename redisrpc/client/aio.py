@@ -251,16 +251,19 @@ class Multiplexer:
         """The next reply (or error) handed to the call, or None after ``wait`` seconds."""
         box = self.boxes[call_id]
         self._read()
-        if not box.items:
+        if box.items:
+            item = box.items.popleft()
+        else:
             loop = asyncio.get_running_loop()
             box.future = loop.create_future()
             timer = loop.call_later(wait, _settle, box.future, None)
             try:
-                box.items.append(await box.future)
+                # The first one handed over; what came after it (in the same pop) waits in
+                # the box, behind it: a stream's items and progress stay in order.
+                item = await box.future
             finally:
                 timer.cancel()
                 box.future = None
-        item = box.items.popleft()
         if isinstance(item, BaseException):
             raise item
         return item
