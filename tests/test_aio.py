@@ -15,6 +15,7 @@ from servable import Thing
 import redisrpc
 from redisrpc.aio import AsyncClient, set_property
 from redisrpc.client.aio import Multiplexer
+from redisrpc.core.aio_transport import AsyncTransport
 from redisrpc.core.plan import Receive, Send
 from redisrpc.core.protocol import (
     Framed,
@@ -491,3 +492,57 @@ def test_stream_items_popped_together_reach_the_caller_in_order():
         return [reply.value for reply in (first, *rest)]
 
     assert asyncio.run(main()) == [0, 1, 2]
+
+
+class Reporter:
+    """Reports progress, then answers."""
+
+    def half_then_done(self) -> str:
+        """Progress, then the reply."""
+        redisrpc.progress(1, 2, "half")
+        return "done"
+
+
+class _ReaderDropsOnce:
+    """A real transport whose reader loses its connection once, when ``messages`` arrived."""
+
+    def __init__(self, real: AsyncTransport, reply_queue: str, messages: int) -> None:
+        self.real = real
+        self.reply_queue = reply_queue
+        self.messages = messages
+        self.armed = True
+
+    async def step(self, step: Any) -> Any:
+        if self.armed and isinstance(step, tuple) and step[0][:2] == ("BLPOP", self.reply_queue):
+            self.armed = False
+
+            async def arrived() -> bool:
+                return bool(
+                    (await self.real.execute(("LLEN", self.reply_queue)))[0] >= self.messages
+                )
+
+            await wait_for_async(arrived)
+            raise RedisConnectionError("the reader's connection dropped")
+        return await self.real.step(step)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_reply_behind_a_progress_message_is_taken_at_recovery(r, serve):
+    """The reader fails once the call's progress and reply are on the shared list: the
+    recovery pops both, and takes the reply (not the progress, which would report it lost)."""
+    serve(Reporter(), "rep")
+
+    async def main() -> Any:
+        rep = await AsyncClient(r, "rep", timeout=10)
+        state = rep._rpc_state
+        queue = state.reply_prefix + "shared"
+        transport = _ReaderDropsOnce(state.transport, queue, messages=2)
+        mux = Multiplexer(transport, state.name, queue, max_size=state.max_size)  # type: ignore[arg-type]
+        state.channels[asyncio.get_running_loop()] = mux
+        result = await rep.half_then_done()
+        assert not transport.armed
+        return result
+
+    assert asyncio.run(main()) == "done"
