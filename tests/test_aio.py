@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import free_port, watch_pushes
+from conftest import free_port, wait_for, watch_pushes
 from servable import Thing
 
 import redisrpc
@@ -546,3 +546,18 @@ def test_a_reply_behind_a_progress_message_is_taken_at_recovery(r, serve):
         return result
 
     assert asyncio.run(main()) == "done"
+
+
+@pytest.mark.parametrize("described", [True, False], ids=["shared-reply-list", "own-reply-list"])
+def test_event_loops_that_ended_leave_no_connection_open(r, serve, described):
+    """A proxy called under asyncio.run again and again (a script, or a thread beside
+    Jupyter's loop) keeps no connection of the loops that ended, nor their multiplexers."""
+    serve(Calculator(), "calc")
+    proxy = AsyncClient(r, "calc", timeout=5)
+    calc: Any = asyncio.run(proxy._rpc_described()) if described else proxy
+    assert asyncio.run(calc.echo(-1)) == -1
+    before = len(r.client_list())  # the server's, and those of the loop that just ended
+    for i in range(10):
+        assert asyncio.run(calc.echo(i)) == i
+    wait_for(lambda: len(r.client_list()) <= before, message="connections of ended loops left open")
+    assert len(calc._rpc_state.channels) <= 1

@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from ..core.aio_transport import AsyncTransport
+from ..core.aio_transport import AsyncTransport, ended_loops
 from ..core.call import Call, calling, first_reply, routed
 from ..core.keys import queue_name
 from ..core.ownlist import OwnList, blob_commands
@@ -114,6 +114,7 @@ class AsyncClient(ProxyBase):
         loop = asyncio.get_running_loop()
         mux = state.channels.get(loop)
         if mux is None:
+            ended_loops(state.channels)
             mux = state.channels[loop] = Multiplexer(
                 transport,
                 state.name,
