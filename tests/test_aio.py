@@ -9,14 +9,21 @@ import time
 from typing import Any
 
 import pytest
-from conftest import free_port, watch_pushes
+from conftest import free_port, wait_for, watch_pushes
 from servable import Thing
 
 import redisrpc
 from redisrpc.aio import AsyncClient, set_property
 from redisrpc.client.aio import Multiplexer
-from redisrpc.core.plan import Send
-from redisrpc.core.protocol import Framed, Reply, decode_request, encode_framed_reply
+from redisrpc.core.aio_transport import AsyncTransport
+from redisrpc.core.plan import Receive, Send
+from redisrpc.core.protocol import (
+    Framed,
+    Reply,
+    decode_request,
+    encode_framed_reply,
+    encode_reply,
+)
 from redisrpc.errors import RedisConnectionError
 from redisrpc.testing import wait_for_async
 
@@ -449,3 +456,108 @@ def test_whole_replies_of_a_batch_are_delivered_when_taking_a_cut_off_blob_fails
             mux.forget("a")
 
     assert asyncio.run(main()).value == "for a"  # it came whole: a later failure must not lose it
+
+
+class _BatchOfItemsIO:
+    """The reader's first pop, made once call ``a`` waits, takes three items of its stream."""
+
+    def __init__(self) -> None:
+        self.mux: Multiplexer | None = None
+        self.items = [encode_reply(Reply(value=i, id="a", interim="item")) for i in range(3)]
+
+    async def step(self, commands: Any) -> list[Any]:
+        if commands[-1][0] == "RPUSH":
+            return [1]
+        mux = self.mux
+        assert mux is not None
+        await wait_for_async(lambda: mux.boxes["a"].future is not None)
+        items, self.items = self.items, []
+        if not items:
+            await asyncio.sleep(0.01)  # the reader's blocking pop: nothing more comes
+            return [None, None]
+        return [[b"q", items[0]], items[1:]]
+
+
+def test_stream_items_popped_together_reach_the_caller_in_order():
+    """Items one pop took while the caller waited come in the order the server sent them."""
+
+    async def main() -> list[Any]:
+        io = _BatchOfItemsIO()
+        mux = io.mux = Multiplexer(io, "svc", "q", max_size=1000)  # type: ignore[arg-type]
+        try:
+            first = await mux.step(Send("svc", b"{}", "q", "a", 5.0))
+            rest = [await mux.step(Receive("q", "a", 5.0)) for _ in range(2)]
+        finally:
+            mux.forget("a")
+        return [reply.value for reply in (first, *rest)]
+
+    assert asyncio.run(main()) == [0, 1, 2]
+
+
+class Reporter:
+    """Reports progress, then answers."""
+
+    def half_then_done(self) -> str:
+        """Progress, then the reply."""
+        redisrpc.progress(1, 2, "half")
+        return "done"
+
+
+class _ReaderDropsOnce:
+    """A real transport whose reader loses its connection once, when ``messages`` arrived."""
+
+    def __init__(self, real: AsyncTransport, reply_queue: str, messages: int) -> None:
+        self.real = real
+        self.reply_queue = reply_queue
+        self.messages = messages
+        self.armed = True
+
+    async def step(self, step: Any) -> Any:
+        if self.armed and isinstance(step, tuple) and step[0][:2] == ("BLPOP", self.reply_queue):
+            self.armed = False
+
+            async def arrived() -> bool:
+                return bool(
+                    (await self.real.execute(("LLEN", self.reply_queue)))[0] >= self.messages
+                )
+
+            await wait_for_async(arrived)
+            raise RedisConnectionError("the reader's connection dropped")
+        return await self.real.step(step)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.real, name)
+
+
+def test_a_reply_behind_a_progress_message_is_taken_at_recovery(r, serve):
+    """The reader fails once the call's progress and reply are on the shared list: the
+    recovery pops both, and takes the reply (not the progress, which would report it lost)."""
+    serve(Reporter(), "rep")
+
+    async def main() -> Any:
+        rep = await AsyncClient(r, "rep", timeout=10)
+        state = rep._rpc_state
+        queue = state.reply_prefix + "shared"
+        transport = _ReaderDropsOnce(state.transport, queue, messages=2)
+        mux = Multiplexer(transport, state.name, queue, max_size=state.max_size)  # type: ignore[arg-type]
+        state.channels[asyncio.get_running_loop()] = mux
+        result = await rep.half_then_done()
+        assert not transport.armed
+        return result
+
+    assert asyncio.run(main()) == "done"
+
+
+@pytest.mark.parametrize("described", [True, False], ids=["shared-reply-list", "own-reply-list"])
+def test_event_loops_that_ended_leave_no_connection_open(r, serve, described):
+    """A proxy called under asyncio.run again and again (a script, or a thread beside
+    Jupyter's loop) keeps no connection of the loops that ended, nor their multiplexers."""
+    serve(Calculator(), "calc")
+    proxy = AsyncClient(r, "calc", timeout=5)
+    calc: Any = asyncio.run(proxy._rpc_described()) if described else proxy
+    assert asyncio.run(calc.echo(-1)) == -1
+    before = len(r.client_list())  # the server's, and those of the loop that just ended
+    for i in range(10):
+        assert asyncio.run(calc.echo(i)) == i
+    wait_for(lambda: len(r.client_list()) <= before, message="connections of ended loops left open")
+    assert len(calc._rpc_state.channels) <= 1

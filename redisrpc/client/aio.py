@@ -28,13 +28,13 @@ import asyncio
 import logging
 import secrets
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Iterator
 from typing import Any
 
 import redis
 
-from ..core.aio_transport import AsyncTransport
-from ..core.call import Call, calling, routed
+from ..core.aio_transport import AsyncTransport, ended_loops
+from ..core.call import Call, calling, first_reply, routed
 from ..core.keys import queue_name
 from ..core.ownlist import OwnList, blob_commands
 from ..core.plan import Plan, Receive, Recover, Send, drive_async
@@ -114,6 +114,7 @@ class AsyncClient(ProxyBase):
         loop = asyncio.get_running_loop()
         mux = state.channels.get(loop)
         if mux is None:
+            ended_loops(state.channels)
             mux = state.channels[loop] = Multiplexer(
                 transport,
                 state.name,
@@ -251,16 +252,19 @@ class Multiplexer:
         """The next reply (or error) handed to the call, or None after ``wait`` seconds."""
         box = self.boxes[call_id]
         self._read()
-        if not box.items:
+        if box.items:
+            item = box.items.popleft()
+        else:
             loop = asyncio.get_running_loop()
             box.future = loop.create_future()
             timer = loop.call_later(wait, _settle, box.future, None)
             try:
-                box.items.append(await box.future)
+                # The first one handed over; what came after it (in the same pop) waits in
+                # the box, behind it: a stream's items and progress stay in order.
+                item = await box.future
             finally:
                 timer.cancel()
                 box.future = None
-        item = box.items.popleft()
         if isinstance(item, BaseException):
             raise item
         return item
@@ -357,9 +361,7 @@ class Multiplexer:
             return
         for (call_id, (_, future)), count in zip(batch.items(), removed, strict=True):
             box = self.boxes.get(call_id)
-            waiting = box.items.popleft() if box is not None and box.items else None
-            if isinstance(waiting, BaseException):
-                waiting = None
+            waiting = None if box is None else first_reply(_handed(box))
             if not future.done():
                 future.set_result((count == 1, waiting))
 
@@ -401,6 +403,12 @@ def _spawn(coroutine: Any) -> None:
     task = asyncio.get_running_loop().create_task(coroutine)
     _KEEP.add(task)
     task.add_done_callback(_KEEP.discard)
+
+
+def _handed(box: _Box) -> Iterator[Any]:
+    """What was handed to ``box`` and not taken yet, in order (taken as it is read)."""
+    while box.items:
+        yield box.items.popleft()
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:

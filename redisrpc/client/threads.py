@@ -22,9 +22,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-from ..core.call import routed
+from ..core.call import first_reply, routed
 from ..core.ownlist import blob_commands
 from ..core.plan import Plan, Receive, Recover, Send
 from ..core.protocol import Framed, framed
@@ -253,16 +254,16 @@ class ThreadMultiplexer:
                     self.reader = None
                     self._start_reader()
         box = self.boxes.get(step.call_id)
-        waiting = None
-        while box is not None and waiting is None:
-            try:
-                item = box.replies.get_nowait()
-            except queue.Empty:
-                break
-            # Errors and progress are no reply: the reply may come after them.
-            if not isinstance(item, BaseException) and item.interim != "progress":
-                waiting = item
-        return removed, waiting
+        return removed, None if box is None else first_reply(_handed(box))
+
+
+def _handed(box: _Box) -> Iterator[Any]:
+    """What was handed to ``box`` and not taken yet, in order (taken as it is read)."""
+    while True:
+        try:
+            yield box.replies.get_nowait()
+        except queue.Empty:
+            return
 
 
 def _withdrawing(step: Recover, shared: str | None) -> Plan[tuple[bool, list[bytes]]]:

@@ -12,10 +12,11 @@ and an :class:`AsyncTransport` per node does the I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
+import socket
 import time
-import weakref
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import Any, TypeVar
 
 import redis
@@ -40,9 +41,36 @@ from .transport import (
 )
 from .wire import _deadline, pack_commands
 
-__all__ = ["AsyncTransport"]
+__all__ = ["AsyncTransport", "ended_loops"]
 
 T = TypeVar("T")
+V = TypeVar("V")
+
+
+def ended_loops(per_loop: MutableMapping[Any, V]) -> list[V]:
+    """Take out of ``per_loop`` what belongs to event loops that were closed.
+
+    Each ``asyncio.run`` (a script's, or a thread's beside Jupyter's loop) makes
+    a loop. What is kept for a loop (a pool's connections, a multiplexer) holds
+    the loop, so a weak key never lets go: without this, every ended loop's
+    connections stayed open. Keys that are no loops are left alone.
+    """
+    ended = [k for k in per_loop if isinstance(k, asyncio.AbstractEventLoop) and k.is_closed()]
+    return [per_loop.pop(loop) for loop in ended]
+
+
+def _shut(pool: redis.asyncio.ConnectionPool) -> None:
+    """Close the connections of a pool whose loop was closed (they cannot be awaited now).
+
+    Shutting each socket down ends the connection at once, on both sides; the
+    socket itself is freed with the pool.
+    """
+    for conn in (*pool._available_connections, *pool._in_use_connections):
+        writer = getattr(conn, "_writer", None)
+        sock = None if writer is None else writer.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 async def _exchange_async(
@@ -182,9 +210,8 @@ class AsyncTransport:
             self.location = f"sentinel master {self._sentinel[0]!r}"
         self._connection_class = connection_class
         self._kwargs = kwargs
-        self._pools: weakref.WeakKeyDictionary[
-            asyncio.AbstractEventLoop, redis.asyncio.ConnectionPool
-        ] = weakref.WeakKeyDictionary()
+        # One pool per event loop; those of loops that ended go when a new loop comes.
+        self._pools: dict[asyncio.AbstractEventLoop, redis.asyncio.ConnectionPool] = {}
 
     @classmethod
     def of(cls, target: Any, **options: Any) -> AsyncTransport:
@@ -197,6 +224,8 @@ class AsyncTransport:
         loop = asyncio.get_running_loop()
         pool = self._pools.get(loop)
         if pool is None:
+            for ended in ended_loops(self._pools):
+                _shut(ended)
             if self._sentinel is not None:
                 name, manager = self._sentinel
                 pool = redis.asyncio.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]

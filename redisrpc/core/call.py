@@ -29,7 +29,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -64,6 +64,7 @@ __all__ = [
     "checking_unknown",
     "closing",
     "encoded",
+    "first_reply",
     "giving_up",
     "looking_around",
     "marks",
@@ -485,6 +486,18 @@ def recovering(call: Call, data: bytes, exc: RedisConnectionError) -> Plan[Reply
         if reply is not None and reply.interim != "progress":
             return reply
     raise lost(call, exc, withdrawn)
+
+
+def first_reply(handed: Iterator[Any]) -> Reply | None:
+    """The reply among the messages a multiplexer handed a call, for the call's recovery.
+
+    Taken in order, up to the reply: errors (a failed read the call already
+    learnt of) and progress are no reply, and the reply may come after them.
+    """
+    for item in handed:
+        if isinstance(item, Reply) and item.interim != "progress":
+            return item
+    return None
 
 
 # The errors a call ends with when no reply comes.
