@@ -65,7 +65,9 @@ def _shut(pool: redis.asyncio.ConnectionPool) -> None:
     Shutting each socket down ends the connection at once, on both sides; the
     socket itself is freed with the pool.
     """
-    for conn in (*pool._available_connections, *pool._in_use_connections):
+    # redis-py's own lists (this module is the boundary to it): none if they are renamed.
+    kept = (getattr(pool, name, ()) for name in ("_available_connections", "_in_use_connections"))
+    for conn in [conn for group in kept for conn in group]:
         writer = getattr(conn, "_writer", None)
         sock = None if writer is None else writer.get_extra_info("socket")
         if sock is not None:
