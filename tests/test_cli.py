@@ -432,6 +432,15 @@ def test_watch_prints_each_change_then_stops_after_count(spawn_server, redis_url
         assert text in one_error_line(proc)
 
 
+def test_watch_of_a_child_that_is_not_there_is_one_line_exit_2(spawn_server):
+    """`redisrpc watch thing nope.volts` (or 0.volts): exit 2 and one line, no traceback."""
+    spawn_server("servable:Thing", "thing")
+    for member, text in [("nope.volts", "no method or property 'nope'"), ("0.volts", "thing.0")]:
+        proc = run_cli("watch", "thing", member, "--count", "1")
+        assert proc.returncode == 2, (member, proc.stderr)
+        assert text in one_error_line(proc)
+
+
 def test_watch_stopped_by_sigterm_removes_its_lease(spawn_server, redis_url, r):
     """A supervisor's SIGTERM ends `redisrpc watch` cleanly: exit 0, and its lease is gone."""
     spawn_server("servable:Thing", "thing")
