@@ -110,6 +110,18 @@ def test_call_prints_json_results(spawn_server):
     assert json.loads(run_cli("call", "thing", "echo", "-3").stdout) == -3
 
 
+def test_negative_numbers_in_exponent_form_are_arguments_not_options(spawn_server):
+    """-1e3 and -Infinity are JSON literals: call and set take them, as they take -3."""
+    spawn_server("servable:Thing", "thing")
+    for literal, value in [("-1e3", -1000.0), ("-2.5E-3", -0.0025), ("-Infinity", -float("inf"))]:
+        proc = run_cli("call", "thing", "echo", literal)
+        assert proc.returncode == 0, (literal, proc.stderr)
+        assert json.loads(proc.stdout) == value
+        proc = run_cli("set", "thing", "label", literal)
+        assert proc.returncode == 0, (literal, proc.stderr)
+        assert json.loads(run_cli("call", "thing", "label").stdout) == value
+
+
 def test_call_remote_error_prints_type_message_and_traceback(spawn_server):
     """A remote exception exits 1 and shows the remote type, message and traceback."""
     spawn_server("servable:Thing", "thing")
@@ -417,6 +429,15 @@ def test_watch_prints_each_change_then_stops_after_count(spawn_server, redis_url
     ]:
         proc = run_cli(*args)
         assert proc.returncode == 2, (args, proc.stderr)
+        assert text in one_error_line(proc)
+
+
+def test_watch_of_a_child_that_is_not_there_is_one_line_exit_2(spawn_server):
+    """`redisrpc watch thing nope.volts` (or 0.volts): exit 2 and one line, no traceback."""
+    spawn_server("servable:Thing", "thing")
+    for member, text in [("nope.volts", "no method or property 'nope'"), ("0.volts", "thing.0")]:
+        proc = run_cli("watch", "thing", member, "--count", "1")
+        assert proc.returncode == 2, (member, proc.stderr)
         assert text in one_error_line(proc)
 
 

@@ -324,6 +324,60 @@ def test_running_calls_show_with_progress_and_cancel_stops_them(explorer, serve,
     wait_for(lambda: not explorer.update_running() and not explorer.running_box.children)
 
 
+def test_a_description_with_null_member_lists_shows_and_filters(explorer, serve, monkeypatch):
+    """A server describing ``"methods": null`` (another language, a bug): no panel breaks."""
+    import redisrpc.server.dispatch  # noqa: PLC0415 - the serving side's description
+
+    real = redisrpc.server.dispatch.describe
+
+    def malformed(*args: object, **kwargs: object) -> dict[str, object]:
+        return {**real(*args, **kwargs), "methods": None, "properties": None, "objects": None}
+
+    monkeypatch.setattr(redisrpc.server.dispatch, "describe", malformed)
+    serve(Calculator(), "odd")
+    listed(explorer, ["odd"])
+    explorer.select("odd").result(10)  # raised TypeError in the worker: stuck at "describing…"
+    assert "Calculator" in explorer.header.value and "describing" not in explorer.header.value
+    assert explorer.forms == {} and explorer.properties == {}
+    explorer.search.value = "add"  # searched the null method list: TypeError
+    assert explorer.server_names == []
+    explorer.search.value = ""
+    assert explorer.server_names == ["odd"]
+
+
+class _HourBehind:
+    """The ``time`` module of a host whose wall clock is an hour behind Redis's."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(time, name)
+
+    @staticmethod
+    def time() -> float:
+        return time.time() - 3600
+
+
+def test_running_calls_of_a_server_whose_clock_is_behind_still_show(explorer, serve, monkeypatch):
+    """A server on a host whose clock is an hour behind: its long call shows, run for seconds."""
+    import redisrpc.server.calls  # noqa: PLC0415 - the serving side's clock, skewed
+
+    monkeypatch.setattr(redisrpc.server.calls, "time", _HourBehind())
+    calc = Calculator()
+    serve(calc, "calc")
+    listed(explorer, ["calc"])
+    explorer.select("calc").result(10)
+    caller = redisrpc.Client(explorer.transport, "calc", timeout=30)
+    worker = threading.Thread(target=caller.block)
+    worker.start()
+    try:
+        calls = wait_for(explorer.update_running, timeout=5, message="the long call not shown")
+        assert calls[0]["method"] == "block"
+        text = explorer.running_box.children[1].children[0].value
+        assert " · 0 s" in text or " · 1 s" in text, text
+    finally:
+        calc.release.set()
+        worker.join(10)
+
+
 class Channel:
     """One output channel."""
 

@@ -30,6 +30,12 @@ class Sample:
     def odd_default(self, when=_SENTINEL):
         """A default with no JSON form."""
 
+    def ramp(self, start=0, stop=10, /):
+        """Positional-only parameters, all with defaults."""
+
+    def measure(self, channel, averages=1, *extra):
+        """A default before extra positional arguments."""
+
 
 @pytest.fixture(scope="module")
 def methods():
@@ -104,6 +110,26 @@ def test_build_call_positional_only_and_varargs(methods):
         build_call(fields, {"first": "0", "rest": "3"})
     with pytest.raises(ValueError, match="JSON object"):
         build_call(fields, {"first": "0", "options": "[1]"})
+
+
+def test_a_default_shown_in_its_field_is_sent_when_a_later_value_goes_by_position(methods):
+    """A positional left at the default its field shows is sent when a later one needs it.
+
+    Typing that same value changes nothing (it still equals the default), so refusing
+    ("fill in start too") would leave no way to make the call.
+    """
+    fields = fields_for(methods["ramp"])
+    assert build_call(fields, {"start": "0", "stop": "5"}) == ([0, 5], {})
+    assert build_call(fields, {"start": "0", "stop": "10"}) == ([], {})
+    fields = fields_for(methods["measure"])
+    texts = {"channel": "2", "averages": "1"}
+    assert build_call(fields, {**texts, "extra": "[7, 8]"}) == ([2, 1, 7, 8], {})
+    assert build_call(fields, {**texts, "extra": "[]"}) == ([2], {})
+    odd = fields_for(
+        {"params": [*methods["odd_default"]["params"], {"name": "more", "kind": "VAR_POSITIONAL"}]}
+    )
+    with pytest.raises(ValueError, match="more: fill in when to pass extra arguments"):
+        build_call(odd, {"when": "", "more": "[1]"})
 
 
 def test_code_lines():

@@ -383,6 +383,9 @@ class GatedLooks:
             self.let_go.wait(20)
         return self.transport.execute(*commands, **options)
 
+    def now_ms(self) -> int:
+        return int(self.transport.now_ms())  # the Redis clock, as published entries use
+
 
 def test_a_cancel_mark_seen_after_its_call_ended_does_not_halt_the_next_call(r, serve):
     """A mark read while its call ends and the next starts: the hook must not stop the next."""

@@ -24,9 +24,10 @@ interrupted.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .._version import __version__
 from ..core.registry import DEFAULT_HEARTBEAT, DEFAULT_PREFIX
@@ -63,7 +64,18 @@ __all__ = [
 ]
 
 
+# Every negative JSON number (-3, -2.5, -1e3, -2.5E-3) and -Infinity. argparse's own
+# pattern knows only -3 and -2.5, so it took "-1e3" for an unknown option.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$|^-Infinity$")
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Arguments are JSON literals: a negative number is an argument, never an option
+        # (no option of ours looks like a number, so argparse does the same for -3).
+        self._negative_number_matcher = _NEGATIVE_NUMBER
+
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")

@@ -15,6 +15,7 @@ from ..client.signature import signature_from_params
 from ..client.sync import description
 from ..client.watch import watch
 from ..core.protocol import SET_PROPERTY
+from ..errors import RemoteException
 from .common import (
     EXIT_USAGE,
     Exit,
@@ -111,8 +112,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
     *path, member = args.member.split(".")
     transport = open_transport(args)
     owner: Any = connect_proxy(args, transport, args.name)
-    for segment in path:  # a child's member: ch1.volts, channels.0.volts
-        owner = owner[int(segment)] if segment.isdigit() else getattr(owner, segment)
+    for i, segment in enumerate(path):  # a child's member: ch1.volts, channels.0.volts
+        try:
+            owner = owner[int(segment)] if segment.isdigit() else getattr(owner, segment)
+        except RemoteException:
+            raise  # describing the child failed remotely: main() reports it
+        except (AttributeError, IndexError, TypeError) as exc:
+            # A mistyped path is bad usage, told in one line like an unknown member.
+            where = ".".join([args.name, *path[: i + 1]])
+            raise Exit(EXIT_USAGE, f"{where}: {exc}") from exc
     try:
         watched = watch(owner, member, interval=args.interval)
     except (AttributeError, TypeError, ValueError) as exc:

@@ -70,7 +70,10 @@ class RunningPanel:
         self._enabled = True
 
     def update(self, service: str, calls: list[dict[str, Any]], now: float | None = None) -> None:
-        """Show ``calls`` (as :func:`redisrpc.running` returns them) of ``service``."""
+        """Show ``calls`` (as :func:`redisrpc.running` returns them) of ``service``.
+
+        ``now`` is the Redis clock in epoch seconds, the clock of each call's ``since``.
+        """
         now = time.time() if now is None else now
         rows: dict[str, widgets.HBox] = {}
         for call in calls:
@@ -221,11 +224,13 @@ class Bench:
             return []
         try:
             calls = running(self.plain_client(name))
+            # Elapsed times on the Redis clock, as servers publish them: not this host's clock.
+            now = self.transport.now_ms() / 1000.0
         except Exception:  # a refresh thread must not die; the status line shows Redis errors
             return []
         with self.guard:
             if self.host.selected == name:
-                self.running.update(name, calls)
+                self.running.update(name, calls, now)
                 self.running.set_enabled(not self.host.is_gone(name))
         return calls
 

@@ -270,9 +270,7 @@ class Explorer:
         cached = self._clients.get(service.name)
         found = description(cached[1]) if cached else None
         return found is not None and any(
-            query in str(m.get("name", "")).lower()
-            for m in found.get("methods", [])
-            if isinstance(m, dict)
+            query in m["name"].lower() for m in _members(found, "methods")
         )
 
     def _apply_filter(self) -> None:
@@ -444,15 +442,9 @@ class Explorer:
             f"<code>{html.escape(connect_code(name, self.url))}</code></div>"
         )
         self.objects_box.children = object_tree(name, path, found, self.select)
-        self.forms = {
-            str(m["name"]): CallForm(self, name, m, path)
-            for m in found.get("methods", [])
-            if isinstance(m, dict) and isinstance(m.get("name"), str)
-        }
+        self.forms = {m["name"]: CallForm(self, name, m, path) for m in _members(found, "methods")}
         self.properties = {
-            str(p["name"]): PropertyRow(self, name, p, path)
-            for p in found.get("properties", [])
-            if isinstance(p, dict) and isinstance(p.get("name"), str)
+            p["name"]: PropertyRow(self, name, p, path) for p in _members(found, "properties")
         }
         self.methods.selected_index = None
         props: list[widgets.Widget] = []
@@ -561,6 +553,18 @@ class Explorer:
         self.bench.release_all()
         with self._lock:
             _close_tree(self.widget)
+
+
+def _members(found: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The entries of ``found[key]`` with a name; none when it is no list.
+
+    A description comes from the network: a malformed one (``"methods": null``
+    from another language or version) must show as empty, not break the panel.
+    """
+    entries = found.get(key)
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)]
 
 
 def _no_bar(done: float, total: float | None, message: str) -> None:

@@ -106,51 +106,77 @@ def parse_value(text: str) -> Any:
         return text
 
 
+_POSITIONAL_KINDS = ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")
+_LEFT = object()  # a positional field left empty or at its default
+
+
 def build_call(fields: list[Field], texts: dict[str, str]) -> tuple[list[Any], dict[str, Any]]:
     """Turn the typed texts into ``(args, kwargs)``, following the parameter kinds.
 
     A field left empty, or still holding its default, is omitted so the
-    server applies its own default. Raises ValueError naming the field for
-    a missing required value or unreadable text.
+    server applies its own default; after such a gap, later positionals go by
+    keyword. When a later value can only go by position (positional-only, or
+    extra ``*args``), a field left at the JSON default it shows is sent as
+    that value: typing the same value would not change the field, so refusing
+    would leave no way to make the call. Raises ValueError naming the field
+    for a missing required value or unreadable text.
     """
-    args: list[Any] = []
     kwargs: dict[str, Any] = {}
-    skipped: str | None = None  # a positional left to its default: later ones go by keyword
+    positional: list[tuple[Field, Any]] = []  # in order; _LEFT when left to the default
+    extra: tuple[Field, list[Any]] | None = None
     for field in fields:
         text = texts.get(field.name, "")
         empty = not text.strip() or (field.has_default and text.strip() == field.default_text)
         if empty:
             if field.required:
                 raise ValueError(f"{field.name} is required")
-            if field.kind in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD"):
-                skipped = skipped or field.name
+            if field.kind in _POSITIONAL_KINDS:
+                positional.append((field, _LEFT))
             continue
         try:
             value = parse_value(text)
         except ValueError as exc:
             raise ValueError(f"{field.name}: {exc}") from None
-        if field.kind == "POSITIONAL_ONLY":
-            if skipped:
-                raise ValueError(f"{field.name} is positional: fill in {skipped} too")
-            args.append(value)
-        elif field.kind == "POSITIONAL_OR_KEYWORD":
-            if skipped:
-                kwargs[field.name] = value
-            else:
-                args.append(value)
+        if field.kind in _POSITIONAL_KINDS:
+            positional.append((field, value))
         elif field.kind == "VAR_POSITIONAL":
             if not isinstance(value, list):
                 raise ValueError(f"{field.name}: give a JSON list, e.g. [1, 2]")
-            if skipped and value:
-                raise ValueError(f"{field.name}: fill in {skipped} to pass extra arguments")
-            args.extend(value)
+            extra = (field, value) if value else None
         elif field.kind == "VAR_KEYWORD":
             if not isinstance(value, dict):
                 raise ValueError(f'{field.name}: give a JSON object, e.g. {{"key": 1}}')
             kwargs.update(value)
         else:
             kwargs[field.name] = value
-    return args, kwargs
+    # Every positional up to the last value that can only go by position is sent by position.
+    by_position, needed_by = 0, ""
+    for i, (field, value) in enumerate(positional):
+        if value is not _LEFT and field.kind == "POSITIONAL_ONLY":
+            by_position, needed_by = i + 1, field.name
+    if extra is not None:
+        by_position, needed_by = len(positional), extra[0].name
+    args: list[Any] = []
+    named: dict[str, Any] = {}
+    gap = False
+    for i, (field, typed) in enumerate(positional):
+        value = typed
+        if typed is _LEFT:
+            if i >= by_position:
+                gap = True
+                continue
+            if not field.default_text:  # a default known by its repr only cannot be sent
+                if extra is not None:
+                    raise ValueError(f"{needed_by}: fill in {field.name} to pass extra arguments")
+                raise ValueError(f"{needed_by} is positional: fill in {field.name} too")
+            value = json.loads(field.default_text)
+        if gap:
+            named[field.name] = value
+        else:
+            args.append(value)
+    if extra is not None:
+        args.extend(extra[1])
+    return args, {**named, **kwargs}
 
 
 def python_literal(value: Any) -> str:

@@ -91,9 +91,10 @@ def object_tree(
         up = widgets.Button(description=f"↑ {parent or name}", layout={"width": "auto"})
         up.on_click(lambda _: select(name, parent))
         buttons.append(up)
+    objects = found.get("objects")  # from the network: anything but a list lists nothing
     children = [
         (str(o["name"]), str(o.get("class") or "object"))
-        for o in found.get("objects", [])
+        for o in (objects if isinstance(objects, list) else [])
         if isinstance(o, dict) and isinstance(o.get("name"), str)
     ]
     items = found.get("items")

@@ -184,8 +184,12 @@ class CallContext:
 
     @property
     def started_epoch(self) -> float:
-        """When the call started, in epoch seconds (from :attr:`started`: one clock read a call)."""
-        return time.time() - (time.monotonic() - self.started)
+        """When the call started, in epoch seconds on the Redis clock (as readers measure).
+
+        Not this host's wall clock: readers elsewhere compare it with the Redis
+        clock, so a host whose clock is off would show wrong elapsed times.
+        """
+        return self.transport.now_ms() / 1000.0 - (time.monotonic() - self.started)
 
     @property
     def interim(self) -> bool:
@@ -386,7 +390,9 @@ class Watcher:
             ("GET", cancel_key(self.service, str(c.request.id))) for c in calls
         ]
         if publish:
-            until = int((time.time() + 2 * _PUBLISH_EVERY + LONG_CALL) * 1000)
+            # The Redis clock, as readers judge it: a host whose clock is behind would
+            # publish entries already past, so its calls would never show (nor be cancelled).
+            until = int(self.transport.now_ms() + (2 * _PUBLISH_EVERY + LONG_CALL) * 1000)
             fields: list[Any] = []
             for call in calls:
                 entry = call.running()
