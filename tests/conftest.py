@@ -20,6 +20,8 @@ import redis
 from hypothesis import settings
 
 import redisrpc
+from redisrpc.core.protocol import Framed, Reply, encode_framed_reply
+from redisrpc.errors import RedisConnectionError
 from redisrpc.testing import RedisServer, free_port, wait_for
 
 # No per-example time limit: the suite runs four workers on small machines, and speed is
@@ -31,6 +33,7 @@ __all__ = [
     "CLI_SCRIPT",
     "PYTHON",
     "ROOT",
+    "CutBatch",
     "RedisServer",
     "ServerProcess",
     "free_port",
@@ -43,6 +46,30 @@ __all__ = [
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class CutBatch:
+    """A fake Redis for a multiplexer's reader (the sync and async tests wrap it).
+
+    The reader's first pop takes a whole reply to ``a``, then one to ``b``
+    whose blob the batch cut off; taking that blob fails (the connection went
+    away between the two). Pushes succeed.
+    """
+
+    def __init__(self) -> None:
+        whole = encode_framed_reply(Reply(value="for a", id="a"), binary=True)
+        cut = encode_framed_reply(Reply(value=b"blob of b", id="b"), binary=True)
+        assert isinstance(cut, Framed)
+        self.batch: list[Any] | None = [[b"q", whole], [bytes(cut)]]
+
+    def answer(self, commands: Any) -> list[Any] | None:
+        """The replies to ``commands``; None for a later pop, which finds nothing more."""
+        if commands[-1][0] == "RPUSH":
+            return [1]
+        if commands[0][0] == "BLPOP":
+            batch, self.batch = self.batch, None
+            return batch
+        raise RedisConnectionError("Redis went away")  # the LPOP of b's blob
 
 
 @pytest.fixture(scope="session")

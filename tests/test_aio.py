@@ -9,7 +9,7 @@ import time
 from typing import Any
 
 import pytest
-from conftest import free_port, wait_for, watch_pushes
+from conftest import CutBatch, free_port, wait_for, watch_pushes
 from servable import Thing
 
 import redisrpc
@@ -18,10 +18,8 @@ from redisrpc.client.aio import Multiplexer
 from redisrpc.core.aio_transport import AsyncTransport
 from redisrpc.core.plan import Receive, Send
 from redisrpc.core.protocol import (
-    Framed,
     Reply,
     decode_request,
-    encode_framed_reply,
     encode_reply,
 )
 from redisrpc.errors import RedisConnectionError
@@ -425,26 +423,13 @@ def test_non_registering_service_is_never_declared_gone(r, redis_url, serve, pat
     assert asyncio.run(main()) == 7
 
 
-class _CutBatchIO:
-    """The reader's first pop takes a whole reply to ``a``, then one to ``b`` whose blob the
-    batch cut off; taking that blob fails (the connection went away between the two)."""
-
-    def __init__(self) -> None:
-        whole = encode_framed_reply(Reply(value="for a", id="a"), binary=True)
-        cut = encode_framed_reply(Reply(value=b"blob of b", id="b"), binary=True)
-        assert isinstance(cut, Framed)
-        self.batch: list[Any] | None = [[b"q", whole], [bytes(cut)]]
-
+class _CutBatchIO(CutBatch):
     async def step(self, commands: Any) -> list[Any]:
-        if commands[-1][0] == "RPUSH":
-            return [1]
-        if commands[0][0] == "BLPOP":
-            batch, self.batch = self.batch, None
-            if batch is not None:
-                return batch
-            await asyncio.sleep(0.01)  # nothing more came
+        replies = self.answer(commands)
+        if replies is None:
+            await asyncio.sleep(0.01)  # a blocking pop's wait: nothing more came
             return [None, None]
-        raise RedisConnectionError("Redis went away")  # the LPOP of b's blob
+        return replies
 
 
 def test_whole_replies_of_a_batch_are_delivered_when_taking_a_cut_off_blob_fails():

@@ -9,12 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import CutBatch, wait_for
 
 import redisrpc
 from redisrpc.client.threads import ThreadMultiplexer
 from redisrpc.core.plan import Send
-from redisrpc.core.protocol import Framed, Reply, encode_framed_reply
 from redisrpc.errors import RedisConnectionError
 
 
@@ -316,26 +315,13 @@ def test_a_failed_push_is_raised_at_the_calls_send_step():
     wait_for(lambda: mux.reader is None)
 
 
-class _CutBatchTransport:
-    """The reader's first pop takes a whole reply to ``a``, then one to ``b`` whose blob the
-    batch cut off; taking that blob fails (the connection went away between the two)."""
-
-    def __init__(self) -> None:
-        whole = encode_framed_reply(Reply(value="for a", id="a"), binary=True)
-        cut = encode_framed_reply(Reply(value=b"blob of b", id="b"), binary=True)
-        assert isinstance(cut, Framed)
-        self.batch: list[Any] | None = [[b"q", whole], [bytes(cut)]]
-
+class _CutBatchTransport(CutBatch):
     def execute(self, *commands: Any, quiet: int = 0) -> list[Any]:
-        if commands[-1][0] == "RPUSH":
-            return [1]
-        if commands[0][0] == "BLPOP":
-            batch, self.batch = self.batch, None
-            if batch is not None:
-                return batch
-            time.sleep(0.01)  # nothing more came
+        replies = self.answer(commands)
+        if replies is None:
+            time.sleep(0.01)  # a blocking pop's wait: nothing more came
             return [None, None]
-        raise RedisConnectionError("Redis went away")  # the LPOP of b's blob
+        return replies
 
 
 def test_whole_replies_of_a_batch_are_delivered_when_taking_a_cut_off_blob_fails():
