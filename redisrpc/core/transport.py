@@ -246,7 +246,8 @@ class Transport:
             try:
                 client = _client_of_url(url, connect_timeout=options.get("connect_timeout", 5.0))
             except (ValueError, IndexError) as exc:
-                raise TransportError(f"invalid Redis URL {url!r}: {exc}") from exc
+                # Masked: an error message ends up in logs and tracebacks.
+                raise TransportError(f"invalid Redis URL {masked_url(url)!r}: {exc}") from exc
         else:
             client = target
         if isinstance(client, (_LazyCluster, redis.cluster.RedisCluster)):
