@@ -202,9 +202,12 @@ class Transport:
         )
         kwargs.pop("orig_socket_timeout", None)
         self._pool: redis.ConnectionPool
+        # A Sentinel master's pool: a READONLY reply means the master moved.
+        self._follows_master = False
         if isinstance(source, redis.sentinel.SentinelConnectionPool):
             kwargs.pop("connection_pool", None)  # the new pool sets its own
             self.location = f"sentinel master {source.service_name!r}"
+            self._follows_master = bool(source.is_master)
             self._pool = redis.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
                 source.service_name,
                 source.sentinel_manager,
@@ -311,6 +314,12 @@ class Transport:
                     )
                     if not honoured:
                         self._skips = None  # probe again before the next quiet command
+                if self._follows_master and any(type(r) is rexc.ReadOnlyError for r in replies):
+                    # The master was made a replica under us (redis-py's Sentinel connections
+                    # see this, but not through the direct read path): drop the connection
+                    # before another thread takes it, so the next one asks the sentinels.
+                    conn.disconnect()  # type: ignore[no-untyped-call]
+                    raise rexc.ConnectionError("it is a replica now (READONLY): the master moved")
             finally:
                 self._idle.append(conn)
         except (rexc.RedisError, OSError) as exc:
