@@ -256,3 +256,44 @@ def test_a_watch_goes_on_after_the_master_is_killed(deployment: Deployment) -> N
             wait_for(lambda: seen.latest == [7], timeout=30, message="the change after failover")
     finally:
         server.stop(10)
+
+
+def test_a_master_demoted_under_its_clients_is_reported_as_lost(deployment: Deployment) -> None:
+    """A master made a replica while connected (READONLY) is a lost master, sync and asyncio.
+
+    As redis-py's Sentinel connections do: the connection is dropped (the next
+    one asks the sentinels again) and the write fails with RedisConnectionError,
+    not with a command error on a connection kept to the old master.
+    """
+    from redisrpc.core.aio_transport import AsyncTransport  # noqa: PLC0415
+
+    transport = Transport.of(deployment.url)
+    aio = AsyncTransport(transport)
+
+    async def push() -> list[Any]:
+        return await aio.execute(("RPUSH", "k", "v"))
+
+    transport.execute(("RPUSH", "k", "v"))
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(push())
+        # Demoted by hand: the sentinels' own failover would also kill its clients.
+        with deployment.master.client() as old:
+            old.replicaof("127.0.0.1", deployment.replica.port)
+        wait_for(
+            lambda: _role(deployment.master) == "slave", timeout=5, message="the master demoted"
+        )
+        with pytest.raises(redisrpc.RedisConnectionError, match="replica"):
+            transport.execute(("RPUSH", "k", "v"))
+        assert not any(conn._sock for conn in transport._made)  # type: ignore[attr-defined]
+        with pytest.raises(redisrpc.RedisConnectionError):
+            loop.run_until_complete(push())
+    finally:
+        loop.run_until_complete(aio.close())
+        loop.close()
+        transport.close()
+
+
+def _role(server: RedisServer) -> str:
+    with server.client() as client:
+        return str(client.info("replication")["role"])

@@ -663,3 +663,22 @@ def test_url_of_a_client_reaches_the_same_redis_and_masks_its_password(redis_url
     assert url_of("redis://h:1/0") is None
     assert masked_url("redis+sentinel://lab:s3@a:1,b:2/m") == "redis+sentinel://lab:***@a:1,b:2/m"
     assert masked_url("redis://h:6379/0") == "redis://h:6379/0"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://lab:s3cret@s1:26379/mymaster/0/extra",
+        "redis+sentinel://s1:26379/mymaster?sentinel_password=s3cret&bogus=1",
+        "redis+cluster://lab:s3cret@h1:7000/3",
+        "redis://:s3cret@h:notaport/0",
+        "redis+sentinel://lab:pa@s3cret@s1:notaport/mymaster",
+    ],
+)
+def test_an_invalid_url_is_reported_without_its_password(url):
+    """The error for a URL that does not parse names the URL, its passwords masked."""
+    with pytest.raises(TransportError, match="invalid Redis URL") as raised:
+        Transport.of(url)
+    assert "s3cret" not in str(raised.value)
+    assert "***" in str(raised.value)
+    assert "s3cret" not in masked_url(url)

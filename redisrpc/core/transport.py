@@ -202,9 +202,12 @@ class Transport:
         )
         kwargs.pop("orig_socket_timeout", None)
         self._pool: redis.ConnectionPool
+        # A Sentinel master's pool: a READONLY reply means the master moved.
+        self._follows_master = False
         if isinstance(source, redis.sentinel.SentinelConnectionPool):
             kwargs.pop("connection_pool", None)  # the new pool sets its own
             self.location = f"sentinel master {source.service_name!r}"
+            self._follows_master = bool(source.is_master)
             self._pool = redis.sentinel.SentinelConnectionPool(  # type: ignore[no-untyped-call]
                 source.service_name,
                 source.sentinel_manager,
@@ -246,7 +249,8 @@ class Transport:
             try:
                 client = _client_of_url(url, connect_timeout=options.get("connect_timeout", 5.0))
             except (ValueError, IndexError) as exc:
-                raise TransportError(f"invalid Redis URL {url!r}: {exc}") from exc
+                # Masked: an error message ends up in logs and tracebacks.
+                raise TransportError(f"invalid Redis URL {masked_url(url)!r}: {exc}") from exc
         else:
             client = target
         if isinstance(client, (_LazyCluster, redis.cluster.RedisCluster)):
@@ -310,6 +314,12 @@ class Transport:
                     )
                     if not honoured:
                         self._skips = None  # probe again before the next quiet command
+                if self._follows_master and any(type(r) is rexc.ReadOnlyError for r in replies):
+                    # The master was made a replica under us (redis-py's Sentinel connections
+                    # see this, but not through the direct read path): drop the connection
+                    # before another thread takes it, so the next one asks the sentinels.
+                    conn.disconnect()  # type: ignore[no-untyped-call]
+                    raise rexc.ConnectionError("it is a replica now (READONLY): the master moved")
             finally:
                 self._idle.append(conn)
         except (rexc.RedisError, OSError) as exc:

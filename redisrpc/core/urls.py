@@ -40,12 +40,23 @@ def resolve_url(url: str | None = None) -> str:
     return url or os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
-_PASSWORD = re.compile(r"^([A-Za-z+]+://[^:/@]*:)[^@/]+@")
+_SECRET_OPTION = re.compile(r"([?&][A-Za-z_]*password=)[^&#]*")
 
 
 def masked_url(url: str) -> str:
-    """``url`` with its password (if any) shown as ``***``: for display, never for connecting."""
-    return _PASSWORD.sub(r"\1***@", url)
+    """``url`` with its passwords (if any) shown as ``***``: for display, never for connecting.
+
+    The user's password ends at the netloc's last ``@`` (as redis-py and the
+    Sentinel and Cluster parsers read it, so a password may hold an ``@``),
+    and ``?sentinel_password=`` is a password too.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    end = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    auth, at, hosts = rest[:end].rpartition("@")
+    netloc = f"{auth.partition(':')[0]}:***@{hosts}" if at and ":" in auth else rest[:end]
+    return f"{scheme}://{netloc}" + _SECRET_OPTION.sub(r"\1***", rest[end:])
 
 
 def url_of(client: Any) -> str | None:
