@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -165,50 +166,50 @@ def _reader_drops_once(work: Any, messages: int = 1) -> tuple[_ReaderDropsOnce, 
     return transport, slow
 
 
-def test_a_reply_left_on_the_shared_list_by_a_failed_reader_is_taken_at_recovery(r, serve):
+@pytest.fixture
+def dropping(r: Any, serve: Any) -> Iterator[Callable[[int], tuple[Any, _ReaderDropsOnce]]]:
+    """Make a multiplexed proxy of a 4-worker :class:`Worker` whose reader fails once
+    ``messages`` reached the shared list (see :func:`_reader_drops_once`); at the end the
+    held call is let go and must finish."""
     worker = Worker()
     serve(worker, "work", workers=4)
     work = redisrpc.Client(r, "work")
-    transport, slow = _reader_drops_once(work)
+    held: list[list[Any]] = []
+
+    def make(messages: int) -> tuple[Any, _ReaderDropsOnce]:
+        transport, slow = _reader_drops_once(work, messages)
+        held.append(slow)
+        return work, transport
+
+    yield make
+    worker.gate.set()
+    for slow in held:
+        wait_for(lambda slow=slow: slow == ["open"])
+
+
+def test_a_reply_left_on_the_shared_list_by_a_failed_reader_is_taken_at_recovery(dropping):
+    work, transport = dropping(1)
     # Multiplexed; the reply reaches the shared list, then the reader's connection drops.
     # The connection is back at once: the call's recovery finds its reply (as a call with
     # a list of its own pops it from that list), instead of failing as lost.
-    try:
-        assert work.ident(1) == [1, None]
-        assert not transport.armed
-    finally:
-        worker.gate.set()
-    wait_for(lambda: slow == ["open"])
+    assert work.ident(1) == [1, None]
+    assert not transport.armed
 
 
-def test_a_progress_message_found_at_recovery_is_not_taken_for_the_reply(r, serve):
-    worker = Worker()
-    serve(worker, "work", workers=4)
-    work = redisrpc.Client(r, "work")
-    transport, slow = _reader_drops_once(work)
+def test_a_progress_message_found_at_recovery_is_not_taken_for_the_reply(dropping):
+    work, transport = dropping(1)
     # The reader fails once the call's progress is on the shared list: its recovery finds
     # that progress, not a reply (the call still runs, and is now marked cancelled).
-    try:
-        with pytest.raises(RedisConnectionError, match="may or may not have been delivered"):
-            work.half_done()
-        assert not transport.armed
-    finally:
-        worker.gate.set()
-    wait_for(lambda: slow == ["open"])
+    with pytest.raises(RedisConnectionError, match="may or may not have been delivered"):
+        work.half_done()
+    assert not transport.armed
 
 
-def test_a_reply_behind_a_progress_message_is_taken_at_recovery(r, serve):
-    worker = Worker()
-    serve(worker, "work", workers=4)
-    work = redisrpc.Client(r, "work")
-    transport, slow = _reader_drops_once(work, messages=2)
+def test_a_reply_behind_a_progress_message_is_taken_at_recovery(dropping):
+    work, transport = dropping(2)
     # The reader fails once the call's progress and its reply are both on the shared list.
-    try:
-        assert work.half_then_done() == "done"
-        assert not transport.armed
-    finally:
-        worker.gate.set()
-    wait_for(lambda: slow == ["open"])
+    assert work.half_then_done() == "done"
+    assert not transport.armed
 
 
 def test_multiplexed_calls_time_out_and_are_withdrawn(r):
