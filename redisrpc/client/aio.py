@@ -36,9 +36,9 @@ import redis
 from ..core.aio_transport import AsyncTransport, ended_loops
 from ..core.call import Call, calling, first_reply, routed
 from ..core.keys import queue_name
-from ..core.ownlist import OwnList, blob_commands
+from ..core.ownlist import OwnList, blob_commands, framing
 from ..core.plan import Plan, Receive, Recover, Send, drive_async
-from ..core.protocol import SET_PROPERTY, Framed, Reply, check_serializer, framed
+from ..core.protocol import SET_PROPERTY, Reply, check_serializer
 from ..core.transport import Transport
 from ..errors import RedisRPCError
 from .proxy import ProxyBase, ProxyState, checked_timeout
@@ -318,22 +318,10 @@ class Multiplexer:
             self.reader = None
 
     async def _framed(self, elements: list[bytes]) -> list[bytes]:
-        """The messages among popped ``elements``, each with its blobs (one RPUSH wrote them).
-
-        Whole messages before one whose blobs the batch cut off are delivered
-        at once; the rest (that one) is returned.
-        """
-        messages, missing = framed(elements)
-        if missing:
-            # The whole messages first: failing to take the rest must not lose them.
-            for raw in messages[:-1]:
-                self._deliver(raw)
-            del messages[:-1]
-            (rest,) = await self.transport.step((("LPOP", self.reply_queue, missing),))
-            last = messages[-1]
-            if isinstance(last, Framed):
-                last.blobs.extend(rest or [])
-        return messages
+        """The messages among popped ``elements`` not delivered yet (see :func:`framing`)."""
+        return await drive_async(
+            framing(self.reply_queue, elements, self._deliver), self.transport.step
+        )
 
     def _deliver(self, raw: bytes) -> None:
         reply = routed(raw, max_size=self.max_size, queue=self.reply_queue)
@@ -382,16 +370,7 @@ class Multiplexer:
         for box in self.boxes.values():  # errors handed out before are settled now
             while box.items and isinstance(box.items[0], BaseException):
                 box.items.popleft()
-        messages, missing = framed(more or [])
-        if missing:
-            for raw in messages[:-1]:  # the whole ones first (see _framed)
-                self._deliver(raw)
-            del messages[:-1]
-            (rest,) = yield (("LPOP", self.reply_queue, missing),)
-            last = messages[-1]
-            if isinstance(last, Framed):
-                last.blobs.extend(rest or [])
-        for raw in messages:
+        for raw in (yield from framing(self.reply_queue, more or [], self._deliver)):
             self._deliver(raw)
         return removed
 

@@ -22,13 +22,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..core.call import first_reply, routed
-from ..core.ownlist import blob_commands
-from ..core.plan import Plan, Receive, Recover, Send
-from ..core.protocol import Framed, framed
+from ..core.ownlist import blob_commands, framing
+from ..core.plan import Plan, Receive, Recover, Send, drive
 from ..core.transport import Transport
 from ..errors import RedisConnectionError, RedisRPCError
 
@@ -200,16 +199,11 @@ class ThreadMultiplexer:
                     ("BLPOP", self.reply_queue, _READ_SLICE),
                     ("LPOP", self.reply_queue, _READ_BATCH),
                 )
-                messages, missing = framed(([blocked[1]] if blocked else []) + (more or []))
-                if missing:
-                    # The whole messages first: failing to take the rest must not lose them.
-                    for raw in messages[:-1]:
-                        self._deliver(raw)
-                    del messages[:-1]
-                    (rest,) = self.transport.execute(("LPOP", self.reply_queue, missing))
-                    last = messages[-1]
-                    if isinstance(last, Framed):
-                        last.blobs.extend(rest or [])
+                elements = ([blocked[1]] if blocked else []) + (more or [])
+                messages = drive(
+                    framing(self.reply_queue, elements, self._deliver),
+                    lambda commands: self.transport.execute(*commands),
+                )
             except RedisRPCError as exc:
                 # Every waiting call learns of it at its step; its plan then recovers.
                 with self.lock:
@@ -244,7 +238,7 @@ class ThreadMultiplexer:
                 self.reader = threading.current_thread()
         try:
             removed, messages = self.transport.rescue(
-                _withdrawing(step, self.reply_queue if read else None)
+                _withdrawing(step, self.reply_queue if read else None, self._deliver)
             )
             for raw in messages:
                 self._deliver(raw)
@@ -266,16 +260,17 @@ def _handed(box: _Box) -> Iterator[Any]:
             return
 
 
-def _withdrawing(step: Recover, shared: str | None) -> Plan[tuple[bool, list[bytes]]]:
-    """Withdraw the request and, with ``shared``, pop the replies waiting there."""
+def _withdrawing(
+    step: Recover, shared: str | None, deliver: Callable[[bytes], None]
+) -> Plan[tuple[bool, list[bytes]]]:
+    """Withdraw the request and, with ``shared``, pop the replies waiting there.
+
+    Returns whether it was withdrawn and the replies popped not yet handed to ``deliver``.
+    """
     pop = () if shared is None else (("LPOP", shared, _READ_BATCH),)
     removed, *popped = yield (("LREM", step.service, 1, step.data), *pop)
     if not removed and step.marks:
         yield step.marks
-    messages, missing = framed((popped[0] if popped else None) or [])
-    if missing and shared is not None:
-        (rest,) = yield (("LPOP", shared, missing),)
-        last = messages[-1]
-        if isinstance(last, Framed):
-            last.blobs.extend(rest or [])
-    return bool(removed), messages
+    if shared is None:
+        return bool(removed), []
+    return bool(removed), (yield from framing(shared, popped[0] or [], deliver))

@@ -7,12 +7,13 @@ asyncio client's multiplexer has its own); see :class:`OwnList`.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from .plan import Plan, Receive, Recover, Send
 from .protocol import Framed, blob_count, framed
 
-__all__ = ["RECEIVE_BATCH", "OwnList", "blob_commands", "completed"]
+__all__ = ["RECEIVE_BATCH", "OwnList", "blob_commands", "completed", "framing"]
 
 
 class OwnList:
@@ -69,10 +70,7 @@ class OwnList:
                 ("LPOP", step.reply_queue, RECEIVE_BATCH),
             )
             elements = ([popped[1]] if popped else []) + (more or [])
-            messages, missing = framed(elements)
-            if missing:
-                yield from _taking_rest(step.reply_queue, messages[-1], missing)
-            buffer = self.buffer = deque(messages)
+            buffer = self.buffer = deque((yield from framing(step.reply_queue, elements)))
         return buffer.popleft() if buffer else None
 
     def _recovering(self, step: Recover) -> Plan[tuple[bool, Any]]:
@@ -103,6 +101,27 @@ def completed(queue: str, elements: list[bytes]) -> Plan[bytes | None]:
     if missing:
         yield from _taking_rest(queue, messages[-1], missing)
     return messages[0]
+
+
+def framing(
+    queue: str, elements: list[bytes], deliver: Callable[[bytes], None] | None = None
+) -> Plan[list[bytes]]:
+    """The messages among ``elements`` popped from ``queue``, each with its blobs.
+
+    One RPUSH wrote each message with its blobs, so the blobs a batch cut off
+    from its last message are there: they are popped. On a shared list
+    (``deliver`` given) the whole messages before that one are handed to
+    ``deliver`` first, and are not returned: failing to take the rest must not
+    lose them.
+    """
+    messages, missing = framed(elements)
+    if missing:
+        if deliver is not None:
+            for raw in messages[:-1]:
+                deliver(raw)
+            del messages[:-1]
+        yield from _taking_rest(queue, messages[-1], missing)
+    return messages
 
 
 def _taking_rest(queue: str, message: bytes, missing: int) -> Plan[None]:
