@@ -97,10 +97,7 @@ def completed(queue: str, elements: list[bytes]) -> Plan[bytes | None]:
         return None
     if not blob_count(elements[0]):
         return elements[0]
-    messages, missing = framed(elements)
-    if missing:
-        yield from _taking_rest(queue, messages[-1], missing)
-    return messages[0]
+    return (yield from framing(queue, elements))[0]
 
 
 def framing(
