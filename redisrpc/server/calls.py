@@ -492,17 +492,18 @@ class Cancellations:
         self.service = service
         self.key = cancels_key(service)
 
-    def cancelled(self, request: Request, at_pop: Prefetched) -> bool:
+    def cancelled(self, request: Request, at_pop: Prefetched, *, stale: bool | None = None) -> bool:
         """Whether ``request``'s caller gave up.
 
         ``at_pop`` holds the counter's value read in the round trip that
-        popped the request, and when that round trip was sent and answered.
+        popped the request, and when that round trip was sent and answered;
+        ``stale`` is :meth:`stale`'s verdict on it, when the caller has it.
         """
         if request.id is None:
             return False
         counter = at_pop.cancels
         try:
-            if self.stale(request, at_pop):
+            if self.stale(request, at_pop) if stale is None else stale:
                 # A long call before it, or a paused process: ask again now.
                 (counter_now,) = self.transport.execute(("GET", self.key))
             else:

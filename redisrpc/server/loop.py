@@ -333,9 +333,10 @@ class Server:
             )
             return SKIP
         if prefetched is not None:
-            if self.cancellations.cancelled(request, prefetched):
+            stale = self.cancellations.stale(request, prefetched)  # one clock reading for both
+            if self.cancellations.cancelled(request, prefetched, stale=stale):
                 return SKIP
-            if self.cancellations.stale(request, prefetched):
+            if stale:
                 # Someone may have taken (or released) the lock since the pop: read it now.
                 return self._lock_refusal(request)
             if prefetched.lock is None and request.lock is None:
