@@ -30,7 +30,7 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-__all__ = ["PropertySpec", "View", "is_view", "make_view", "refresh"]
+__all__ = ["PropertySpec", "View", "framework_names", "is_view", "make_view", "refresh"]
 
 PropertySpec = tuple[Callable[[], Any], "Callable[[Any], None] | None", str]
 """A forwarded property: (getter, setter or None for read-only, docstring)."""
@@ -56,6 +56,15 @@ class View:
 def is_view(value: Any) -> bool:
     """Tell whether ``value`` is a view (made by :func:`make_view`)."""
     return isinstance(value, View)
+
+
+def framework_names(cls: type, is_framework: Callable[[type], bool]) -> frozenset[str]:
+    """Every name that a framework class in ``cls``'s MRO (``is_framework``) defines.
+
+    A driver's override of one (QCoDeS's ``write_raw``, PyMeasure's ``write``) is
+    the framework's plumbing reimplemented: adapters keep such names hidden.
+    """
+    return frozenset(name for klass in cls.__mro__ if is_framework(klass) for name in vars(klass))
 
 
 def refresh(view: Any) -> None:

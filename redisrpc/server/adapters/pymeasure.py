@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .base import PropertySpec, View, make_view
+from .base import PropertySpec, View, framework_names, make_view
 
 __all__ = ["PymeasureAdapter"]
 
@@ -51,7 +51,7 @@ class PymeasureAdapter:
         methods: dict[str, Any] = {}
         properties: dict[str, PropertySpec] = {}
         # A driver's override of a base class's name (HP34401A's ``write``) is still the bus.
-        hidden = {name for klass in type(obj).__mro__ if _base(klass) for name in vars(klass)}
+        hidden = framework_names(type(obj), _base)
         for klass in reversed(type(obj).__mro__):
             if klass is object:
                 continue

@@ -16,12 +16,17 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from .base import View, make_view
+from .base import View, framework_names, make_view
 
 __all__ = ["QcodesAdapter"]
 
 _PLUMBING_MODULES = ("qcodes.instrument.", "qcodes.metadatable.", "qcodes.utils.")
 _KEPT = ("snapshot", "print_readable_snapshot", "get_idn", "invalidate_cache")
+
+
+def _is_plumbing(klass: type) -> bool:
+    module = klass.__module__ or ""
+    return module.startswith(_PLUMBING_MODULES) or module in ("builtins", "typing")
 
 
 def _driver_methods(obj: Any) -> dict[str, Any]:
@@ -30,16 +35,9 @@ def _driver_methods(obj: Any) -> dict[str, Any]:
     A driver's override of a base class's name (``close``, ``write_raw``, ``ask``, as
     many real drivers have) stays hidden too: it is the same plumbing, reimplemented.
     """
-    mro = type(obj).__mro__
-    plumbing = {
-        name
-        for klass in mro
-        if (klass.__module__ or "").startswith(_PLUMBING_MODULES)
-        or klass.__module__ in ("builtins", "typing")
-        for name in vars(klass)
-    }
+    plumbing = framework_names(type(obj), _is_plumbing)
     methods: dict[str, Any] = {}
-    for klass in reversed(mro):
+    for klass in reversed(type(obj).__mro__):
         for name, raw in vars(klass).items():
             if name.startswith("_") or isinstance(raw, property):
                 continue
