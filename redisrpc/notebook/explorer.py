@@ -44,7 +44,7 @@ from . import rst
 from .bench import Bench
 from .forms import connect_code
 from .outcome import PRE, CallRecord, Outcome, history_html
-from .rows import CallForm, Done, PropertyRow, child_of, object_tree, shown
+from .rows import CallForm, Done, PropertyRow, child_of, named_entries, object_tree, shown
 from .watching import PropertyWatches
 
 __all__ = ["CallForm", "CallRecord", "Explorer", "PropertyRow", "explore"]
@@ -270,7 +270,7 @@ class Explorer:
         cached = self._clients.get(service.name)
         found = description(cached[1]) if cached else None
         return found is not None and any(
-            query in m["name"].lower() for m in _members(found, "methods")
+            query in m["name"].lower() for m in named_entries(found, "methods")
         )
 
     def _apply_filter(self) -> None:
@@ -442,9 +442,11 @@ class Explorer:
             f"<code>{html.escape(connect_code(name, self.url))}</code></div>"
         )
         self.objects_box.children = object_tree(name, path, found, self.select)
-        self.forms = {m["name"]: CallForm(self, name, m, path) for m in _members(found, "methods")}
+        self.forms = {
+            m["name"]: CallForm(self, name, m, path) for m in named_entries(found, "methods")
+        }
         self.properties = {
-            p["name"]: PropertyRow(self, name, p, path) for p in _members(found, "properties")
+            p["name"]: PropertyRow(self, name, p, path) for p in named_entries(found, "properties")
         }
         self.methods.selected_index = None
         props: list[widgets.Widget] = []
@@ -553,18 +555,6 @@ class Explorer:
         self.bench.release_all()
         with self._lock:
             _close_tree(self.widget)
-
-
-def _members(found: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    """The entries of ``found[key]`` with a name; none when it is no list.
-
-    A description comes from the network: a malformed one (``"methods": null``
-    from another language or version) must show as empty, not break the panel.
-    """
-    entries = found.get(key)
-    if not isinstance(entries, list):
-        return []
-    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)]
 
 
 def _no_bar(done: float, total: float | None, message: str) -> None:

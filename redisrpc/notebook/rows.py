@@ -42,6 +42,7 @@ __all__ = [
     "Host",
     "PropertyRow",
     "child_of",
+    "named_entries",
     "object_tree",
     "shown",
     "value_text",
@@ -78,6 +79,18 @@ def child_of(proxy: Any, path: str) -> Any:
     return proxy
 
 
+def named_entries(found: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The entries of ``found[key]`` that have a name; none when it is no list.
+
+    A description comes from the network: a malformed one (``"methods": null``
+    from another language or version) must show as empty, not break the panel.
+    """
+    entries = found.get(key)
+    if not isinstance(entries, list):
+        return []
+    return [e for e in entries if isinstance(e, dict) and isinstance(e.get("name"), str)]
+
+
 def object_tree(
     name: str, path: str, found: dict[str, Any], select: Callable[[str, str], Any]
 ) -> list[widgets.Widget]:
@@ -91,11 +104,8 @@ def object_tree(
         up = widgets.Button(description=f"↑ {parent or name}", layout={"width": "auto"})
         up.on_click(lambda _: select(name, parent))
         buttons.append(up)
-    objects = found.get("objects")  # from the network: anything but a list lists nothing
     children = [
-        (str(o["name"]), str(o.get("class") or "object"))
-        for o in (objects if isinstance(objects, list) else [])
-        if isinstance(o, dict) and isinstance(o.get("name"), str)
+        (o["name"], str(o.get("class") or "object")) for o in named_entries(found, "objects")
     ]
     items = found.get("items")
     if isinstance(items, int) and not isinstance(items, bool):
